@@ -1,0 +1,57 @@
+# Everything goes through a local virtualenv built from the pinned lock files,
+# so `make demo` and `make test` work on a machine with only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: help install test lint demo sim bench lock clean
+
+help:
+	@echo "make demo   - set up, start the simulator, harvest ~200k rows into ./lake, summarise with DuckDB"
+	@echo "make test   - set up and run the whole test suite"
+	@echo "make lint   - ruff + mypy --strict"
+	@echo "make sim    - run the API simulator in the foreground"
+	@echo "make bench  - run the benchmark harness (bench/)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python requirements/test.lock pyproject.toml
+	$(BIN)/python -m pip install --quiet -r requirements/test.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(BENCH_STAMP): $(STAMP) requirements/bench.lock
+	$(BIN)/python -m pip install --quiet -r requirements/bench.lock
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check harvester tests bench
+	$(BIN)/ruff format --check harvester tests bench
+	$(BIN)/mypy
+
+demo: $(STAMP)
+	$(BIN)/python -m harvester.demo
+
+sim: $(STAMP)
+	$(BIN)/harvester simulate $(SIM_ARGS)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Regenerate the pinned lock files (needs network to PyPI; uses uv for resolution only).
+lock:
+	$(PYTHON) -m pip install --quiet --user uv || true
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements/test.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra bench --python-version 3.11 -o requirements/bench.lock
+
+clean:
+	rm -rf $(VENV) lake .pytest_cache .mypy_cache .ruff_cache
