@@ -1,0 +1,158 @@
+"""The ``harvester`` command: one sub-command per job, one clear line per error.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad settings; 3 the API refused (bad key,
+bad query, unreachable); 4 the lake cannot be used; 5 the run finished but some shards
+failed (named in the output); 130 interrupted (progress is saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from harvester.config import API_KEY_ENV, Settings, resolve
+from harvester.errors import HarvesterError
+
+EXIT_FAILED_SHARDS = 5
+EXIT_INTERRUPTED = 130
+
+
+class RedactingFilter(logging.Filter):
+    """Defence in depth: scrub the API key from any log line, whoever wrote it."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secret and self._secret in record.getMessage():
+            record.msg = record.getMessage().replace(self._secret, "***")
+            record.args = ()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        payload = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return orjson.dumps(payload).decode()
+
+
+def setup_logging(log_format: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(os.environ.get(API_KEY_ENV, "").strip()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, dates: bool = True) -> None:
+    """Flags shared by the commands that talk to the API; None means 'not given'."""
+    parser.add_argument("--config", help="TOML config file (see configs/)")
+    parser.add_argument("--api-url", dest="api_url", help="service base URL")
+    parser.add_argument("--out", help="lake root: a local path or s3://bucket/prefix")
+    if dates:
+        parser.add_argument("--from", dest="date_from", help="first mail date, YYYY-MM-DD")
+        parser.add_argument("--to", dest="date_to", help="last mail date, YYYY-MM-DD")
+    parser.add_argument("--concurrency", help="requests in flight at most (ODP: 1)")
+    parser.add_argument("--rate", help="requests per second at most (0 = unlimited)")
+    parser.add_argument("--rows", help="rows asked for per request")
+    parser.add_argument("--quiet", action="store_const", const=True, default=None)
+    parser.add_argument("--log-format", dest="log_format", choices=["text", "json"])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log retries and progress")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    keys = (
+        "api_url", "out", "date_from", "date_to", "concurrency", "rate", "rows", "quiet",
+        "log_format", "lookback_days", "reconcile_days",
+    )
+    flags = {key: getattr(args, key, None) for key in keys}
+    return resolve(flags, getattr(args, "config", None))
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    from harvester.harvest import run_harvest
+    from harvester.progress import make_progress
+
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose)
+    progress = make_progress(settings.quiet, settings.log_format)
+    try:
+        outcome = asyncio.run(run_harvest(settings, progress))
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished shards are saved in the lake's _harvest/;"
+            " run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        progress.stop()
+    for line in outcome.report.summary_lines():
+        print(line)
+    if not outcome.complete:
+        print(
+            "some shards failed (listed above); run the same command again to retry them",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_SHARDS
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from harvester.sim import cli as sim_cli
+
+    return sim_cli.run(args)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harvester import __version__
+    from harvester.sim import cli as sim_cli
+
+    parser = argparse.ArgumentParser(
+        prog="harvester",
+        description="Harvest the USPTO Office Action Rejection API v2 into a Parquet lake.",
+    )
+    parser.add_argument("--version", action="version", version=f"harvester {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    harvest = sub.add_parser("harvest", help="download everything into the lake (resumable)")
+    add_run_arguments(harvest)
+    harvest.set_defaults(func=cmd_harvest)
+
+    simulate = sub.add_parser("simulate", help="run the offline API simulator")
+    sim_cli.add_arguments(simulate)
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except HarvesterError as exc:
+        print(f"harvester: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,196 @@
+"""The shard pipeline: fetch workers feed one writer; a shard is committed by its marker.
+
+``concurrency`` workers take shards from a queue and fetch them page by page (the client's
+limiter and semaphore keep the request rate and the in-flight count in bounds). A fetched
+shard goes to a small bounded queue; one writer decodes it, writes its Parquet files, its
+quarantine file and finally its marker, off the event loop in a thread, so parsing and
+writing never hold up the next request. The bounded queue is what keeps memory flat: at
+most ``concurrency + 2`` shards of rows exist at once, whatever the size of the harvest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow.compute as pc
+
+from harvester.decode import decode_docs
+from harvester.errors import RetriesExhausted
+from harvester.fetch import FetchedShard, PageSource, ShardTooLarge, ShardUnstable, fetch_shard
+from harvester.plan import Planner, Shard
+from harvester.progress import Progress
+from harvester.state import HarvestState, ShardMarker
+from harvester.writer import write_shard
+
+log = logging.getLogger("harvester.pipeline")
+
+
+@dataclass
+class PipelineTotals:
+    """What one pipeline run did, for the run report."""
+
+    shards_done: int = 0
+    shards_failed: int = 0
+    shards_split: int = 0
+    rows_written: int = 0
+    quarantined: int = 0
+    pages: int = 0
+    refetched_shards: int = 0
+    unknown_fields: Counter[str] = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    concurrency: int
+    rows: int
+    max_window: int
+    shard_attempts: int
+    date_template: str
+
+
+class ShardPipeline:
+    """Runs a set of shards to completion: every one ends done, split or failed."""
+
+    def __init__(
+        self,
+        source: PageSource,
+        planner: Planner,
+        state: HarvestState,
+        config: PipelineConfig,
+        progress: Progress,
+    ) -> None:
+        self._source = source
+        self._planner = planner
+        self._state = state
+        self._config = config
+        self._progress = progress
+        self.totals = PipelineTotals()
+
+    async def run(self, shards: list[Shard]) -> PipelineTotals:
+        work: asyncio.Queue[Shard] = asyncio.Queue()
+        written: asyncio.Queue[tuple[Shard, FetchedShard] | None] = asyncio.Queue(
+            maxsize=self._config.concurrency + 1
+        )
+        for shard in shards:
+            work.put_nowait(shard)
+        writer = asyncio.create_task(self._write_loop(written), name="writer")
+        workers = [
+            asyncio.create_task(self._fetch_loop(work, written), name=f"fetch-{i}")
+            for i in range(self._config.concurrency)
+        ]
+        try:
+            # Whichever ends first: all work done, or a worker/writer dying with a fatal error.
+            joined = asyncio.create_task(work.join())
+            done, _ = await asyncio.wait(
+                [joined, writer, *workers], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task is not joined and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            await written.put(None)
+            await writer
+        finally:
+            for task in [*workers, writer]:
+                task.cancel()
+            await asyncio.gather(*workers, writer, return_exceptions=True)
+        return self.totals
+
+    async def _fetch_loop(
+        self, work: asyncio.Queue[Shard], written: asyncio.Queue[tuple[Shard, FetchedShard] | None]
+    ) -> None:
+        while True:
+            shard = await work.get()
+            try:
+                await self._fetch_one(shard, work, written)
+            finally:
+                work.task_done()
+
+    async def _fetch_one(
+        self,
+        shard: Shard,
+        work: asyncio.Queue[Shard],
+        written: asyncio.Queue[tuple[Shard, FetchedShard] | None],
+    ) -> None:
+        criteria = shard.criteria(self._config.date_template)
+        try:
+            try:
+                fetched = await fetch_shard(
+                    self._source,
+                    criteria,
+                    rows=self._config.rows,
+                    max_window=self._config.max_window,
+                    attempts=self._config.shard_attempts,
+                )
+            except ShardTooLarge as exc:
+                await self._split(shard, exc, work)
+                return
+        except (RetriesExhausted, ShardUnstable) as exc:
+            cause = exc.cause if isinstance(exc, RetriesExhausted) else str(exc)
+            marker = ShardMarker(shard.key, "failed", cause=cause)
+            await asyncio.to_thread(self._state.save_marker, shard, marker)
+            self.totals.shards_failed += 1
+            self.totals.failures[shard.key] = cause
+            log.warning("shard %s failed: %s", shard.key, cause)
+            self._progress.shard_finished(0, failed=True)
+            return
+        self.totals.pages += fetched.pages
+        if fetched.attempts > 1:
+            self.totals.refetched_shards += 1
+            self.totals.events.extend(f"{shard.key}: {e}" for e in fetched.events)
+        await written.put((shard, fetched))
+
+    async def _split(self, shard: Shard, exc: ShardTooLarge, work: asyncio.Queue[Shard]) -> None:
+        """Replace a shard that outgrew the window by its pieces, recorded in its marker."""
+        children = await self._planner.refine(shard.with_expected(exc.num_found))
+        previous = await asyncio.to_thread(self._state.load_marker, shard)
+        marker = ShardMarker(
+            shard.key, "split", num_found=exc.num_found, children=[c.to_json() for c in children]
+        )
+        await asyncio.to_thread(self._state.save_marker, shard, marker)
+        # Files of an earlier, smaller version of this shard are no longer owned by any
+        # marker; drop them now (a crash here leaves them to the next run's sweep).
+        if previous is not None:
+            for path in previous.files:
+                await asyncio.to_thread(self._state.lake.delete, path)
+        self.totals.shards_split += 1
+        self.totals.events.append(f"{shard.key}: {exc}; split into {len(children)} shards")
+        self._progress.add_shards(len(children) - 1)
+        for child in children:
+            work.put_nowait(child)
+
+    async def _write_loop(self, written: asyncio.Queue[tuple[Shard, FetchedShard] | None]) -> None:
+        while (item := await written.get()) is not None:
+            shard, fetched = item
+            await asyncio.to_thread(self._commit, shard, fetched)
+
+    def _commit(self, shard: Shard, fetched: FetchedShard) -> None:
+        """Decode, write files, then the marker: the marker is the commit point."""
+        result = decode_docs(fetched.docs, source=shard.key)
+        files = write_shard(self._state.lake, shard.slug, result.table)
+        self._state.write_quarantine(shard, [q.to_json() for q in result.quarantined])
+        max_create = None
+        if result.table.num_rows:
+            value = pc.max(result.table.column("createDateTime")).as_py()
+            max_create = value.isoformat() if value is not None else None
+        marker = ShardMarker(
+            shard.key,
+            "done",
+            rows=result.table.num_rows,
+            num_found=fetched.num_found,
+            quarantined=len(result.quarantined),
+            files=[f.path for f in files],
+            attempts=fetched.attempts,
+            events=fetched.events,
+            max_create=max_create,
+        )
+        self._state.save_marker(shard, marker)
+        self.totals.shards_done += 1
+        self.totals.rows_written += result.table.num_rows
+        self.totals.quarantined += len(result.quarantined)
+        self.totals.unknown_fields.update(result.unknown_fields)
+        self._progress.shard_finished(result.table.num_rows)

@@ -1,0 +1,218 @@
+"""Plan: split a date range into shards that each fit inside the API's paging window.
+
+A shard is a slice of the source defined by mail dates (one day, or several days within one
+month) and optionally an ``id`` range. The planner adapts shards to the data with cheap
+count queries: a month that holds more than ``shard_size`` rows is split into days (packed
+back together while they fit), and a day that still holds too many is split by ``id`` range
+(ids are uniform hex, so halving the range halves the rows). No shard ever needs a ``start``
+beyond the window. Shards never cross a month, so every shard lands in exactly one
+``year=/month=`` partition.
+
+Shard keys are deterministic and readable: ``2019-07-15``, ``2019-07-01..2019-07-09``,
+``2019-07-15/id[0-8)``, ``2019-07-15/id[8-)``. The planner knows nothing of HTTP beyond the
+``Counter`` protocol, and nothing of files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+UNDATED_KEY = "undated"
+UNDATED_CRITERIA = "*:* NOT submissionDate:[* TO *]"
+EARLIEST_PROBE = dt.date(1900, 1, 1)
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+class Counter(Protocol):
+    """What the planner needs from the API: how many rows match a query."""
+
+    async def count(self, criteria: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One slice of the source. ``expected`` is the count seen when planned (not identity)."""
+
+    first: dt.date
+    last: dt.date
+    id_low: str | None = None
+    id_high: str | None = None
+    undated: bool = False
+    expected: int = field(default=-1, compare=False)
+
+    @property
+    def key(self) -> str:
+        if self.undated:
+            return UNDATED_KEY
+        days = self.first.isoformat()
+        if self.last != self.first:
+            days = f"{days}..{self.last.isoformat()}"
+        if self.id_low is None and self.id_high is None:
+            return days
+        return f"{days}/id[{self.id_low or ''}-{self.id_high or ''})"
+
+    @property
+    def slug(self) -> str:
+        """The key as a file-name-safe string (injective for the keys this module makes)."""
+        key = self.key.replace("..", "_to_").replace("/id[", "_id").replace(")", "")
+        return _SLUG_UNSAFE.sub("_", key)
+
+    @property
+    def has_id_range(self) -> bool:
+        return self.id_low is not None or self.id_high is not None
+
+    def criteria(self, date_template: str) -> str:
+        if self.undated:
+            return UNDATED_CRITERIA
+        text = date_template.format(start=self.first.isoformat(), end=self.last.isoformat())
+        if not self.has_id_range:
+            return text
+        high = f"{self.id_high}}}" if self.id_high else "*]"
+        return f"{text} AND id:[{self.id_low or '*'} TO {high}"
+
+    def with_expected(self, count: int) -> Shard:
+        return Shard(self.first, self.last, self.id_low, self.id_high, self.undated, count)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "first": self.first.isoformat(),
+            "last": self.last.isoformat(),
+            "id_low": self.id_low,
+            "id_high": self.id_high,
+            "undated": self.undated,
+            "expected": self.expected,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Shard:
+        return cls(
+            dt.date.fromisoformat(data["first"]),
+            dt.date.fromisoformat(data["last"]),
+            data.get("id_low"),
+            data.get("id_high"),
+            bool(data.get("undated", False)),
+            int(data.get("expected", -1)),
+        )
+
+
+def month_spans(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """Calendar months covering [first, last], clipped to it."""
+    spans = []
+    start = first
+    while start <= last:
+        next_month = (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        end = min(last, next_month - dt.timedelta(days=1))
+        spans.append((start, end))
+        start = next_month
+    return spans
+
+
+def split_hex(low: str, high: str | None) -> str:
+    """The midpoint between two hex prefixes (``high`` exclusive, None = end of id space).
+
+    Trailing zeros are dropped because, for fixed-length 32-hex ids, ``id >= "10"`` and
+    ``id >= "1"`` select the same rows; it keeps keys short and readable.
+    """
+    width = max(len(low), len(high or ""), 1)
+    while True:
+        a = int(low.ljust(width, "0"), 16)
+        b = int(high.ljust(width, "0"), 16) if high else 16**width
+        mid = (a + b) // 2
+        if mid > a:
+            return format(mid, f"0{width}x").rstrip("0") or "0"
+        width += 1
+
+
+class Planner:
+    """Turns a date range into shards no larger than ``shard_size`` rows."""
+
+    def __init__(self, counter: Counter, date_template: str, shard_size: int) -> None:
+        self._counter = counter
+        self._template = date_template
+        self._shard_size = shard_size
+
+    async def _count(self, shard: Shard) -> Shard:
+        return shard.with_expected(await self._counter.count(shard.criteria(self._template)))
+
+    async def _count_all(self, shards: Sequence[Shard]) -> list[Shard]:
+        return list(await asyncio.gather(*(self._count(s) for s in shards)))
+
+    async def probe_first_day(self, last: dt.date) -> dt.date | None:
+        """The earliest mail date with rows, by binary search over count queries (~15)."""
+        if (await self._count(Shard(EARLIEST_PROBE, last))).expected == 0:
+            return None
+        low, high = EARLIEST_PROBE, last
+        while low < high:
+            mid = low + (high - low) // 2
+            if (await self._count(Shard(EARLIEST_PROBE, mid))).expected > 0:
+                high = mid
+            else:
+                low = mid + dt.timedelta(days=1)
+        return low
+
+    async def plan(self, first: dt.date, last: dt.date) -> list[Shard]:
+        """Shards covering every day of [first, last], empty months included (as one shard
+        each, so a later check notices rows that appear there)."""
+        months = await self._count_all([Shard(a, b) for a, b in month_spans(first, last)])
+        shards: list[Shard] = []
+        for month in months:
+            shards.extend(await self.refine(month))
+        return shards
+
+    async def refine(self, shard: Shard) -> list[Shard]:
+        """Split a counted shard until every piece fits; a fitting shard comes back as is."""
+        if shard.expected <= self._shard_size or shard.undated:
+            return [shard]
+        if shard.first != shard.last:
+            return await self._split_days(shard)
+        return await self._split_ids(shard)
+
+    async def _split_days(self, shard: Shard) -> list[Shard]:
+        days = [
+            Shard(shard.first + dt.timedelta(days=i), shard.first + dt.timedelta(days=i))
+            for i in range((shard.last - shard.first).days + 1)
+        ]
+        counted = await self._count_all(days)
+        shards: list[Shard] = []
+        run: list[Shard] = []
+
+        def close_run() -> None:
+            if run:
+                total = sum(d.expected for d in run)
+                shards.append(Shard(run[0].first, run[-1].last, expected=total))
+                run.clear()
+
+        # Pack consecutive days while they fit: fewer, larger shards mean fewer files.
+        for day in counted:
+            if day.expected > self._shard_size:
+                close_run()
+                shards.extend(await self._split_ids(day))
+            elif sum(d.expected for d in run) + day.expected > self._shard_size:
+                close_run()
+                run.append(day)
+            else:
+                run.append(day)
+        close_run()
+        return shards
+
+    async def _split_ids(self, shard: Shard) -> list[Shard]:
+        low = shard.id_low or "0"
+        mid = split_hex(low, shard.id_high)
+        halves = await self._count_all(
+            [
+                Shard(shard.first, shard.last, low, mid),
+                Shard(shard.first, shard.last, mid, shard.id_high),
+            ]
+        )
+        if len(mid) > 32:  # cannot happen with 32-hex ids; guards against a runaway split
+            raise RuntimeError(f"cannot split shard {shard.key} any further")
+        out: list[Shard] = []
+        for half in halves:
+            out.extend(await self.refine(half))
+        return out

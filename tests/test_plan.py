@@ -1,0 +1,129 @@
+"""The planner splits by month, then day, then id range, and every shard fits the window.
+
+The counts come from an in-memory table of ids per day: the planner's contract with the
+API is only "how many rows match this criteria", and this test evaluates that exactly.
+End-to-end planning against the simulator is covered by the harvest tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+
+import pytest
+
+from harvester.config import DEFAULT_DATE_TEMPLATE
+from harvester.plan import Planner, Shard, month_spans, split_hex
+
+CRITERIA = re.compile(
+    r"submissionDate:\[(\d{4}-\d\d-\d\d)T00:00:00Z TO (\d{4}-\d\d-\d\d)T23:59:59Z\]"
+    r"(?: AND id:\[(\S+) TO (\S+)[}\]])?$"
+)
+
+
+class TableCounter:
+    """Counts rows of a fixed {day: [ids]} table for the criteria the planner builds."""
+
+    def __init__(self, rows: dict[dt.date, list[str]]) -> None:
+        self.rows = rows
+        self.calls = 0
+
+    async def count(self, criteria: str) -> int:
+        self.calls += 1
+        match = CRITERIA.match(criteria)
+        assert match, criteria
+        first, last = dt.date.fromisoformat(match[1]), dt.date.fromisoformat(match[2])
+        low = match[3] if match[3] not in (None, "*") else ""
+        high = match[4] if match[4] not in (None, "*") else None
+        return sum(
+            1
+            for day, ids in self.rows.items()
+            if first <= day <= last
+            for i in ids
+            if i >= low and (high is None or i < high)
+        )
+
+
+def ids(day: dt.date, n: int) -> list[str]:
+    return [hashlib.md5(f"{day}-{i}".encode()).hexdigest() for i in range(n)]
+
+
+def test_split_hex_midpoints() -> None:
+    assert split_hex("0", None) == "8"
+    assert split_hex("0", "8") == "4"
+    assert split_hex("8", None) == "c"
+    assert split_hex("0", "1") == "08"
+    assert split_hex("08", "1") == "0c"
+
+
+def test_month_spans_clip_to_range() -> None:
+    spans = month_spans(dt.date(2019, 1, 15), dt.date(2019, 3, 2))
+    assert spans == [
+        (dt.date(2019, 1, 15), dt.date(2019, 1, 31)),
+        (dt.date(2019, 2, 1), dt.date(2019, 2, 28)),
+        (dt.date(2019, 3, 1), dt.date(2019, 3, 2)),
+    ]
+
+
+def test_keys_are_readable_and_slugs_distinct() -> None:
+    d = dt.date(2019, 7, 15)
+    shards = [
+        Shard(d, d),
+        Shard(dt.date(2019, 7, 1), dt.date(2019, 7, 9)),
+        Shard(d, d, "0", "8"),
+        Shard(d, d, "8", None),
+    ]
+    assert [s.key for s in shards] == [
+        "2019-07-15",
+        "2019-07-01..2019-07-09",
+        "2019-07-15/id[0-8)",
+        "2019-07-15/id[8-)",
+    ]
+    assert len({s.slug for s in shards}) == 4
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", s.slug) for s in shards)
+    assert Shard(d, d, "8", None).criteria(DEFAULT_DATE_TEMPLATE).endswith("AND id:[8 TO *]")
+    assert Shard.from_json(shards[2].to_json()) == shards[2]
+
+
+async def test_plan_covers_every_row_once_and_fits_the_window() -> None:
+    table: dict[dt.date, list[str]] = {}
+    day = dt.date(2019, 1, 1)
+    sizes = [0, 30, 5, 250, 90, 0, 1000, 40] * 8  # some days far above the shard size
+    for size in sizes:
+        table[day] = ids(day, size)
+        day += dt.timedelta(days=1)
+    counter = TableCounter(table)
+    planner = Planner(counter, DEFAULT_DATE_TEMPLATE, shard_size=100)
+    shards = await planner.plan(dt.date(2019, 1, 1), day - dt.timedelta(days=1))
+
+    all_ids = sorted(i for v in table.values() for i in v)
+    covered = []
+    for shard in shards:
+        assert shard.expected <= 100, shard
+        assert shard.first.month == shard.last.month  # never crosses a partition
+        rows = [
+            i
+            for d, v in table.items()
+            if shard.first <= d <= shard.last
+            for i in v
+            if (shard.id_low or "") <= i and (shard.id_high is None or i < shard.id_high)
+        ]
+        assert len(rows) == shard.expected
+        covered.extend(rows)
+    assert sorted(covered) == all_ids  # every id in exactly one shard
+    assert any(s.has_id_range for s in shards)
+    assert any(s.first != s.last for s in shards)  # small days were packed together
+
+
+@pytest.mark.parametrize("first_day", [dt.date(2018, 6, 1), dt.date(2011, 10, 19)])
+async def test_probe_finds_the_earliest_day(first_day: dt.date) -> None:
+    counter = TableCounter({first_day: ids(first_day, 3), dt.date(2020, 1, 1): ids(first_day, 2)})
+    planner = Planner(counter, DEFAULT_DATE_TEMPLATE, shard_size=100)
+    assert await planner.probe_first_day(dt.date(2026, 1, 1)) == first_day
+    assert counter.calls < 25
+
+
+async def test_probe_of_an_empty_service_is_none() -> None:
+    planner = Planner(TableCounter({}), DEFAULT_DATE_TEMPLATE, shard_size=100)
+    assert await planner.probe_first_day(dt.date(2026, 1, 1)) is None
