@@ -78,26 +78,42 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, dates: bool = True) ->
 
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = (
-        "api_url", "out", "date_from", "date_to", "concurrency", "rate", "rows", "quiet",
-        "log_format", "lookback_days", "reconcile_days",
+        "api_url",
+        "out",
+        "date_from",
+        "date_to",
+        "concurrency",
+        "rate",
+        "rows",
+        "quiet",
+        "log_format",
+        "lookback_days",
+        "reconcile_days",
     )
     flags = {key: getattr(args, key, None) for key in keys}
     return resolve(flags, getattr(args, "config", None))
 
 
-def cmd_harvest(args: argparse.Namespace) -> int:
-    from harvester.harvest import run_harvest
+def _run_job(args: argparse.Namespace, job: str) -> int:
+    """Run harvest or refresh with progress, print the report, map the outcome to an exit code."""
     from harvester.progress import make_progress
 
     settings = settings_from(args)
     setup_logging(settings.log_format, args.verbose)
     progress = make_progress(settings.quiet, settings.log_format)
     try:
-        outcome = asyncio.run(run_harvest(settings, progress))
+        if job == "harvest":
+            from harvester.harvest import run_harvest
+
+            outcome = asyncio.run(run_harvest(settings, progress))
+        else:
+            from harvester.refresh import run_refresh
+
+            outcome = asyncio.run(run_refresh(settings, progress))
     except KeyboardInterrupt:
         print(
-            "interrupted: finished shards are saved in the lake's _harvest/;"
-            " run the same command again to resume",
+            f"interrupted: finished work is saved in the lake's _harvest/;"
+            f" run the same command again to resume the {job}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
@@ -107,11 +123,19 @@ def cmd_harvest(args: argparse.Namespace) -> int:
         print(line)
     if not outcome.complete:
         print(
-            "some shards failed (listed above); run the same command again to retry them",
+            f"the {job} is incomplete (see above); run the same command again to retry",
             file=sys.stderr,
         )
         return EXIT_FAILED_SHARDS
     return 0
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    return _run_job(args, "harvest")
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    return _run_job(args, "refresh")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -137,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     harvest = sub.add_parser("harvest", help="download everything into the lake (resumable)")
     add_run_arguments(harvest)
     harvest.set_defaults(func=cmd_harvest)
+
+    refresh = sub.add_parser("refresh", help="bring a harvested lake up to date (daily)")
+    add_run_arguments(refresh, dates=False)
+    refresh.add_argument(
+        "--lookback", dest="lookback_days", help="days of overlap below the watermark"
+    )
+    refresh.add_argument(
+        "--reconcile-days",
+        dest="reconcile_days",
+        help="recent mail days to check against the service",
+    )
+    refresh.set_defaults(func=cmd_refresh)
 
     simulate = sub.add_parser("simulate", help="run the offline API simulator")
     sim_cli.add_arguments(simulate)

@@ -56,6 +56,8 @@ class Settings:
     timeout: float = 60.0
     max_attempts: int = 8
     min_429_wait: float = 5.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
     shard_attempts: int = 3
     date_template: str = DEFAULT_DATE_TEMPLATE
     out: str = "./lake"
@@ -186,6 +188,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("timeout", ("api", "timeout"), "HARVESTER_TIMEOUT", _positive_float),
     Spec("max_attempts", ("api", "max_attempts"), "HARVESTER_MAX_ATTEMPTS", _positive_int),
     Spec("min_429_wait", ("api", "min_429_wait"), "HARVESTER_MIN_429_WAIT", _non_negative_float),
+    Spec("backoff_base", ("api", "backoff_base"), "HARVESTER_BACKOFF_BASE", _positive_float),
+    Spec("backoff_max", ("api", "backoff_max"), "HARVESTER_BACKOFF_MAX", _positive_float),
     Spec("date_template", ("api", "date_template"), "HARVESTER_DATE_TEMPLATE", _template),
     Spec("out", ("lake", "out"), "HARVESTER_OUT", _str),
     Spec("s3_endpoint_url", ("lake", "endpoint_url"), "HARVESTER_S3_ENDPOINT_URL", _url),
@@ -193,9 +197,16 @@ SPECS: tuple[Spec, ...] = (
     Spec("date_from", ("harvest", "from"), "HARVESTER_FROM", _date),
     Spec("date_to", ("harvest", "to"), "HARVESTER_TO", _date),
     Spec("shard_size", ("harvest", "shard_size"), "HARVESTER_SHARD_SIZE", _positive_int),
-    Spec("shard_attempts", ("harvest", "shard_attempts"), "HARVESTER_SHARD_ATTEMPTS", _positive_int),
+    Spec(
+        "shard_attempts", ("harvest", "shard_attempts"), "HARVESTER_SHARD_ATTEMPTS", _positive_int
+    ),
     Spec("lookback_days", ("refresh", "lookback"), "HARVESTER_LOOKBACK", _non_negative_int),
-    Spec("reconcile_days", ("refresh", "reconcile_days"), "HARVESTER_RECONCILE_DAYS", _non_negative_int),
+    Spec(
+        "reconcile_days",
+        ("refresh", "reconcile_days"),
+        "HARVESTER_RECONCILE_DAYS",
+        _non_negative_int,
+    ),
     Spec("log_format", ("log", "format"), "HARVESTER_LOG_FORMAT", _choice("text", "json")),
     Spec("quiet", ("log", "quiet"), "HARVESTER_QUIET", _bool),
 )
@@ -258,7 +269,9 @@ def validate(settings: Settings) -> Settings:
             f"invalid date range: --from {settings.date_from} is after --to {settings.date_to}"
         )
     if settings.rows > settings.max_window:
-        raise ConfigError(f"rows ({settings.rows}) cannot exceed max_window ({settings.max_window})")
+        raise ConfigError(
+            f"rows ({settings.rows}) cannot exceed max_window ({settings.max_window})"
+        )
     if settings.shard_size > settings.max_window:
         raise ConfigError(
             f"shard_size ({settings.shard_size}) cannot exceed max_window ({settings.max_window}):"

@@ -87,7 +87,12 @@ async def _fetch_once(
         docs.extend(page.docs)
     distinct = _count_distinct(docs)
     if len(docs) != num_found or distinct != num_found:
-        return docs, num_found, pages, f"{distinct} distinct ids in {len(docs)} docs, numFound {num_found}"
+        return (
+            docs,
+            num_found,
+            pages,
+            f"{distinct} distinct ids in {len(docs)} docs, numFound {num_found}",
+        )
     return docs, num_found, pages, None
 
 

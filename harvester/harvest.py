@@ -16,13 +16,15 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harvester.client import ApiClient
+from harvester.commit import committed_files, sweep
 from harvester.config import Settings
 from harvester.errors import ConfigError, QueryError, RetriesExhausted
 from harvester.lake import Lake
-from harvester.pipeline import PipelineConfig, PipelineTotals, ShardPipeline
+from harvester.pipeline import LakeSink, PipelineConfig, ShardPipeline
 from harvester.plan import UNDATED_KEY, Planner, Shard
 from harvester.progress import Progress
 from harvester.report import RunReport
@@ -40,7 +42,15 @@ def make_client(settings: Settings) -> ApiClient:
         timeout=settings.timeout,
         max_attempts=settings.max_attempts,
         min_429_wait=settings.min_429_wait,
+        backoff_base=settings.backoff_base,
+        backoff_max=settings.backoff_max,
     )
+
+
+def progress_counters(client: ApiClient) -> Callable[[], tuple[int, int, int]]:
+    """(requests, 429s, retries) for the progress display, read live from the client."""
+    stats = client.stats
+    return lambda: (stats.requests, stats.throttled_429, sum(stats.retries_by_cause.values()))
 
 
 def open_lake(settings: Settings) -> Lake:
@@ -65,7 +75,9 @@ async def _make_plan(settings: Settings, planner: Planner, client: ApiClient) ->
     # quarantined, never silently missed). A service that refuses the query costs us only
     # that safety net, not the harvest.
     try:
-        shards.append(undated.with_expected(await client.count(undated.criteria(settings.date_template))))
+        shards.append(
+            undated.with_expected(await client.count(undated.criteria(settings.date_template)))
+        )
     except QueryError as exc:
         log.warning("the service refused the query for rows without a mail date: %s", exc)
     return StoredPlan(first, last, settings.date_template, settings.shard_size, shards)
@@ -84,19 +96,6 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
         )
 
 
-def sweep_uncommitted(state: HarvestState, leaves: list[Shard], markers: dict[str, ShardMarker]) -> int:
-    """Delete data files no done marker owns: leftovers of a run killed between writing a
-    shard's files and its marker, or of a shard that was split after it was written."""
-    owned = {f for s in leaves if (m := markers.get(s.key)) and m.status == "done" for f in m.files}
-    removed = 0
-    for path in state.lake.list_files("", suffix=".parquet"):
-        if path.startswith(("_", ".")) or path in owned:
-            continue
-        state.lake.delete(path)
-        removed += 1
-    return removed + state.lake.cleanup_temp_files()
-
-
 async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
     lake = open_lake(settings)
     state = HarvestState(lake)
@@ -104,7 +103,7 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
     report = RunReport.begin("harvest", settings)
     started = time.monotonic()
     async with make_client(settings) as client:
-        progress.bind_stats(client.progress_counters)
+        progress.bind_stats(progress_counters(client))
         planner = Planner(client, settings.date_template, settings.shard_size)
         plan = state.load_plan()
         if plan is None:
@@ -115,17 +114,26 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
             _check_plan_matches(plan, settings)
             # Proves the URL and key before the lake is touched, as a new plan's counts do.
             await client.count(Shard(plan.first, plan.first).criteria(plan.date_template))
+            if state.load_complete() is not None:
+                # Re-harvesting a finished lake would fight refresh's partition rewrites.
+                report.status = "complete"
+                report.events.append("the harvest of this lake is already complete: use refresh")
+                progress.stop()
+                return HarvestOutcome(report, True)
         report.plan_range = (plan.first.isoformat(), plan.last.isoformat())
         markers = state.load_markers()
         leaves = state.leaves(plan, markers)
-        report.swept_files = sweep_uncommitted(state, leaves, markers)
+        report.swept_files = sweep(lake, committed_files(state, plan, markers))
 
         pipeline_config = PipelineConfig(
-            settings.concurrency, settings.rows, settings.max_window, settings.shard_attempts,
+            settings.concurrency,
+            settings.rows,
+            settings.max_window,
+            settings.shard_attempts,
             plan.date_template,
         )
-        pipeline = ShardPipeline(client, planner, state, pipeline_config, progress)
-        todo = _pending(state, leaves, markers)
+        pipeline = ShardPipeline(client, planner, LakeSink(state), pipeline_config, progress)
+        todo = pending_shards(state, leaves, markers)
         progress.start(len(leaves), len(leaves) - len(todo), _committed_rows(leaves, markers))
         await pipeline.run(todo)
 
@@ -146,7 +154,8 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
         complete = all(markers.get(s.key) and markers[s.key].status == "done" for s in leaves)
         report.absorb(pipeline.totals, client.stats, time.monotonic() - started)
         report.failures = {
-            s.key: markers[s.key].cause or "" for s in leaves
+            s.key: markers[s.key].cause or ""
+            for s in leaves
             if s.key in markers and markers[s.key].status == "failed"
         }
         report.rows_in_lake = _committed_rows(leaves, markers)
@@ -166,7 +175,9 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
     return HarvestOutcome(report, complete)
 
 
-def _pending(state: HarvestState, leaves: list[Shard], markers: dict[str, ShardMarker]) -> list[Shard]:
+def pending_shards(
+    state: HarvestState, leaves: list[Shard], markers: dict[str, ShardMarker]
+) -> list[Shard]:
     """Shards not yet done. Shards planned empty are committed at once (no request): the
     closing check recounts them, so rows that appear there later are still fetched."""
     todo = []

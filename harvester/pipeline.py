@@ -14,7 +14,9 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from harvester.decode import decode_docs
@@ -43,6 +45,22 @@ class PipelineTotals:
     failures: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
 
+    def merge(self, other: PipelineTotals) -> None:
+        """Add another run's totals (refresh runs one pipeline per staging area)."""
+        for name in (
+            "shards_done",
+            "shards_failed",
+            "shards_split",
+            "rows_written",
+            "quarantined",
+            "pages",
+            "refetched_shards",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unknown_fields.update(other.unknown_fields)
+        self.failures.update(other.failures)
+        self.events.extend(other.events)
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -53,6 +71,73 @@ class PipelineConfig:
     date_template: str
 
 
+@dataclass
+class Committed:
+    """What committing one shard produced."""
+
+    rows: int
+    quarantined: int
+    unknown_fields: Counter[str]
+
+
+class ShardSink(Protocol):
+    """Where finished shards go: the lake itself (harvest) or a staging area (refresh)."""
+
+    def commit(self, shard: Shard, fetched: FetchedShard) -> Committed: ...
+
+    def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None: ...
+
+    def record_failure(self, shard: Shard, cause: str) -> None: ...
+
+
+def max_create_of(table: pa.Table) -> str | None:
+    if table.num_rows == 0:
+        return None
+    value = pc.max(table.column("createDateTime")).as_py()
+    return value.isoformat() if value is not None else None
+
+
+class LakeSink:
+    """Harvest commit: Parquet files into the partitions, quarantine, then the marker."""
+
+    def __init__(self, state: HarvestState) -> None:
+        self._state = state
+
+    def commit(self, shard: Shard, fetched: FetchedShard) -> Committed:
+        result = decode_docs(fetched.docs, source=shard.key)
+        files = write_shard(self._state.lake, shard.slug, result.table)
+        self._state.write_quarantine(shard, [q.to_json() for q in result.quarantined])
+        marker = ShardMarker(
+            shard.key,
+            "done",
+            rows=result.table.num_rows,
+            num_found=fetched.num_found,
+            quarantined=len(result.quarantined),
+            files=[f.path for f in files],
+            attempts=fetched.attempts,
+            events=fetched.events,
+            max_create=max_create_of(result.table),
+        )
+        # The marker is the commit point: written only once the files are complete.
+        self._state.save_marker(shard, marker)
+        return Committed(result.table.num_rows, len(result.quarantined), result.unknown_fields)
+
+    def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None:
+        previous = self._state.load_marker(shard)
+        marker = ShardMarker(
+            shard.key, "split", num_found=num_found, children=[c.to_json() for c in children]
+        )
+        self._state.save_marker(shard, marker)
+        # Files of an earlier, smaller version of this shard are no longer owned by any
+        # marker; drop them now (a crash here leaves them to the next run's sweep).
+        if previous is not None:
+            for path in previous.files:
+                self._state.lake.delete(path)
+
+    def record_failure(self, shard: Shard, cause: str) -> None:
+        self._state.save_marker(shard, ShardMarker(shard.key, "failed", cause=cause))
+
+
 class ShardPipeline:
     """Runs a set of shards to completion: every one ends done, split or failed."""
 
@@ -60,13 +145,13 @@ class ShardPipeline:
         self,
         source: PageSource,
         planner: Planner,
-        state: HarvestState,
+        sink: ShardSink,
         config: PipelineConfig,
         progress: Progress,
     ) -> None:
         self._source = source
         self._planner = planner
-        self._state = state
+        self._sink = sink
         self._config = config
         self._progress = progress
         self.totals = PipelineTotals()
@@ -131,8 +216,7 @@ class ShardPipeline:
                 return
         except (RetriesExhausted, ShardUnstable) as exc:
             cause = exc.cause if isinstance(exc, RetriesExhausted) else str(exc)
-            marker = ShardMarker(shard.key, "failed", cause=cause)
-            await asyncio.to_thread(self._state.save_marker, shard, marker)
+            await asyncio.to_thread(self._sink.record_failure, shard, cause)
             self.totals.shards_failed += 1
             self.totals.failures[shard.key] = cause
             log.warning("shard %s failed: %s", shard.key, cause)
@@ -145,18 +229,9 @@ class ShardPipeline:
         await written.put((shard, fetched))
 
     async def _split(self, shard: Shard, exc: ShardTooLarge, work: asyncio.Queue[Shard]) -> None:
-        """Replace a shard that outgrew the window by its pieces, recorded in its marker."""
+        """Replace a shard that outgrew the window by its pieces, recorded by the sink."""
         children = await self._planner.refine(shard.with_expected(exc.num_found))
-        previous = await asyncio.to_thread(self._state.load_marker, shard)
-        marker = ShardMarker(
-            shard.key, "split", num_found=exc.num_found, children=[c.to_json() for c in children]
-        )
-        await asyncio.to_thread(self._state.save_marker, shard, marker)
-        # Files of an earlier, smaller version of this shard are no longer owned by any
-        # marker; drop them now (a crash here leaves them to the next run's sweep).
-        if previous is not None:
-            for path in previous.files:
-                await asyncio.to_thread(self._state.lake.delete, path)
+        await asyncio.to_thread(self._sink.record_split, shard, exc.num_found, children)
         self.totals.shards_split += 1
         self.totals.events.append(f"{shard.key}: {exc}; split into {len(children)} shards")
         self._progress.add_shards(len(children) - 1)
@@ -169,28 +244,9 @@ class ShardPipeline:
             await asyncio.to_thread(self._commit, shard, fetched)
 
     def _commit(self, shard: Shard, fetched: FetchedShard) -> None:
-        """Decode, write files, then the marker: the marker is the commit point."""
-        result = decode_docs(fetched.docs, source=shard.key)
-        files = write_shard(self._state.lake, shard.slug, result.table)
-        self._state.write_quarantine(shard, [q.to_json() for q in result.quarantined])
-        max_create = None
-        if result.table.num_rows:
-            value = pc.max(result.table.column("createDateTime")).as_py()
-            max_create = value.isoformat() if value is not None else None
-        marker = ShardMarker(
-            shard.key,
-            "done",
-            rows=result.table.num_rows,
-            num_found=fetched.num_found,
-            quarantined=len(result.quarantined),
-            files=[f.path for f in files],
-            attempts=fetched.attempts,
-            events=fetched.events,
-            max_create=max_create,
-        )
-        self._state.save_marker(shard, marker)
+        committed = self._sink.commit(shard, fetched)
         self.totals.shards_done += 1
-        self.totals.rows_written += result.table.num_rows
-        self.totals.quarantined += len(result.quarantined)
-        self.totals.unknown_fields.update(result.unknown_fields)
-        self._progress.shard_finished(result.table.num_rows)
+        self.totals.rows_written += committed.rows
+        self.totals.quarantined += committed.quarantined
+        self.totals.unknown_fields.update(committed.unknown_fields)
+        self._progress.shard_finished(committed.rows)

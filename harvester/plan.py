@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 UNDATED_KEY = "undated"
@@ -44,6 +44,7 @@ class Shard:
     id_high: str | None = None
     undated: bool = False
     expected: int = field(default=-1, compare=False)
+    scope: str | None = None
 
     @property
     def key(self) -> str:
@@ -70,13 +71,21 @@ class Shard:
         if self.undated:
             return UNDATED_CRITERIA
         text = date_template.format(start=self.first.isoformat(), end=self.last.isoformat())
+        if self.scope:
+            text = f"({self.scope}) AND {text}"
         if not self.has_id_range:
             return text
         high = f"{self.id_high}}}" if self.id_high else "*]"
         return f"{text} AND id:[{self.id_low or '*'} TO {high}"
 
     def with_expected(self, count: int) -> Shard:
-        return Shard(self.first, self.last, self.id_low, self.id_high, self.undated, count)
+        return replace(self, expected=count)
+
+    def narrowed(
+        self, first: dt.date, last: dt.date, id_low: str | None = None, id_high: str | None = None
+    ) -> Shard:
+        """A piece of this shard (same scope), not yet counted."""
+        return replace(self, first=first, last=last, id_low=id_low, id_high=id_high, expected=-1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +96,7 @@ class Shard:
             "id_high": self.id_high,
             "undated": self.undated,
             "expected": self.expected,
+            "scope": self.scope,
         }
 
     @classmethod
@@ -98,6 +108,7 @@ class Shard:
             data.get("id_high"),
             bool(data.get("undated", False)),
             int(data.get("expected", -1)),
+            data.get("scope"),
         )
 
 
@@ -169,13 +180,34 @@ class Planner:
         """Split a counted shard until every piece fits; a fitting shard comes back as is."""
         if shard.expected <= self._shard_size or shard.undated:
             return [shard]
+        months = month_spans(shard.first, shard.last)
+        if len(months) > 1:
+            return await self._split_months(shard, months)
         if shard.first != shard.last:
             return await self._split_days(shard)
         return await self._split_ids(shard)
 
+    async def _split_months(
+        self, shard: Shard, months: list[tuple[dt.date, dt.date]]
+    ) -> list[Shard]:
+        """Halve a long range at a month boundary: a refresh over decades of mostly
+        untouched months costs a few counts per changed month, not one per day."""
+        middle = months[len(months) // 2][0]
+        halves = await self._count_all(
+            [
+                shard.narrowed(shard.first, middle - dt.timedelta(days=1)),
+                shard.narrowed(middle, shard.last),
+            ]
+        )
+        out: list[Shard] = []
+        for half in halves:
+            if half.expected > 0:
+                out.extend(await self.refine(half))
+        return out
+
     async def _split_days(self, shard: Shard) -> list[Shard]:
         days = [
-            Shard(shard.first + dt.timedelta(days=i), shard.first + dt.timedelta(days=i))
+            shard.narrowed(shard.first + dt.timedelta(days=i), shard.first + dt.timedelta(days=i))
             for i in range((shard.last - shard.first).days + 1)
         ]
         counted = await self._count_all(days)
@@ -185,7 +217,7 @@ class Planner:
         def close_run() -> None:
             if run:
                 total = sum(d.expected for d in run)
-                shards.append(Shard(run[0].first, run[-1].last, expected=total))
+                shards.append(shard.narrowed(run[0].first, run[-1].last).with_expected(total))
                 run.clear()
 
         # Pack consecutive days while they fit: fewer, larger shards mean fewer files.
@@ -206,8 +238,8 @@ class Planner:
         mid = split_hex(low, shard.id_high)
         halves = await self._count_all(
             [
-                Shard(shard.first, shard.last, low, mid),
-                Shard(shard.first, shard.last, mid, shard.id_high),
+                shard.narrowed(shard.first, shard.last, low, mid),
+                shard.narrowed(shard.first, shard.last, mid, shard.id_high),
             ]
         )
         if len(mid) > 32:  # cannot happen with 32-hex ids; guards against a runaway split

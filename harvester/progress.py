@@ -8,6 +8,7 @@ display never reaches into HTTP code.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -101,7 +102,12 @@ class LineProgress(Progress):
         rps = snap.requests / elapsed if elapsed > 0 else 0.0
         eta = self.eta_seconds(snap)
         if self._json:
-            record = {"event": "progress", **vars(snap), "requests_per_s": round(rps, 2), "eta_s": eta}
+            record = {
+                "event": "progress",
+                **vars(snap),
+                "requests_per_s": round(rps, 2),
+                "eta_s": eta,
+            }
             sys.stderr.write(orjson.dumps(record).decode() + "\n")
         else:
             eta_text = "?" if eta is None else f"{eta:.0f}s"
@@ -121,7 +127,8 @@ class RichProgress(Progress):
 
     def __init__(self) -> None:
         super().__init__()
-        from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
 
         self._bar = Bar(
             TextColumn("[bold]shards"),
@@ -158,4 +165,4 @@ def make_progress(quiet: bool, log_format: str) -> Progress:
         return LineProgress(json_lines=True)
     if sys.stderr.isatty():
         return RichProgress()
-    return LineProgress()
+    return LineProgress(interval=float(os.environ.get("HARVESTER_PROGRESS_INTERVAL", "10")))

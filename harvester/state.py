@@ -123,7 +123,11 @@ class HarvestState:
 
     def write_meta(self) -> None:
         if self._read(f"{ROOT}/lake.json") is None:
-            meta = {"format": LAKE_FORMAT, "schema_version": SCHEMA_VERSION, "created_at": utc_now()}
+            meta = {
+                "format": LAKE_FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "created_at": utc_now(),
+            }
             self._write(f"{ROOT}/lake.json", meta)
 
     # -- plan and markers --------------------------------------------------------------
@@ -172,6 +176,20 @@ class HarvestState:
             self.lake.write_bytes(path, b"".join(orjson.dumps(r) + b"\n" for r in rows))
         else:
             self.lake.delete(path)
+
+    def quarantined_per_day(self) -> dict[dt.date, int]:
+        """Distinct quarantined rows per mail date (rows with no readable date are left out)."""
+        seen: dict[dt.date, set[bytes]] = {}
+        paths = self.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl")
+        for raw in self.lake.read_many(paths):
+            for line in raw.splitlines():
+                doc = orjson.loads(line).get("doc") or {}
+                try:
+                    day = dt.date.fromisoformat(str(doc.get("submissionDate", ""))[:10])
+                except ValueError:
+                    continue
+                seen.setdefault(day, set()).add(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+        return {day: len(docs) for day, docs in seen.items()}
 
     def save_report(self, run_id: str, report: dict[str, Any]) -> str:
         path = f"{ROOT}/runs/{run_id}.json"

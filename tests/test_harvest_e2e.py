@@ -1,0 +1,223 @@
+"""The harvest's acceptance points, each against a real simulator process over loopback.
+
+The harvester runs as the real command in a subprocess (as a user runs it), so exit codes,
+one-line errors and SIGKILL behave as they do in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from harvester.lake import Lake
+from harvester.sim.testing import SimHandle, run_simulator_process
+from tests.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
+
+# Two months of mail dates, ~340 rows a day on average: with a window of 300, many days
+# must be split by id range.
+RANGE = ("--start", "2019-01-01", "--end", "2019-02-28")
+WINDOW = "300"
+FAST_RETRIES = {
+    "HARVESTER_TIMEOUT": "1.5",
+    "HARVESTER_MIN_429_WAIT": "0.05",
+    "HARVESTER_BACKOFF_BASE": "0.02",
+    "HARVESTER_BACKOFF_MAX": "0.3",
+    "HARVESTER_MAX_ATTEMPTS": "20",
+    "HARVESTER_MAX_WINDOW": WINDOW,
+    "HARVESTER_SHARD_SIZE": WINDOW,
+    "HARVESTER_QUIET": "1",
+}
+
+
+def harvest_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARVESTER_", "USPTO_"))}
+    return {**env, **FAST_RETRIES, **extra}
+
+
+def harvest_cmd(url: str, out: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "harvester", "harvest", "--api-url", url, "--out", out,
+        "--concurrency", "4", "--rate", "0", *extra,
+    ]
+
+
+def run_harvest(url: str, out: str, *extra: str, env: dict[str, str] | None = None,
+                timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        harvest_cmd(url, out, *extra), env=env or harvest_env(), capture_output=True,
+        text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def hostile_sim() -> Iterator[SimHandle]:
+    with run_simulator_process(
+        "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "7",
+        "--faults", "hostile", "--hang-seconds", "3", "--rate", "400", "--burst", "4", "--admin",
+    ) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def calm_truth() -> Iterator[tuple[SimHandle, list[dict[str, Any]]]]:
+    with run_simulator_process(
+        "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "7", "--admin",
+    ) as sim:
+        yield sim, sim.truth()
+
+
+def test_hostile_service_small_window_lake_equals_truth(hostile_sim: SimHandle, tmp_path: Path) -> None:
+    out = str(tmp_path / "lake")
+    result = run_harvest(hostile_sim.url, out, "--from", "2019-01-01", "--to", "2019-02-28")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_lake_equals_truth(Lake.open(out), hostile_sim.truth())
+    stats = hostile_sim.stats()
+    assert sum(stats["faults"].values()) > 20, stats  # the service really was hostile
+    assert stats["throttled"] > 0, stats
+    report = result.stdout
+    assert "harvest complete" in report
+
+
+def test_duckdb_reads_exact_counts_per_month_with_integer_partitions(
+    calm_truth: tuple[SimHandle, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    sim, truth = calm_truth
+    out = tmp_path / "lake"
+    result = run_harvest(sim.url, str(out))  # range probed, to = today
+    assert result.returncode == 0, result.stdout + result.stderr
+    want = Counter(
+        (int(d["submissionDate"][:4]), int(d["submissionDate"][5:7])) for d in truth if is_decodable(d)
+    )
+    con = duckdb.connect()
+    rel = con.execute(
+        "SELECT year, month, count(*) FROM read_parquet(?, hive_partitioning = true) GROUP BY ALL",
+        [f"{out.as_posix()}/**/*.parquet"],
+    )
+    got = {(y, m): n for y, m, n in rel.fetchall()}
+    assert got == dict(want)
+    types = con.execute(
+        "SELECT typeof(year), typeof(month) FROM read_parquet(?, hive_partitioning = true) LIMIT 1",
+        [f"{out.as_posix()}/**/*.parquet"],
+    ).fetchone()
+    assert types is not None and all(t in ("BIGINT", "INTEGER") for t in types), types
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _visible_files_are_whole(root: Path) -> None:
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).parts
+        if not path.is_file() or any(part.startswith(("_", ".")) for part in rel):
+            continue
+        assert path.suffix == ".parquet", f"a reader would see {path}"
+        pq.read_metadata(path)  # raises on a partial file
+
+
+def test_sigkill_at_random_moments_then_resume_equals_truth(
+    calm_truth: tuple[SimHandle, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    sim, truth = calm_truth
+    out = tmp_path / "lake"
+    rng = random.Random(20261124)
+    env = harvest_env()
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(
+            harvest_cmd(sim.url, str(out), "--from", "2019-01-01", "--to", "2019-02-28",
+                        "--rate", "150", "--concurrency", "2"),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.8, 2.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if out.exists():
+            _visible_files_are_whole(out)
+    assert kills >= 2, "the harvest finished before it could be killed: slow it down"
+    result = run_harvest(sim.url, str(out), "--from", "2019-01-01", "--to", "2019-02-28")
+    assert result.returncode == 0, result.stdout + result.stderr
+    _visible_files_are_whole(out)
+    assert_lake_equals_truth(Lake.open(str(out)), truth)
+
+
+def test_index_drift_during_harvest_is_noticed_and_repaired(tmp_path: Path) -> None:
+    out = tmp_path / "lake"
+    with run_simulator_process(
+        "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "11", "--admin",
+    ) as sim:
+        proc = subprocess.Popen(
+            harvest_cmd(sim.url, str(out), "--rate", "60", "--concurrency", "1"),
+            env=harvest_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for round_seed in (1, 2, 3):
+            time.sleep(1.0)
+            sim.mutate(reorder=True, add=300, late=200, seed=round_seed)
+        stdout, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stdout + stderr
+        assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
+        report = _latest_report(out)
+        assert report["refetched_shards"] + report["shards_split"] > 0 or any(
+            "closing check" in e for e in report["events"]
+        ), report["events"]
+
+
+def _latest_report(out: Path) -> dict[str, Any]:
+    import json
+
+    runs = sorted((out / "_harvest" / "runs").glob("*.json"))
+    return dict(json.loads(runs[-1].read_text()))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected_exit"),
+    [("wrong key", 3), ("unreachable", 3), ("bad range", 2)],
+)
+def test_bad_start_is_one_line_error_and_leaves_lake_untouched(
+    case: str, expected_exit: int, tmp_path: Path
+) -> None:
+    out = tmp_path / "lake"
+    with run_simulator_process("--records", "3000", *RANGE, "--api-key", "right-key") as sim:
+        first = run_harvest(sim.url, str(out), env=harvest_env(USPTO_API_KEY="right-key"))
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = _snapshot(out)
+        url, env, extra = sim.url, harvest_env(USPTO_API_KEY="right-key"), ()
+        if case == "wrong key":
+            env = harvest_env(USPTO_API_KEY="wrong-key")
+        elif case == "unreachable":
+            url = "http://127.0.0.1:9"  # discard port: nothing listens
+        else:
+            extra = ("--from", "2019-03-01", "--to", "2019-01-01")
+        result = run_harvest(url, str(out), *extra, env=env)
+    assert result.returncode == expected_exit, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("harvester: error:"), result.stderr
+    assert "right-key" not in result.stderr and "wrong-key" not in result.stderr
+    assert _snapshot(out) == before
+
+
+def test_expected_row_helper_is_not_the_decoder() -> None:
+    # Guards the exactness check itself: a flag served as "0" is False, 1.0 is True.
+    doc = {"id": "a" * 32, "submissionDate": "2019-01-02T00:00:00", "hasRej101": "0",
+           "hasRej102": 1.0, "claimNumberArrayDocument": ["1,2"], "extraThing": 5}
+    row = expected_row(doc)
+    assert row["hasRej101"] is False and row["hasRej102"] is True
+    assert row["unknownFields"] == {"extraThing": 5}
