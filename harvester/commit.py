@@ -27,7 +27,7 @@ from harvester.schema import ARROW_SCHEMA
 from harvester.state import ROOT, HarvestState, ShardMarker, StoredPlan, utc_now
 
 MANIFESTS = f"{ROOT}/partitions"
-_PARTITION = re.compile(r"^(year=\d{4}/month=\d{2})/[^/]+\.parquet$")
+_PARTITION = re.compile(r"^(year=\d{4}/month=(?:[1-9]|1[0-2]))/[^/]+\.parquet$")
 
 
 def partition_of_path(path: str) -> str:

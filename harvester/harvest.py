@@ -16,7 +16,6 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from harvester.client import ApiClient
@@ -47,10 +46,10 @@ def make_client(settings: Settings) -> ApiClient:
     )
 
 
-def progress_counters(client: ApiClient) -> Callable[[], tuple[int, int, int]]:
-    """(requests, 429s, retries) for the progress display, read live from the client."""
-    stats = client.stats
-    return lambda: (stats.requests, stats.throttled_429, sum(stats.retries_by_cause.values()))
+async def preflight(client: ApiClient) -> None:
+    """Prove the URL, the path and the key before the lake is touched. The field list must
+    exist, so its 404 means a wrong --api-url (a search's 404 would look like "no rows")."""
+    await client.fields()
 
 
 def open_lake(settings: Settings) -> Lake:
@@ -103,8 +102,9 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
     report = RunReport.begin("harvest", settings)
     started = time.monotonic()
     async with make_client(settings) as client:
-        progress.bind_stats(progress_counters(client))
+        progress.bind_stats(client.progress_counters)
         planner = Planner(client, settings.date_template, settings.shard_size)
+        await preflight(client)
         plan = state.load_plan()
         if plan is None:
             plan = await _make_plan(settings, planner, client)
@@ -112,8 +112,6 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
             state.save_plan(plan)
         else:
             _check_plan_matches(plan, settings)
-            # Proves the URL and key before the lake is touched, as a new plan's counts do.
-            await client.count(Shard(plan.first, plan.first).criteria(plan.date_template))
             if state.load_complete() is not None:
                 # Re-harvesting a finished lake would fight refresh's partition rewrites.
                 report.status = "complete"

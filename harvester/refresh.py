@@ -32,7 +32,7 @@ from harvester.client import ApiClient
 from harvester.commit import committed_files, read_files, replace_partition, sweep
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.harvest import make_client, open_lake, pending_shards, progress_counters
+from harvester.harvest import make_client, open_lake, pending_shards, preflight
 from harvester.lake import Lake
 from harvester.merge import MergeStats, merge_partition
 from harvester.pipeline import LakeSink, PipelineConfig, PipelineTotals, ShardPipeline
@@ -111,10 +111,9 @@ class Refresher:
             )
         started = time.monotonic()
         async with make_client(self.settings) as client:
-            self.progress.bind_stats(progress_counters(client))
+            self.progress.bind_stats(client.progress_counters)
             planner = Planner(client, self.settings.date_template, self.settings.shard_size)
-            # Proves URL and key before anything is written.
-            await client.count(Shard(plan.first, plan.first).criteria(self.settings.date_template))
+            await preflight(client)
             self.report.swept_files = sweep(self.lake, self._committed(plan))
             run = self._load_run()
             if run is None:

@@ -1,0 +1,424 @@
+"""ApiClient: the only piece that speaks HTTP to the Office Action Rejection API v2.
+
+One ``aiohttp.ClientSession`` (keep-alive, at most ``concurrency`` connections), one
+``AsyncLimiter`` shared by every caller, a semaphore capping requests in flight, and a
+shared pause gate for 429s (see ``harvester.backoff``). It knows nothing of shards, Parquet
+or files: callers get ``Page``s, counts and field names, or one of ``harvester.errors``.
+
+Retry rules (one "attempt" is one HTTP request; every attempt, 429s included, counts
+toward ``max_attempts``):
+
+- 200 with a well-formed envelope: done. 404: an empty page (the service's "no match").
+- 400 and 413: ``QueryError`` with the server's message; 401 and 403: ``AuthError``;
+  a redirect or another unexpected 4xx: ``ApiError``. No retry: none would help.
+- 429: pauses every caller (shared gate) for ``Retry-After`` but at least ``min_429_wait``;
+  with no usable ``Retry-After`` (absent, ``0``, garbage), for ``max(min_429_wait,
+  backoff_base)`` plus full jitter growing with the streak of consecutive 429s.
+- 5xx, 408, timeouts, resets, truncated bodies, malformed or empty JSON, a 200 without
+  ``response.numFound``/``response.docs``: retried after full-jitter exponential backoff
+  (private to the failing request); after ``max_attempts`` -> ``RetriesExhausted(cause)``.
+- Connection refused (or DNS failure, or connect timeout) while nothing has *ever* answered
+  this client: ``ApiUnreachable`` after ``UNREACHABLE_ATTEMPTS`` attempts, because a wrong
+  URL should fail in seconds, not after the whole budget. Once the service has answered
+  once, a refusal is a restart or a blip, and gets the full budget.
+
+The API key goes into the ``X-API-KEY`` header and nowhere else: not into ``repr``, stats,
+logs or exception messages (server text quoted in errors is scrubbed of it too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from aiolimiter import AsyncLimiter
+
+from harvester.backoff import Throttle, full_jitter
+from harvester.errors import ApiError, ApiUnreachable, AuthError, QueryError, RetriesExhausted
+
+log = logging.getLogger("harvester.client")
+
+RECORDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/records"
+FIELDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/fields"
+UNREACHABLE_ATTEMPTS = 3
+MESSAGE_LIMIT = 200  # characters of server text quoted in an error: one readable line
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of search results as served. ``raw_bytes`` is the body's size (after any
+    transfer decompression), for throughput accounting."""
+
+    num_found: int
+    start: int
+    docs: list[dict[str, Any]]
+    raw_bytes: int
+
+
+@dataclass
+class ClientStats:
+    """Counters read by progress and run reports.
+
+    ``requests``: every HTTP attempt. ``pages_ok``: search pages accepted (404 included).
+    ``retries_by_cause``: retryable failures other than 429, by cause, counted whether or not
+    another attempt followed. ``throttled_429``: 429 responses. ``wait_seconds_429``: wall
+    time the client was paused by 429s (overlapping pauses counted once).
+    """
+
+    requests: int = 0
+    pages_ok: int = 0
+    retries_by_cause: Counter[str] = field(default_factory=Counter)
+    throttled_429: int = 0
+    bytes_received: int = 0
+    wait_seconds_429: float = 0.0
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt may not. Internal to this module."""
+
+    def __init__(self, cause: str, *, unreachable: bool = False, detail: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.unreachable = unreachable  # nothing is listening, as far as we can tell
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class ApiClient:
+    """Async context manager; see the module docstring for the retry rules."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        rate: float | None,
+        concurrency: int = 1,
+        timeout: float = 60.0,
+        max_attempts: int = 8,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        min_429_wait: float = 5.0,
+        user_agent: str = "harvester/0.1",
+    ) -> None:
+        if concurrency < 1 or max_attempts < 1 or timeout <= 0:
+            raise ValueError("concurrency and max_attempts must be >= 1 and timeout > 0")
+        self._base = base_url.rstrip("/")
+        self._key = (api_key or "").strip() or None
+        self._rate = rate if rate is not None and rate > 0 else None
+        self._concurrency = concurrency
+        # A separate connect timeout makes a black-holed host a "connect timeout" (which
+        # the unreachable rule covers) rather than an anonymous total timeout.
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30.0))
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._user_agent = user_agent
+        # max_rate=1 over 1/rate seconds: a bucket of one, so no burst at start or after a
+        # pause; the service documents "burst 1".
+        self._limiter = AsyncLimiter(1, 1.0 / self._rate) if self._rate else None
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._rng = random.Random()
+        self._throttle = Throttle(
+            min_wait=min_429_wait, base=backoff_base, cap=backoff_max, rng=self._rng
+        )
+        self._answered = False  # has any HTTP response ever arrived? (the unreachable rule)
+        self._session: aiohttp.ClientSession | None = None
+        self.stats = ClientStats()
+
+    def __repr__(self) -> str:
+        key = "set" if self._key else "unset"
+        return (
+            f"ApiClient(base_url={self._base!r}, api_key={key}, rate={self._rate},"
+            f" concurrency={self._concurrency})"
+        )
+
+    async def __aenter__(self) -> ApiClient:
+        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
+        if self._key:
+            headers["X-API-KEY"] = self._key
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            headers=headers,
+            timeout=self._timeout,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def progress_counters(self) -> tuple[int, int, int]:
+        """(requests, 429s, retries) for the progress display."""
+        return (
+            self.stats.requests,
+            self.stats.throttled_429,
+            sum(self.stats.retries_by_cause.values()),
+        )
+
+    # ---- public calls -------------------------------------------------------------------
+
+    async def search(self, criteria: str, start: int, rows: int) -> Page:
+        """One page of ``criteria`` from ``start``; the service may return fewer than
+        ``rows`` docs, so callers advance by ``len(page.docs)``."""
+        form = {"criteria": criteria, "start": str(start), "rows": str(rows)}
+
+        def parse(response: _Response) -> Page:
+            if response.status == 404:
+                page = Page(0, start, [], len(response.body))
+            else:
+                page = _parse_page(response.body, start)
+            self.stats.pages_ok += 1
+            return page
+
+        return await self._call("POST", RECORDS_PATH, form, parse, f"search start={start}")
+
+    async def count(self, criteria: str) -> int:
+        """``numFound`` for ``criteria``. Asks for rows=1, not 0: how the gateway treats
+        rows=0 is undocumented (Solr accepts it, a gateway may refuse it or read it as the
+        default 100), and one row costs next to nothing."""
+        return (await self.search(criteria, 0, 1)).num_found
+
+    async def fields(self) -> list[str]:
+        """The field names the service declares."""
+
+        def parse(response: _Response) -> list[str]:
+            if response.status == 404:
+                # The field list always exists: a 404 here means the URL is wrong, which is
+                # worth saying, since a wrong URL would make every search "empty".
+                raise ApiError(f"{self._base}{FIELDS_PATH} not found (404): check --api-url")
+            return _parse_fields(response.body)
+
+        return await self._call("GET", FIELDS_PATH, None, parse, "fields")
+
+    # ---- the retry loop -----------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None,
+        parse: Callable[[_Response], T],
+        what: str,
+    ) -> T:
+        cause = "no attempt"
+        for attempt in range(1, self._max_attempts + 1):
+            wait = 0.0
+            try:
+                response = await self._send(method, path, form)
+                if response.status == 429:
+                    self._throttled(response.headers, what)
+                    cause = "http 429"  # the gate does the waiting, for every caller
+                else:
+                    self._throttle.answered()
+                    self._raise_for_status(response, form)
+                    return parse(response)
+            except _Retryable as failure:
+                cause = failure.cause
+                if (
+                    failure.unreachable
+                    and not self._answered
+                    and attempt >= min(UNREACHABLE_ATTEMPTS, self._max_attempts)
+                ):
+                    raise ApiUnreachable(
+                        self._scrub(f"cannot reach {self._base}: {failure.detail or cause}")
+                    ) from None
+                self.stats.retries_by_cause[cause] += 1
+                wait = full_jitter(attempt, self._backoff_base, self._backoff_max, self._rng)
+            if attempt < self._max_attempts:
+                total = wait + self._throttle.gate.remaining()
+                n = self._max_attempts
+                log.info("%s: %s (attempt %d/%d), retry in %.2fs", what, cause, attempt, n, total)
+                # Sleeps outside the semaphore: a backing-off request holds no slot.
+                await asyncio.sleep(wait)
+        log.warning("%s: giving up after %d attempts: %s", what, self._max_attempts, cause)
+        raise RetriesExhausted(cause, self._max_attempts)
+
+    async def _send(self, method: str, path: str, form: dict[str, str] | None) -> _Response:
+        """One HTTP attempt; transport failures become ``_Retryable``."""
+        if self._session is None:
+            raise RuntimeError("ApiClient is used outside 'async with'")
+        async with self._semaphore:
+            await self._ready()
+            self.stats.requests += 1
+            try:
+                # No redirects: aiohttp would turn a redirected POST into a GET and drop the
+                # form, and a redirect means the configured URL is stale anyway.
+                async with self._session.request(
+                    method, self._base + path, data=form, allow_redirects=False
+                ) as resp:
+                    self._answered = True
+                    body = await resp.read()
+                    self.stats.bytes_received += len(body)
+                    encoding = resp.headers.get("Content-Encoding", "identity").lower()
+                    expected = resp.content_length
+                    # aiohttp catches most short bodies; this also catches a body cut at a
+                    # chunk boundary or a lying proxy. Skipped when decompression changed
+                    # the size.
+                    if expected is not None and encoding == "identity" and len(body) != expected:
+                        raise _Retryable("truncated body")
+                    return _Response(resp.status, resp.headers, body)
+            except aiohttp.ConnectionTimeoutError:
+                raise _Retryable("connect timeout", unreachable=True) from None
+            except TimeoutError:
+                raise _Retryable("timeout") from None
+            except aiohttp.ClientConnectorError as exc:
+                detail = exc.os_error.strerror or type(exc.os_error).__name__
+                raise _Retryable("connection refused", unreachable=True, detail=detail) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                raise _Retryable("connection reset") from None
+            except aiohttp.ClientPayloadError:
+                raise _Retryable("truncated body") from None
+            except aiohttp.ClientConnectionError as exc:
+                raise _Retryable(f"connection error ({type(exc).__name__})") from None
+            except aiohttp.ClientResponseError:
+                raise _Retryable("bad http response") from None
+
+    async def _ready(self) -> None:
+        """Wait for the pause gate, then a limiter slot; again if a 429 closed the gate
+        while we queued for the slot (the slot is then lost, which only slows us)."""
+        while True:
+            await self._throttle.gate.wait()
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            if self._throttle.gate.remaining() <= 0:
+                return
+
+    def _throttled(self, headers: Mapping[str, str], what: str) -> None:
+        self.stats.throttled_429 += 1
+        added, hint = self._throttle.throttled(headers.get("Retry-After"))
+        self.stats.wait_seconds_429 += added
+        shown = "unusable" if hint is None else f"{hint:.2f}s"
+        pause = self._throttle.gate.remaining()
+        streak = self._throttle.streak
+        log.info(
+            "%s: 429 (Retry-After %s, streak %d): all paused %.2fs", what, shown, streak, pause
+        )
+
+    def _raise_for_status(self, response: _Response, form: dict[str, str] | None) -> None:
+        """Raise for every status but 200 and 404 (which the parsers handle)."""
+        status = response.status
+        if status in (200, 404):
+            return
+        if status in (401, 403):
+            if self._key:
+                raise AuthError(f"the API rejected the key ({status}): check USPTO_API_KEY")
+            raise AuthError(f"the API requires a key ({status}): set USPTO_API_KEY")
+        if status >= 500 or status == 408:
+            raise _Retryable(f"http {status}")
+        message = _server_message(response.body)
+        criteria = _shorten((form or {}).get("criteria", ""), 120)
+        if status == 400:
+            text = f"the API refused the query (400): {message} [criteria: {criteria}]"
+            raise QueryError(self._scrub(text))
+        if status == 413:
+            text = f"the API refused the request as too large (413): {message}"
+            raise QueryError(self._scrub(text))
+        if 300 <= status < 400:
+            location = _shorten(response.headers.get("Location", "?"), MESSAGE_LIMIT)
+            text = f"the API redirected ({status}) to {location}: check --api-url"
+            raise ApiError(self._scrub(text))
+        raise ApiError(self._scrub(f"unexpected answer from the API ({status}): {message}"))
+
+    def _scrub(self, text: str) -> str:
+        """Belt and braces: server text quoted in an error could echo the key."""
+        return text.replace(self._key, "***") if self._key else text
+
+
+# ---- parsing ----------------------------------------------------------------------------
+
+
+def _load_json(body: bytes) -> Any:
+    if not body.strip():
+        raise _Retryable("empty body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _Retryable("malformed json") from None
+
+
+def _parse_page(body: bytes, start: int) -> Page:
+    """The search envelope; anything short of ``response.numFound`` and ``response.docs``
+    is a damaged answer (a gateway error page served as 200, a cut proxy): retried."""
+    data = _load_json(body)
+    response = data.get("response") if isinstance(data, dict) else None
+    if not isinstance(response, dict):
+        raise _Retryable("bad envelope")
+    num_found = response.get("numFound")
+    docs = response.get("docs")
+    if (
+        not isinstance(num_found, int)
+        or isinstance(num_found, bool)
+        or num_found < 0
+        or not isinstance(docs, list)
+        or not all(isinstance(doc, dict) for doc in docs)
+    ):
+        raise _Retryable("bad envelope")
+    served_start = response.get("start")
+    if not isinstance(served_start, int) or isinstance(served_start, bool):
+        served_start = start
+    return Page(num_found, served_start, docs, len(body))
+
+
+def _parse_fields(body: bytes) -> list[str]:
+    """``{"fields": [...]}`` as captured in samples/fields.json; a bare list is accepted."""
+    data = _load_json(body)
+    names = data.get("fields") if isinstance(data, dict) else data
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _Retryable("bad envelope")
+    return list(names)
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _server_message(body: bytes) -> str:
+    """The server's own words from an error body, as one short line: a JSON error field if
+    there is one (gateway and Solr shapes), else the text with any HTML tags removed."""
+    text = ""
+    try:
+        data = orjson.loads(body) if body.strip() else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        for key in ("detailedMessage", "errorDetails", "message", "error", "detail", "msg"):
+            value = data.get(key)
+            if isinstance(value, dict):  # Solr: {"error": {"msg": ..., "code": 400}}
+                value = value.get("msg") or value.get("message")
+            if isinstance(value, str) and value.strip():
+                text = value
+                break
+    if not text:
+        text = _TAG.sub(" ", body.decode("utf-8", "replace"))
+    return _shorten(text, MESSAGE_LIMIT) or "(no message)"

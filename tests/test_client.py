@@ -1,0 +1,548 @@
+"""ApiClient against scripted aiohttp servers on 127.0.0.1.
+
+Each test scripts the exact answers a server gives, in order, and the server records when
+every request arrived (same monotonic clock as the client, same event loop), how many were
+in flight at once, and what was sent. Timing asserts are lower bounds or orderings with
+generous margins; no test relies on an upper bound tighter than seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from harvester.backoff import PauseGate, backoff_ceiling, parse_retry_after, throttle_wait
+from harvester.client import FIELDS_PATH, RECORDS_PATH, ApiClient, ClientStats
+from harvester.errors import (
+    ApiError,
+    ApiUnreachable,
+    AuthError,
+    QueryError,
+    RetriesExhausted,
+)
+
+KEY = "SECRET-KEY-0123456789"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DOCS = [{"id": "a" * 32, "patentApplicationNumber": "12190351"}, {"id": "b" * 32}]
+
+
+@dataclass
+class Hit:
+    at: float
+    method: str
+    path: str
+    headers: dict[str, str]
+    form: dict[str, str]
+
+
+@dataclass
+class Scripted:
+    """A server answering the n-th request with script[n] (the last entry repeats)."""
+
+    script: list[Handler]
+    hits: list[Hit] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    url: str = ""
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            form = {k: str(v) for k, v in (await request.post()).items()}
+            index = len(self.hits)
+            self.hits.append(
+                Hit(time.monotonic(), request.method, request.path, dict(request.headers), form)
+            )
+            return await self.script[min(index, len(self.script) - 1)](request)
+        finally:
+            self.in_flight -= 1
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def gaps(self) -> list[float]:
+        return [b.at - a.at for a, b in zip(self.hits, self.hits[1:], strict=False)]
+
+
+Serve = Callable[..., Awaitable[Scripted]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    servers: list[Scripted] = []
+
+    async def start(*script: Handler) -> Scripted:
+        server = Scripted(list(script))
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", server.handle)
+        server.runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await server.runner.setup()
+        site = web.TCPSite(server.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server.url = f"http://127.0.0.1:{port}"
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+def fast_client(url: str, **overrides: Any) -> ApiClient:
+    options: dict[str, Any] = {
+        "rate": None,
+        "concurrency": 1,
+        "timeout": 2.0,
+        "max_attempts": 4,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "min_429_wait": 0.05,
+    }
+    options.update(overrides)
+    return ApiClient(url, overrides.pop("api_key", KEY), **options)
+
+
+# ---- scripted answers -------------------------------------------------------------------
+
+
+def envelope(docs: list[dict[str, Any]] = DOCS, num_found: int = 31, start: int = 0) -> bytes:
+    return orjson.dumps({"response": {"numFound": num_found, "start": start, "docs": docs}})
+
+
+def ok(body: bytes | None = None) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=envelope() if body is None else body, content_type="application/json"
+        )
+
+    return handler
+
+
+def status(
+    code: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=code, body=body, headers=headers, content_type=content_type)
+
+    return handler
+
+
+def truncated() -> Handler:
+    """Promise 1000 bytes, send 20, close the connection."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"response": {"numF')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    return handler
+
+
+def reset() -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
+    return handler
+
+
+def slow(seconds: float) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.Response(body=envelope(), content_type="application/json")
+
+    return handler
+
+
+def throttle(retry_after: str | None) -> Handler:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    return status(429, b'{"message": "Too Many Requests"}', headers)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ---- success and the plain statuses -----------------------------------------------------
+
+
+async def test_success_envelope_and_request_shape(serve: Serve) -> None:
+    server = await serve(ok())
+    async with fast_client(server.url + "/") as client:
+        page = await client.search("patentApplicationNumber:12190351", 200, 100)
+    assert (page.num_found, page.start, page.docs) == (31, 0, DOCS)
+    assert page.raw_bytes == len(envelope())
+    [hit] = server.hits
+    assert (hit.method, hit.path) == ("POST", RECORDS_PATH)
+    assert hit.form == {
+        "criteria": "patentApplicationNumber:12190351",
+        "start": "200",
+        "rows": "100",
+    }
+    assert hit.headers["X-API-KEY"] == KEY
+    assert hit.headers["User-Agent"] == "harvester/0.1"
+    assert hit.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+    stats = client.stats
+    assert (stats.requests, stats.pages_ok, stats.bytes_received) == (1, 1, len(envelope()))
+    assert not stats.retries_by_cause
+    assert client.progress_counters() == (1, 0, 0)
+
+
+async def test_no_key_sends_no_header(serve: Serve) -> None:
+    server = await serve(ok())
+    async with ApiClient(server.url, None, rate=0) as client:
+        await client.search("*:*", 0, 10)
+    assert "X-API-KEY" not in server.hits[0].headers
+
+
+async def test_count_asks_one_row_and_fields_parse(serve: Serve) -> None:
+    fields = orjson.dumps({"fieldCount": 2, "fields": ["id", "submissionDate"]})
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        body = fields if request.path == FIELDS_PATH else envelope(num_found=86_973_947)
+        return web.Response(body=body, content_type="application/json")
+
+    server = await serve(route)
+    async with fast_client(server.url) as client:
+        assert await client.count("*:*") == 86_973_947
+        assert await client.fields() == ["id", "submissionDate"]
+    assert server.hits[0].form["rows"] == "1"
+    assert (server.hits[1].method, server.hits[1].path) == ("GET", FIELDS_PATH)
+
+
+async def test_404_is_an_empty_page(serve: Serve) -> None:
+    server = await serve(status(404, b'{"message": "No matching record found"}'))
+    async with fast_client(server.url) as client:
+        page = await client.search("id:nothing", 0, 100)
+    assert (page.num_found, page.docs, page.start) == (0, [], 0)
+    assert client.stats.pages_ok == 1
+    assert len(server.hits) == 1
+
+
+async def test_404_on_fields_means_a_wrong_url(serve: Serve) -> None:
+    server = await serve(status(404))
+    async with fast_client(server.url) as client:
+        with pytest.raises(ApiError, match="check --api-url"):
+            await client.fields()
+
+
+async def test_400_is_a_query_error_without_retry(serve: Serve) -> None:
+    message = (
+        "org.apache.solr.search.SyntaxError: Cannot parse 'id:[':\n  Encountered <EOF>" + "x" * 500
+    )
+    server = await serve(status(400, orjson.dumps({"error": {"msg": message, "code": 400}})))
+    async with fast_client(server.url) as client:
+        with pytest.raises(QueryError) as caught:
+            await client.search("id:[", 0, 100)
+    text = str(caught.value)
+    assert "Cannot parse" in text and "\n" not in text and len(text) < 400
+    assert len(server.hits) == 1
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_auth_failures_are_not_retried(serve: Serve, code: int) -> None:
+    server = await serve(status(code, b'{"message": "Forbidden"}'))
+    async with fast_client(server.url) as client:
+        with pytest.raises(AuthError, match=f"rejected the key \\({code}\\): check USPTO_API_KEY"):
+            await client.search("*:*", 0, 100)
+    assert len(server.hits) == 1
+
+
+async def test_413_is_a_query_error(serve: Serve) -> None:
+    server = await serve(
+        status(
+            413, b"<html><body><h1>too many records</h1></body></html>", content_type="text/html"
+        )
+    )
+    async with fast_client(server.url) as client:
+        with pytest.raises(QueryError, match=r"413.*too many records"):
+            await client.search("*:*", 0, 100)
+    assert len(server.hits) == 1
+
+
+async def test_redirect_is_not_followed(serve: Serve) -> None:
+    server = await serve(status(301, headers={"Location": "https://elsewhere.example/x"}))
+    async with fast_client(server.url) as client:
+        with pytest.raises(ApiError, match=r"elsewhere\.example"):
+            await client.search("*:*", 0, 100)
+    assert len(server.hits) == 1
+
+
+# ---- retried failures -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "cause"),
+    [
+        (status(503), "http 503"),
+        (
+            status(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
+            "http 502",
+        ),
+        (ok(b'{"response": {"numFound": 3, "docs": [{"id": '), "malformed json"),
+        (ok(b"<html>maintenance</html>"), "malformed json"),
+        (ok(b""), "empty body"),
+        (ok(b'{"response": {"start": 0, "docs": []}}'), "bad envelope"),
+        (ok(b'{"response": {"numFound": 3}}'), "bad envelope"),
+        (ok(b'{"error": "gateway"}'), "bad envelope"),
+        (truncated(), "truncated body"),
+        (reset(), "connection reset"),
+        (slow(1.5), "timeout"),
+    ],
+)
+async def test_retryable_failure_then_success(serve: Serve, bad: Handler, cause: str) -> None:
+    server = await serve(bad, ok())
+    async with fast_client(server.url, timeout=0.4) as client:
+        page = await client.search("*:*", 0, 100)
+    assert page.num_found == 31
+    assert len(server.hits) == 2
+    assert client.stats.requests == 2
+    assert client.stats.pages_ok == 1
+    assert client.stats.retries_by_cause == {cause: 1}
+
+
+async def test_exhausted_retries_carry_the_cause(serve: Serve) -> None:
+    server = await serve(status(503, b"Service Unavailable", content_type="text/plain"))
+    async with fast_client(server.url, max_attempts=5) as client:
+        with pytest.raises(RetriesExhausted) as caught:
+            await client.search("*:*", 0, 100)
+    assert caught.value.cause == "http 503"
+    assert caught.value.attempts == 5
+    assert len(server.hits) == 5
+    assert client.stats.retries_by_cause == {"http 503": 5}
+
+
+async def test_backoff_grows_between_retries(serve: Serve) -> None:
+    server = await serve(status(500))
+    async with fast_client(server.url, max_attempts=4, backoff_base=0.1, backoff_max=10) as client:
+        with pytest.raises(RetriesExhausted):
+            await client.search("*:*", 0, 100)
+    # Full jitter has no lower bound per gap, but the ceilings are 0.1, 0.2, 0.4: the total
+    # stays under their sum (plus slack), which proves the waits are bounded and exponential
+    # rather than fixed at backoff_max.
+    assert sum(server.gaps()) < 0.7 + 0.5
+
+
+# ---- 429 and the shared pause gate ------------------------------------------------------
+
+
+async def test_429_retry_after_pauses_every_caller(serve: Serve) -> None:
+    answered = asyncio.Event()
+
+    async def throttle_once(request: web.Request) -> web.StreamResponse:
+        answered.set()
+        return await throttle("1")(request)
+
+    server = await serve(throttle_once, ok())
+    async with fast_client(server.url, concurrency=3) as client:
+        first = asyncio.create_task(client.search("*:*", 0, 100))
+        await asyncio.wait_for(answered.wait(), 5)
+        await asyncio.sleep(0.1)  # the client reads the 429 and closes the gate
+        assert client.stats.throttled_429 == 1
+        # Two callers that never saw a 429 themselves must still wait for the deadline.
+        others = [asyncio.create_task(client.search("*:*", n, 100)) for n in (100, 200)]
+        pages = await asyncio.gather(first, *others)
+    assert [p.num_found for p in pages] == [31, 31, 31]
+    throttled_at = server.hits[0].at
+    assert len(server.hits) == 4
+    assert all(hit.at >= throttled_at + 0.98 for hit in server.hits[1:]), server.gaps()
+    assert client.stats.throttled_429 == 1
+    assert 0.9 <= client.stats.wait_seconds_429 <= 1.5
+    assert client.stats.retries_by_cause == {}
+
+
+async def test_429_for_concurrent_callers_all_wait(serve: Serve) -> None:
+    started = time.monotonic()
+
+    async def first_half_second(request: web.Request) -> web.StreamResponse:
+        if time.monotonic() - started < 0.5:
+            return await throttle("1")(request)
+        return await ok()(request)
+
+    server = await serve(first_half_second)
+    async with fast_client(server.url, concurrency=3) as client:
+        await asyncio.gather(*(client.search("*:*", n, 100) for n in (0, 100, 200)))
+    assert len(server.hits) == 6
+    first = server.hits[0].at
+    assert all(hit.at < first + 0.3 for hit in server.hits[:3])
+    assert all(hit.at >= first + 0.98 for hit in server.hits[3:]), server.gaps()
+    assert client.stats.throttled_429 == 3
+    # Overlapping pauses are one pause: about 1 s, not 3.
+    assert client.stats.wait_seconds_429 < 1.5
+
+
+async def test_429_http_date(serve: Serve) -> None:
+    server = await serve(throttle(email.utils.formatdate(time.time() + 2, usegmt=True)), ok())
+    async with fast_client(server.url) as client:
+        await client.search("*:*", 0, 100)
+    # The date has whole-second resolution: the wait is in (1, 2] seconds.
+    assert server.gaps()[0] >= 0.95
+
+
+@pytest.mark.parametrize("retry_after", ["0", None, "soon", "-3"])
+async def test_429_without_usable_hint_backs_off(serve: Serve, retry_after: str | None) -> None:
+    server = await serve(throttle(retry_after), throttle(retry_after), ok())
+    async with fast_client(server.url, min_429_wait=0.25, backoff_base=0.05) as client:
+        await client.search("*:*", 0, 100)
+    assert len(server.hits) == 3
+    assert all(gap >= 0.24 for gap in server.gaps()), server.gaps()
+    assert client.stats.throttled_429 == 2
+
+
+async def test_min_429_wait_floors_a_short_retry_after(serve: Serve) -> None:
+    server = await serve(throttle("1"), ok())
+    async with fast_client(server.url, min_429_wait=1.5) as client:
+        await client.search("*:*", 0, 100)
+    assert server.gaps()[0] >= 1.45
+
+
+async def test_persistent_429_exhausts_the_budget(serve: Serve) -> None:
+    server = await serve(throttle("0"))
+    async with fast_client(server.url, max_attempts=3, min_429_wait=0.01) as client:
+        with pytest.raises(RetriesExhausted) as caught:
+            await client.search("*:*", 0, 100)
+    assert caught.value.cause == "http 429"
+    assert len(server.hits) == 3
+
+
+# ---- limiter and semaphore --------------------------------------------------------------
+
+
+async def test_limiter_spaces_requests_without_initial_burst(serve: Serve) -> None:
+    server = await serve(ok())
+    async with fast_client(server.url, rate=20, concurrency=3) as client:
+        began = time.monotonic()
+        await asyncio.gather(*(client.search("*:*", n, 10) for n in range(10)))
+        elapsed = time.monotonic() - began
+    assert elapsed >= 0.4
+    assert min(server.gaps()) >= 0.03, server.gaps()
+
+
+async def test_semaphore_caps_requests_in_flight(serve: Serve) -> None:
+    server = await serve(slow(0.1))
+    async with fast_client(server.url, concurrency=2) as client:
+        await asyncio.gather(*(client.search("*:*", n, 10) for n in range(6)))
+    assert server.max_in_flight == 2
+
+
+# ---- unreachable ------------------------------------------------------------------------
+
+
+async def test_unreachable_port_fails_fast() -> None:
+    client = fast_client(f"http://127.0.0.1:{free_port()}", max_attempts=8)
+    async with client:
+        with pytest.raises(ApiUnreachable, match=r"cannot reach http://127\.0\.0\.1"):
+            await client.search("*:*", 0, 100)
+    assert client.stats.requests == 3
+
+
+async def test_refused_after_the_service_answered_gets_the_full_budget(serve: Serve) -> None:
+    server = await serve(ok())
+    async with fast_client(server.url, max_attempts=4) as client:
+        await client.search("*:*", 0, 100)
+        await server.stop()
+        with pytest.raises(RetriesExhausted) as caught:
+            await client.search("*:*", 100, 100)
+    assert caught.value.cause == "connection refused"
+    assert client.stats.requests == 1 + 4
+
+
+# ---- the key stays secret ---------------------------------------------------------------
+
+
+async def test_key_never_shows(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    echo = orjson.dumps({"message": f"bad query from key {KEY}"})
+    server = await serve(status(400, echo), status(403), status(503))
+    errors: list[Exception] = []
+    async with fast_client(server.url, max_attempts=2) as client:
+        assert KEY not in repr(client) and "api_key=set" in repr(client)
+        for _ in range(3):
+            try:
+                await client.search("*:*", 0, 100)
+            except Exception as exc:  # collecting every kind on purpose
+                errors.append(exc)
+    async with fast_client(f"http://127.0.0.1:{free_port()}") as dead:
+        with pytest.raises(ApiUnreachable) as caught:
+            await dead.search("*:*", 0, 100)
+    errors.append(caught.value)
+    assert [type(e) for e in errors] == [QueryError, AuthError, RetriesExhausted, ApiUnreachable]
+    assert server.hits[0].headers["X-API-KEY"] == KEY
+    for text in [*map(str, errors), *map(repr, errors), repr(client.stats), caplog.text]:
+        assert KEY not in text
+
+
+# ---- backoff arithmetic -----------------------------------------------------------------
+
+
+def test_parse_retry_after() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("7", now) == 7.0
+    assert parse_retry_after(" 2.5 ", now) == 2.5
+    for unusable in (None, "", "0", "-1", "nan", "inf", "1e3", "soon"):
+        assert parse_retry_after(unusable, now) is None
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now) == pytest.approx(30, abs=1)
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) is None
+
+
+class CeilingRandom(random.Random):
+    """uniform() always returns its upper end, to read the ceiling off the formula."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_throttle_wait_floors_and_grows() -> None:
+    rng = CeilingRandom()
+    assert throttle_wait(1.0, 1, min_wait=5, base=1, cap=60, rng=rng) == 5.0
+    assert throttle_wait(9.0, 1, min_wait=5, base=1, cap=60, rng=rng) == 9.0
+    waits = [throttle_wait(None, n, min_wait=5, base=1, cap=60, rng=rng) for n in (1, 2, 3, 4)]
+    assert waits == [6.0, 7.0, 9.0, 13.0]
+    assert throttle_wait(None, 50, min_wait=5, base=1, cap=60, rng=rng) == 65.0
+    # Never zero, even with min_wait 0 and the jitter at its low end.
+    assert throttle_wait(None, 1, min_wait=0, base=0.5, cap=60, rng=random.Random(1)) >= 0.5
+    assert backoff_ceiling(1000, 1, 60) == 60
+
+
+async def test_pause_gate_only_moves_later() -> None:
+    gate = PauseGate()
+    assert gate.remaining() == 0
+    assert gate.extend(0.2) == pytest.approx(0.2, abs=0.01)
+    assert gate.extend(0.1) == 0.0  # already paused longer
+    began = time.monotonic()
+    await gate.wait()
+    assert time.monotonic() - began >= 0.15
+    assert gate.remaining() == 0
+
+
+def test_stats_start_empty() -> None:
+    stats = ClientStats()
+    assert (stats.requests, stats.throttled_429, dict(stats.retries_by_cause)) == (0, 0, {})
