@@ -212,6 +212,12 @@ class ShardPipeline:
                     attempts=self._config.shard_attempts,
                 )
             except ShardTooLarge as exc:
+                if shard.undated:
+                    # Rows without a mail date cannot be split by date or id range further
+                    # than the service allows; say so instead of looping.
+                    raise ShardUnstable(
+                        f"{exc.num_found} rows without a mail date exceed the paging window"
+                    ) from None
                 await self._split(shard, exc, work)
                 return
         except (RetriesExhausted, ShardUnstable) as exc:

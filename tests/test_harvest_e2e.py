@@ -66,7 +66,7 @@ def run_harvest(url: str, out: str, *extra: str, env: dict[str, str] | None = No
 def hostile_sim() -> Iterator[SimHandle]:
     with run_simulator_process(
         "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "7",
-        "--faults", "hostile", "--hang-seconds", "3", "--rate", "400", "--burst", "4", "--admin",
+        "--faults", "hostile", "--hang-seconds", "3", "--rate", "100", "--burst", "2", "--admin",
     ) as sim:
         yield sim
 
