@@ -101,15 +101,14 @@ def _run_job(args: argparse.Namespace, job: str) -> int:
     settings = settings_from(args)
     setup_logging(settings.log_format, args.verbose)
     progress = make_progress(settings.quiet, settings.log_format)
+    from harvester.harvest import run_harvest
+    from harvester.refresh import run_refresh
+
     try:
         if job == "harvest":
-            from harvester.harvest import run_harvest
-
-            outcome = asyncio.run(run_harvest(settings, progress))
+            report, complete = asyncio.run(run_harvest(settings, progress)).astuple()
         else:
-            from harvester.refresh import run_refresh
-
-            outcome = asyncio.run(run_refresh(settings, progress))
+            report, complete = asyncio.run(run_refresh(settings, progress)).astuple()
     except KeyboardInterrupt:
         print(
             f"interrupted: finished work is saved in the lake's _harvest/;"
@@ -119,9 +118,9 @@ def _run_job(args: argparse.Namespace, job: str) -> int:
         return EXIT_INTERRUPTED
     finally:
         progress.stop()
-    for line in outcome.report.summary_lines():
+    for line in report.summary_lines():
         print(line)
-    if not outcome.complete:
+    if not complete:
         print(
             f"the {job} is incomplete (see above); run the same command again to retry",
             file=sys.stderr,
@@ -139,9 +138,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from harvester.sim import cli as sim_cli
+    from harvester.sim.cli import run
 
-    return sim_cli.run(args)
+    return run(args)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -149,7 +148,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     from harvester import __version__
-    from harvester.sim import cli as sim_cli
+    from harvester.sim.cli import add_arguments as add_sim_arguments
 
     parser = argparse.ArgumentParser(
         prog="harvester",
@@ -175,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.set_defaults(func=cmd_refresh)
 
     simulate = sub.add_parser("simulate", help="run the offline API simulator")
-    sim_cli.add_arguments(simulate)
+    add_sim_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
     return parser
 

@@ -61,6 +61,9 @@ class HarvestOutcome:
     report: RunReport
     complete: bool
 
+    def astuple(self) -> tuple[RunReport, bool]:
+        return self.report, self.complete
+
 
 async def _make_plan(settings: Settings, planner: Planner, client: ApiClient) -> StoredPlan:
     last = settings.date_to or dt.datetime.now(dt.UTC).date()

@@ -91,6 +91,7 @@ class LineProgress(Progress):
         self._interval = interval
         self._json = json_lines
         self._last = 0.0
+        self._stopped = False
 
     def _render(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -119,7 +120,9 @@ class LineProgress(Progress):
         sys.stderr.flush()
 
     def stop(self) -> None:
-        self._render(force=True)
+        if not self._stopped:
+            self._stopped = True
+            self._render(force=True)
 
 
 class RichProgress(Progress):
@@ -154,8 +157,9 @@ class RichProgress(Progress):
         )
 
     def stop(self) -> None:
-        self._render()
-        self._bar.stop()
+        if self._bar.live.is_started:
+            self._render()
+            self._bar.stop()
 
 
 def make_progress(quiet: bool, log_format: str) -> Progress:

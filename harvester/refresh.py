@@ -68,6 +68,9 @@ class RefreshOutcome:
     report: RunReport
     complete: bool
 
+    def astuple(self) -> tuple[RunReport, bool]:
+        return self.report, self.complete
+
 
 class Refresher:
     def __init__(self, settings: Settings, progress: Progress) -> None:
@@ -164,7 +167,7 @@ class Refresher:
             run.phase = "merge-changed"
             self._save_run(run)
         if run.phase == "merge-changed":
-            await asyncio.to_thread(self._merge_stage, "changed", run, plan, {})
+            await asyncio.to_thread(self._merge_stage, "changed", run, plan, set())
             run.phase = "reconcile"
             self._save_run(run)
         if run.phase == "reconcile":

@@ -194,7 +194,7 @@ class HarvestState:
     def save_report(self, run_id: str, report: dict[str, Any]) -> str:
         path = f"{ROOT}/runs/{run_id}.json"
         self._write(path, report)
-        return path
+        return f"{self.lake.uri.rstrip('/')}/{path}"
 
     def load_complete(self) -> dict[str, Any] | None:
         data = self._read(f"{ROOT}/complete.json")
