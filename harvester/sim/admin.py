@@ -1,0 +1,73 @@
+"""The ``/_sim/*`` routes (only with ``--admin``): mutate the index, read its truth, count.
+
+They sit outside the gate of the API endpoints: no key, no rate limit, never a fault, so a
+test can always observe and steer the simulator however hostile it is to the harvester.
+The truth and the mutations share a lock, so a truth stream is one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from harvester.sim.mutate import MutationError, MutationSpec
+from harvester.sim.server import STATE, SimState
+
+MUTATE_PATH = "/_sim/mutate"
+TRUTH_PATH = "/_sim/truth"
+STATS_PATH = "/_sim/stats"
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
+async def mutate(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        spec = MutationSpec.from_json(orjson.loads(await request.read() or b"{}"))
+    except (orjson.JSONDecodeError, MutationError) as exc:
+        return _json({"error": f"bad mutation request: {exc}"}, status=400)
+    async with state.admin_lock:
+        summary = state.mutator.apply(spec)
+    return _json(summary)
+
+
+async def truth(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    async with state.admin_lock:
+        for chunk in state.corpus.truth_chunks():
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def stats_payload(state: SimState) -> dict[str, Any]:
+    stats = state.stats
+    return {
+        "requests": stats.requests,
+        "statuses": {str(code): n for code, n in sorted(stats.statuses.items())},
+        "faults": dict(sorted(state.faults.injected.items())),
+        "throttled": stats.throttled,
+        "throttled_by": dict(sorted(stats.throttled_by.items())),
+        "retry_after": dict(sorted(stats.retry_after.items())),
+        "mutations": state.mutator.calls,
+        "version": state.corpus.version,
+        "numFound": state.corpus.total,
+        "clock": f"{state.mutator.clock.isoformat()}T00:00:00",
+        **state.corpus.cache_info(),
+    }
+
+
+async def stats(request: web.Request) -> web.Response:
+    return _json(stats_payload(request.app[STATE]))
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_post(MUTATE_PATH, mutate)
+    app.router.add_get(TRUTH_PATH, truth)
+    app.router.add_get(STATS_PATH, stats)

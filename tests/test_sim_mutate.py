@@ -1,0 +1,145 @@
+"""Change over time: every mutation shows in the truth, reproducibly; export-truth is stable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from harvester.sim.corpus import Corpus
+from harvester.sim.lucene import parse
+from harvester.sim.mutate import MutationError, MutationSpec, Mutator
+from harvester.sim.testing import SIM_MODULE
+
+START, END = dt.date(2019, 1, 1), dt.date(2019, 2, 28)
+
+
+def truth(corpus: Corpus) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for chunk in corpus.truth_chunks() for line in chunk.splitlines()]
+
+
+def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in rows}
+
+
+@pytest.fixture
+def corpus() -> Corpus:
+    return Corpus(4, 5000, START, END)
+
+
+def test_modify_keeps_id_and_date_with_a_newer_stamp(corpus: Corpus) -> None:
+    before = by_id(truth(corpus))
+    summary = Mutator(corpus).apply(MutationSpec(modify=40, seed=1))
+    after = by_id(truth(corpus))
+    assert summary["modified"] == 40 and summary["numFound"] == 5000 == len(after)
+    assert set(after) == set(before)
+    changed = [i for i in after if after[i] != before[i]]
+    assert len(changed) == 40
+    for i in changed:
+        old, new = before[i], after[i]
+        assert new["submissionDate"] == old["submissionDate"]
+        assert new["createDateTime"] > old["createDateTime"]
+        assert new["createDateTime"].startswith(summary["clock"][:10])
+        assert new["actionTypeCategory"] != old["actionTypeCategory"]
+        assert list(new) == sorted(new)
+
+
+def test_delete_removes_ids(corpus: Corpus) -> None:
+    before = by_id(truth(corpus))
+    summary = Mutator(corpus).apply(MutationSpec(delete=25, seed=1))
+    after = by_id(truth(corpus))
+    assert summary["deleted"] == 25 and len(after) == 4975 == summary["numFound"]
+    assert set(after) < set(before)
+    assert corpus.search(parse("*:*"), 0, 0)[0] == 4975
+
+
+def test_add_appends_new_days_and_late_fills_old_days(corpus: Corpus) -> None:
+    before = by_id(truth(corpus))
+    summary = Mutator(corpus).apply(MutationSpec(add=200, late=30, seed=3))
+    rows = truth(corpus)
+    new = [r for r in rows if r["id"] not in before]
+    assert len(new) == 230 and summary["numFound"] == 5230
+    added = [r for r in new if r["submissionDate"][:10] > END.isoformat()]
+    late = [r for r in new if r["submissionDate"][:10] <= END.isoformat()]
+    assert len(added) == 200 and len(late) == 30
+    assert all(r["createDateTime"][:10] == summary["clock"][:10] for r in new)
+    assert rows[-len(added) :] == added  # new days come last in index order
+    last_day = f"{added[0]['submissionDate'][:10]}T00:00:00Z"
+    assert corpus.search(parse(f"submissionDate:[{last_day} TO *]"), 0, 0)[0] == 200
+    stamp = f"createDateTime:[{summary['clock']}Z TO *]"
+    assert corpus.search(parse(stamp), 0, 0)[0] == 230  # a refresh watermark finds them all
+
+
+def test_reorder_changes_pages_but_not_the_set(corpus: Corpus) -> None:
+    node = parse("submissionDate:[2019-01-07 TO 2019-01-07T23:59:59Z]")
+    found, page = corpus.search(node, 0, 50)
+    _, everything = corpus.search(node, 0, found)
+    Mutator(corpus).apply(MutationSpec(reorder=True, seed=1))
+    found_after, page_after = corpus.search(node, 0, 50)
+    _, everything_after = corpus.search(node, 0, found)
+    assert found_after == found
+    assert page_after != page
+    assert sorted(r["id"] for r in everything_after) == sorted(r["id"] for r in everything)
+
+
+def test_same_mutations_same_truth() -> None:
+    def run() -> bytes:
+        corpus = Corpus(4, 3000, START, END)
+        mutator = Mutator(corpus)
+        mutator.apply(MutationSpec(add=50, late=20, modify=30, delete=10, seed=1))
+        mutator.apply(MutationSpec(modify=30, delete=10, reorder=True, seed=2))
+        return b"".join(corpus.truth_chunks())
+
+    assert run() == run()
+
+
+def test_clock_moves_forward_every_call(corpus: Corpus) -> None:
+    mutator = Mutator(corpus)
+    clocks = [mutator.apply(MutationSpec(add=1000))["clock"] for _ in range(3)]
+    assert clocks == sorted(set(clocks))
+    base_latest = max(r["createDateTime"] for r in truth(Corpus(4, 5000, START, END)))
+    assert clocks[0] > base_latest
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1],
+        {"add": -1},
+        {"add": "3"},
+        {"reorder": "yes"},
+        {"seed": 1.5},
+        {"drop": 1},
+        {"late": True},
+    ],
+)
+def test_bad_mutation_requests_are_refused(body: Any) -> None:
+    with pytest.raises(MutationError):
+        MutationSpec.from_json(body)
+
+
+def export(tmp_path: Path, name: str, *args: str) -> bytes:
+    path = tmp_path / name
+    subprocess.run(
+        [sys.executable, *SIM_MODULE, "--records", "4000", *args, "--export-truth", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return path.read_bytes()
+
+
+def test_export_truth_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
+    first = export(tmp_path, "a.jsonl", "--seed", "8", "--bad-rows", "3")
+    second = export(tmp_path, "b.jsonl", "--seed", "8", "--bad-rows", "3")
+    other = export(tmp_path, "c.jsonl", "--seed", "9", "--bad-rows", "3")
+    assert first == second
+    assert first != other
+    assert first.count(b"\n") == 4000 == other.count(b"\n")
+    corpus = Corpus(8, 4000, dt.date(2018, 6, 1), dt.date(2019, 5, 31), bad_rows=3)
+    assert first == b"".join(corpus.truth_chunks())
