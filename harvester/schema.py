@@ -15,7 +15,7 @@ import pyarrow as pa
 SCHEMA_VERSION: Final = 1
 
 # The served field names, in the order of the reference table
-# (/work/shared/reference/oa-rejections-v2.md), which groups related fields together.
+# (shared/reference/oa-rejections-v2.md), which groups related fields together.
 FIELDS: Final[tuple[str, ...]] = (
     "id",
     "patentApplicationNumber",

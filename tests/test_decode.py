@@ -13,7 +13,7 @@ import pytest
 from harvester.decode import DecodeResult, decode_docs
 from harvester.schema import ARROW_SCHEMA, FIELDS
 
-SAMPLES = Path("/work/shared/reference/samples/records-by-application.json")
+SAMPLES = Path(__file__).parent / "fixtures" / "records-by-application.json"
 SAMPLE_TEXT = """{"actionTypeCategory": "", "aliceIndicator": false, "allowedClaimIndicator": false,
  "bilskiIndicator": false, "cite103EQ1": 1, "cite103GT3": 0, "cite103Max": 2,
  "claimNumberArrayDocument": ["1,2,3,4,5"], "closingMissing": 0,

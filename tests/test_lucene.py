@@ -25,7 +25,7 @@ from harvester.sim.lucene import (
     parse_date_value,
 )
 
-SAMPLES = Path("/work/shared/reference/samples")
+SAMPLES = Path(__file__).parent / "fixtures"
 PREFIX = "org.apache.solr.search.SyntaxError: Cannot parse '"
 
 

@@ -22,7 +22,7 @@ HEX32 = re.compile(r"[0-9a-f]{32}")
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 INDICATORS = ("aliceIndicator", "bilskiIndicator", "mayoIndicator", "myriadIndicator",
               "allowedClaimIndicator")  # fmt: skip
-SAMPLE = Path("/work/shared/reference/samples/records-by-application.json")
+SAMPLE = Path(__file__).parent / "fixtures" / "records-by-application.json"
 
 
 def rows_of(corpus: Corpus) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from harvester.sim.server import FIELDS_PATH, NO_MATCH, RECORDS_PATH
 from harvester.sim.testing import run_simulator_inprocess
 
 BASE = SimConfig(port=0, records=3000, seed=2, admin=True)
-SAMPLES = Path("/work/shared/reference/samples")
+SAMPLES = Path(__file__).parent / "fixtures"
 # The real captures, when this checkout has the reference next to it (read once, not in a loop).
 REAL_DOC = (
     json.loads((SAMPLES / "records-by-application.json").read_text())["response"]["docs"][0]
