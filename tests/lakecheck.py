@@ -17,16 +17,44 @@ import pyarrow.parquet as pq
 from harvester.lake import Lake
 
 STRINGS = (
-    "patentApplicationNumber", "obsoleteDocumentIdentifier", "legacyDocumentCodeIdentifier",
-    "createUserIdentifier", "groupArtUnitNumber", "nationalClass", "nationalSubclass",
-    "actionTypeCategory", "legalSectionCode", "paragraphNumber",
+    "patentApplicationNumber",
+    "obsoleteDocumentIdentifier",
+    "legacyDocumentCodeIdentifier",
+    "createUserIdentifier",
+    "groupArtUnitNumber",
+    "nationalClass",
+    "nationalSubclass",
+    "actionTypeCategory",
+    "legalSectionCode",
+    "paragraphNumber",
 )
 FLAGS = (
-    "hasRej101", "hasRej102", "hasRej103", "hasRej112", "hasRejDP", "headerMissing",
-    "formParagraphMissing", "rejectFormMissmatch", "closingMissing", "cite103EQ1", "cite103GT3",
-    "aliceIndicator", "bilskiIndicator", "mayoIndicator", "myriadIndicator", "allowedClaimIndicator",
+    "hasRej101",
+    "hasRej102",
+    "hasRej103",
+    "hasRej112",
+    "hasRejDP",
+    "headerMissing",
+    "formParagraphMissing",
+    "rejectFormMissmatch",
+    "closingMissing",
+    "cite103EQ1",
+    "cite103GT3",
+    "aliceIndicator",
+    "bilskiIndicator",
+    "mayoIndicator",
+    "myriadIndicator",
+    "allowedClaimIndicator",
 )
-KNOWN = {"id", "submissionDate", "createDateTime", "claimNumberArrayDocument", "cite103Max", *STRINGS, *FLAGS}
+KNOWN = {
+    "id",
+    "submissionDate",
+    "createDateTime",
+    "claimNumberArrayDocument",
+    "cite103Max",
+    *STRINGS,
+    *FLAGS,
+}
 TRUE = {"1", "1.0", "true"}
 FALSE = {"0", "0.0", "false"}
 
@@ -100,7 +128,9 @@ def assert_lake_equals_truth(lake: Lake, truth: list[dict[str, Any]]) -> None:
     expected_ids = {d["id"] for d in good}
     missing = expected_ids - by_id.keys()
     extra = by_id.keys() - expected_ids
-    assert not missing, f"{len(missing)} truth rows missing from the lake, e.g. {sorted(missing)[:3]}"
+    assert not missing, (
+        f"{len(missing)} truth rows missing from the lake, e.g. {sorted(missing)[:3]}"
+    )
     assert not extra, f"{len(extra)} lake rows not in the truth, e.g. {sorted(extra)[:3]}"
     for doc in good:
         want = expected_row(doc)

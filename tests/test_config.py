@@ -29,7 +29,7 @@ def test_defaults_target_the_real_service_within_published_limits() -> None:
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[api]\nrate = 2.0\nrows = 50\nconcurrency = 3\n')
+    cfg = write(tmp_path, "[api]\nrate = 2.0\nrows = 50\nconcurrency = 3\n")
     env = {"HARVESTER_RATE": "3.0", "HARVESTER_ROWS": "60"}
     settings = resolve({"rate": "7"}, cfg, environ=env)
     assert settings.rate == 7.0  # flag
@@ -88,5 +88,7 @@ def test_s3_storage_options_carry_endpoint() -> None:
     settings = resolve(
         {"out": "s3://b/p"}, None, environ={"HARVESTER_S3_ENDPOINT_URL": "http://127.0.0.1:5000"}
     )
-    assert settings.storage_options() == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:5000"}}
+    assert settings.storage_options() == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:5000"}
+    }
     assert resolve({"date_to": "2019-01-31"}, None, environ={}).date_to == dt.date(2019, 1, 31)

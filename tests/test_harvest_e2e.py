@@ -49,24 +49,54 @@ def harvest_env(**extra: str) -> dict[str, str]:
 
 def harvest_cmd(url: str, out: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "harvester", "harvest", "--api-url", url, "--out", out,
-        "--concurrency", "4", "--rate", "0", *extra,
+        sys.executable,
+        "-m",
+        "harvester",
+        "harvest",
+        "--api-url",
+        url,
+        "--out",
+        out,
+        "--concurrency",
+        "4",
+        "--rate",
+        "0",
+        *extra,
     ]
 
 
-def run_harvest(url: str, out: str, *extra: str, env: dict[str, str] | None = None,
-                timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_harvest(
+    url: str, out: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        harvest_cmd(url, out, *extra), env=env or harvest_env(), capture_output=True,
-        text=True, timeout=timeout, check=False,
+        harvest_cmd(url, out, *extra),
+        env=env or harvest_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 @pytest.fixture(scope="module")
 def hostile_sim() -> Iterator[SimHandle]:
     with run_simulator_process(
-        "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "7",
-        "--faults", "hostile", "--hang-seconds", "3", "--rate", "100", "--burst", "2", "--admin",
+        "--records",
+        "20000",
+        *RANGE,
+        "--max-window",
+        WINDOW,
+        "--seed",
+        "7",
+        "--faults",
+        "hostile",
+        "--hang-seconds",
+        "3",
+        "--rate",
+        "100",
+        "--burst",
+        "2",
+        "--admin",
     ) as sim:
         yield sim
 
@@ -74,12 +104,21 @@ def hostile_sim() -> Iterator[SimHandle]:
 @pytest.fixture(scope="module")
 def calm_truth() -> Iterator[tuple[SimHandle, list[dict[str, Any]]]]:
     with run_simulator_process(
-        "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "7", "--admin",
+        "--records",
+        "20000",
+        *RANGE,
+        "--max-window",
+        WINDOW,
+        "--seed",
+        "7",
+        "--admin",
     ) as sim:
         yield sim, sim.truth()
 
 
-def test_hostile_service_small_window_lake_equals_truth(hostile_sim: SimHandle, tmp_path: Path) -> None:
+def test_hostile_service_small_window_lake_equals_truth(
+    hostile_sim: SimHandle, tmp_path: Path
+) -> None:
     out = str(tmp_path / "lake")
     result = run_harvest(hostile_sim.url, out, "--from", "2019-01-01", "--to", "2019-02-28")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -99,7 +138,9 @@ def test_duckdb_reads_exact_counts_per_month_with_integer_partitions(
     result = run_harvest(sim.url, str(out))  # range probed, to = today
     assert result.returncode == 0, result.stdout + result.stderr
     want = Counter(
-        (int(d["submissionDate"][:4]), int(d["submissionDate"][5:7])) for d in truth if is_decodable(d)
+        (int(d["submissionDate"][:4]), int(d["submissionDate"][5:7]))
+        for d in truth
+        if is_decodable(d)
     )
     con = duckdb.connect()
     rel = con.execute(
@@ -118,7 +159,8 @@ def test_duckdb_reads_exact_counts_per_month_with_integer_partitions(
 def _snapshot(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -141,9 +183,21 @@ def test_sigkill_at_random_moments_then_resume_equals_truth(
     kills = 0
     for _ in range(4):
         proc = subprocess.Popen(
-            harvest_cmd(sim.url, str(out), "--from", "2019-01-01", "--to", "2019-02-28",
-                        "--rate", "150", "--concurrency", "2"),
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            harvest_cmd(
+                sim.url,
+                str(out),
+                "--from",
+                "2019-01-01",
+                "--to",
+                "2019-02-28",
+                "--rate",
+                "150",
+                "--concurrency",
+                "2",
+            ),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(rng.uniform(0.8, 2.5))
         if proc.poll() is None:
@@ -162,11 +216,21 @@ def test_sigkill_at_random_moments_then_resume_equals_truth(
 def test_index_drift_during_harvest_is_noticed_and_repaired(tmp_path: Path) -> None:
     out = tmp_path / "lake"
     with run_simulator_process(
-        "--records", "20000", *RANGE, "--max-window", WINDOW, "--seed", "11", "--admin",
+        "--records",
+        "20000",
+        *RANGE,
+        "--max-window",
+        WINDOW,
+        "--seed",
+        "11",
+        "--admin",
     ) as sim:
         proc = subprocess.Popen(
             harvest_cmd(sim.url, str(out), "--rate", "60", "--concurrency", "1"),
-            env=harvest_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=harvest_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for round_seed in (1, 2, 3):
             time.sleep(1.0)
@@ -216,8 +280,14 @@ def test_bad_start_is_one_line_error_and_leaves_lake_untouched(
 
 def test_expected_row_helper_is_not_the_decoder() -> None:
     # Guards the exactness check itself: a flag served as "0" is False, 1.0 is True.
-    doc = {"id": "a" * 32, "submissionDate": "2019-01-02T00:00:00", "hasRej101": "0",
-           "hasRej102": 1.0, "claimNumberArrayDocument": ["1,2"], "extraThing": 5}
+    doc = {
+        "id": "a" * 32,
+        "submissionDate": "2019-01-02T00:00:00",
+        "hasRej101": "0",
+        "hasRej102": 1.0,
+        "claimNumberArrayDocument": ["1,2"],
+        "extraThing": 5,
+    }
     row = expected_row(doc)
     assert row["hasRej101"] is False and row["hasRej102"] is True
     assert row["unknownFields"] == {"extraThing": 5}
@@ -230,8 +300,11 @@ def test_ctrl_c_stops_cleanly_saves_progress_and_says_how_to_resume(
     out = tmp_path / "lake"
     args = ("--from", "2019-01-01", "--to", "2019-02-28", "--rate", "100", "--concurrency", "1")
     proc = subprocess.Popen(
-        harvest_cmd(sim.url, str(out), *args), env=harvest_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        harvest_cmd(sim.url, str(out), *args),
+        env=harvest_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(4.0)  # planning takes ~150 counts; then shards start to commit
     assert proc.poll() is None, "the harvest ended before Ctrl-C could be sent"

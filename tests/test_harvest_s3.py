@@ -17,10 +17,22 @@ def test_hostile_harvest_into_s3_equals_truth(moto_s3: Any, s3_lake_uri: str) ->
     env = harvest_env(HARVESTER_S3_ENDPOINT_URL=moto_s3.endpoint_url)
     env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     with run_simulator_process(
-        "--records", "8000", *RANGE, "--max-window", WINDOW, "--seed", "5",
-        "--faults", "hostile", "--hang-seconds", "3", "--admin",
+        "--records",
+        "8000",
+        *RANGE,
+        "--max-window",
+        WINDOW,
+        "--seed",
+        "5",
+        "--faults",
+        "hostile",
+        "--hang-seconds",
+        "3",
+        "--admin",
     ) as sim:
-        result = run_harvest(sim.url, s3_lake_uri, "--from", "2019-01-01", "--to", "2019-02-28", env=env)
+        result = run_harvest(
+            sim.url, s3_lake_uri, "--from", "2019-01-01", "--to", "2019-02-28", env=env
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         truth = sim.truth()
     lake = Lake.open(s3_lake_uri, moto_s3.storage_options())

@@ -291,8 +291,7 @@ def test_duckdb_reads_the_lake_with_hive_partitions(tmp_path: Path) -> None:
     )
     assert types["year"] == "BIGINT" and types["month"] == "BIGINT"
     rows = con.execute(
-        f"SELECT year, month, count(*), count(DISTINCT id) FROM {plain}"
-        " GROUP BY ALL ORDER BY ALL"
+        f"SELECT year, month, count(*), count(DISTINCT id) FROM {plain} GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     assert rows == expected
     assert con.execute(f"SELECT count(*) FROM {plain} WHERE month = 7").fetchone() == (11,)

@@ -35,10 +35,16 @@ def refresh_cmd(url: str, out: str, *extra: str) -> list[str]:
     return cmd
 
 
-def run_refresh(url: str, out: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_refresh(
+    url: str, out: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        refresh_cmd(url, out, *extra), env=env or harvest_env(), capture_output=True, text=True,
-        timeout=240, check=False,
+        refresh_cmd(url, out, *extra),
+        env=env or harvest_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
 
 
@@ -51,7 +57,14 @@ def latest_report(lake: Lake) -> dict[str, Any]:
 def harvested(tmp_path: Path) -> Iterator[tuple[SimHandle, str]]:
     out = str(tmp_path / "lake")
     with run_simulator_process(
-        "--records", "6000", *RANGE, "--max-window", WINDOW, "--seed", "21", "--admin",
+        "--records",
+        "6000",
+        *RANGE,
+        "--max-window",
+        WINDOW,
+        "--seed",
+        "21",
+        "--admin",
     ) as sim:
         result = run_harvest(sim.url, out)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -111,7 +124,9 @@ def test_refresh_killed_at_random_moments_then_rerun_equals_truth(
     for _ in range(4):
         proc = subprocess.Popen(
             refresh_cmd(sim.url, out, "--rate", "40", "--concurrency", "1"),
-            env=harvest_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=harvest_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(rng.uniform(0.5, 3.0))
         if proc.poll() is None:
@@ -139,7 +154,14 @@ def test_refresh_on_s3_equals_truth(moto_s3: Any, s3_lake_uri: str) -> None:
     env = harvest_env(HARVESTER_S3_ENDPOINT_URL=moto_s3.endpoint_url)
     env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     with run_simulator_process(
-        "--records", "4000", *RANGE, "--max-window", WINDOW, "--seed", "8", "--admin",
+        "--records",
+        "4000",
+        *RANGE,
+        "--max-window",
+        WINDOW,
+        "--seed",
+        "8",
+        "--admin",
     ) as sim:
         result = run_harvest(sim.url, s3_lake_uri, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
