@@ -80,23 +80,10 @@ def run_harvest(
 
 @pytest.fixture(scope="module")
 def hostile_sim() -> Iterator[SimHandle]:
+    # Every fault kind, 429s from both limits, a few undecodable rows, a window of 300.
+    args = "--records 20000 --seed 7 --faults hostile --hang-seconds 3 --rate 100 --burst 2"
     with run_simulator_process(
-        "--records",
-        "20000",
-        *RANGE,
-        "--max-window",
-        WINDOW,
-        "--seed",
-        "7",
-        "--faults",
-        "hostile",
-        "--hang-seconds",
-        "3",
-        "--rate",
-        "100",
-        "--burst",
-        "2",
-        "--admin",
+        *args.split(), *RANGE, "--max-window", WINDOW, "--bad-rows", "5", "--admin"
     ) as sim:
         yield sim
 
@@ -104,14 +91,7 @@ def hostile_sim() -> Iterator[SimHandle]:
 @pytest.fixture(scope="module")
 def calm_truth() -> Iterator[tuple[SimHandle, list[dict[str, Any]]]]:
     with run_simulator_process(
-        "--records",
-        "20000",
-        *RANGE,
-        "--max-window",
-        WINDOW,
-        "--seed",
-        "7",
-        "--admin",
+        "--records", "20000", "--seed", "7", *RANGE, "--max-window", WINDOW, "--admin"
     ) as sim:
         yield sim, sim.truth()
 
@@ -120,9 +100,14 @@ def test_hostile_service_small_window_lake_equals_truth(
     hostile_sim: SimHandle, tmp_path: Path
 ) -> None:
     out = str(tmp_path / "lake")
-    result = run_harvest(hostile_sim.url, out, "--from", "2019-01-01", "--to", "2019-02-28")
+    # rows=250 is capped silently to 100 by the service: paging must follow the docs returned.
+    result = run_harvest(
+        hostile_sim.url, out, "--from", "2019-01-01", "--to", "2019-02-28", "--rows", "250"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert_lake_equals_truth(Lake.open(out), hostile_sim.truth())
+    truth = hostile_sim.truth()
+    assert_lake_equals_truth(Lake.open(out), truth)  # includes the 5 quarantined rows
+    assert "5 rows quarantined" in result.stdout
     stats = hostile_sim.stats()
     assert sum(stats["faults"].values()) > 20, stats  # the service really was hostile
     assert stats["throttled"] > 0, stats
@@ -253,7 +238,7 @@ def _latest_report(out: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("case", "expected_exit"),
-    [("wrong key", 3), ("unreachable", 3), ("bad range", 2)],
+    [("wrong key", 3), ("unreachable", 3), ("bad range", 2), ("bad query", 3)],
 )
 def test_bad_start_is_one_line_error_and_leaves_lake_untouched(
     case: str, expected_exit: int, tmp_path: Path
@@ -268,14 +253,19 @@ def test_bad_start_is_one_line_error_and_leaves_lake_untouched(
             env = harvest_env(USPTO_API_KEY="wrong-key")
         elif case == "unreachable":
             url = "http://127.0.0.1:9"  # discard port: nothing listens
-        else:
+        elif case == "bad range":
             extra = ("--from", "2019-03-01", "--to", "2019-01-01")
+        else:  # the service answers 400 to an unparseable date template
+            env["HARVESTER_DATE_TEMPLATE"] = "submissionDate:[{start} TO {end}"
+            extra = ("--out", str(tmp_path / "other"))
         result = run_harvest(url, str(out), *extra, env=env)
     assert result.returncode == expected_exit, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("harvester: error:"), result.stderr
     assert "right-key" not in result.stderr and "wrong-key" not in result.stderr
     assert _snapshot(out) == before
+    if case == "bad query":  # refused while planning a new lake: nothing was written there
+        assert not (tmp_path / "other").exists() or not any((tmp_path / "other").rglob("*"))
 
 
 def test_expected_row_helper_is_not_the_decoder() -> None:
@@ -317,4 +307,34 @@ def test_ctrl_c_stops_cleanly_saves_progress_and_says_how_to_resume(
     assert done_before > 0, "no progress was saved"
     result = run_harvest(sim.url, str(out), *args[:4])
     assert result.returncode == 0, result.stdout + result.stderr
+    assert_lake_equals_truth(Lake.open(str(out)), truth)
+
+
+def test_failed_shards_do_not_stop_the_run_and_a_rerun_finishes_them(
+    calm_truth: tuple[SimHandle, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    sim, truth = calm_truth
+    out = tmp_path / "lake"
+    dates = ("--from", "2019-01-01", "--to", "2019-02-28")
+    # Plan against the calm service, then stop: the plan is stored in the lake.
+    proc = subprocess.Popen(
+        harvest_cmd(sim.url, str(out), *dates, "--rate", "100", "--concurrency", "1"),
+        env=harvest_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (out / "_harvest" / "plan.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # Resume against a service where half the requests fail with 503, two attempts each.
+    failing = "--records 20000 --seed 7 --faults flaky --fault-rate 0.5 --fault-kinds http503"
+    with run_simulator_process(*failing.split(), *RANGE, "--max-window", WINDOW) as bad:
+        result = run_harvest(bad.url, str(out), *dates, env=harvest_env(HARVESTER_MAX_ATTEMPTS="2"))
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "failed shard 2019-" in result.stdout and "http 503" in result.stdout
+    assert "run the same command again" in result.stderr
+    again = run_harvest(sim.url, str(out), *dates)
+    assert again.returncode == 0, again.stdout + again.stderr
     assert_lake_equals_truth(Lake.open(str(out)), truth)
