@@ -38,16 +38,8 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-from harvester.schema import (
-    ARROW_SCHEMA,
-    BOOL_FIELDS,
-    COLUMNS,
-    FIELD_SET,
-    FIELDS,
-    INT_FIELDS,
-    LIST_FIELDS,
-    STRING_FIELDS,
-)
+from harvester.fields import BOOL_FIELDS, FIELD_SET, FIELDS, INT_FIELDS, LIST_FIELDS, STRING_FIELDS
+from harvester.schema import ARROW_SCHEMA, COLUMNS
 
 MIN_YEAR: Final = 1900
 MAX_YEAR: Final = 2999

@@ -12,84 +12,9 @@ from typing import Final
 
 import pyarrow as pa
 
+from harvester.fields import BOOL_FIELDS, FIELDS, INT_FIELDS, LIST_FIELDS, STRING_FIELDS
+
 SCHEMA_VERSION: Final = 1
-
-# The served field names, in the order of the reference table
-# (shared/reference/oa-rejections-v2.md), which groups related fields together.
-FIELDS: Final[tuple[str, ...]] = (
-    "id",
-    "patentApplicationNumber",
-    "obsoleteDocumentIdentifier",
-    "legacyDocumentCodeIdentifier",
-    "submissionDate",
-    "createDateTime",
-    "createUserIdentifier",
-    "groupArtUnitNumber",
-    "nationalClass",
-    "nationalSubclass",
-    "actionTypeCategory",
-    "legalSectionCode",
-    "paragraphNumber",
-    "claimNumberArrayDocument",
-    "hasRej101",
-    "hasRej102",
-    "hasRej103",
-    "hasRej112",
-    "hasRejDP",
-    "headerMissing",
-    "formParagraphMissing",
-    "rejectFormMissmatch",  # sic: the source's spelling
-    "closingMissing",
-    "cite103EQ1",
-    "cite103GT3",
-    "cite103Max",
-    "aliceIndicator",
-    "bilskiIndicator",
-    "mayoIndicator",
-    "myriadIndicator",
-    "allowedClaimIndicator",
-)
-FIELD_SET: Final[frozenset[str]] = frozenset(FIELDS)
-
-# Column groups by how a served value is decoded (harvester.decode relies on these).
-STRING_FIELDS: Final[tuple[str, ...]] = (
-    "patentApplicationNumber",
-    "obsoleteDocumentIdentifier",
-    "legacyDocumentCodeIdentifier",
-    "createUserIdentifier",
-    "groupArtUnitNumber",
-    "nationalClass",
-    "nationalSubclass",
-    "actionTypeCategory",
-    "legalSectionCode",
-    "paragraphNumber",
-)
-# 0/1 flags (served as numbers) and true/false indicators (served as booleans) decode the
-# same way; the split is only kept for documentation.
-FLAG_FIELDS: Final[tuple[str, ...]] = (
-    "hasRej101",
-    "hasRej102",
-    "hasRej103",
-    "hasRej112",
-    "hasRejDP",
-    "headerMissing",
-    "formParagraphMissing",
-    "rejectFormMissmatch",
-    "closingMissing",
-    "cite103EQ1",
-    "cite103GT3",
-)
-INDICATOR_FIELDS: Final[tuple[str, ...]] = (
-    "aliceIndicator",
-    "bilskiIndicator",
-    "mayoIndicator",
-    "myriadIndicator",
-    "allowedClaimIndicator",
-)
-BOOL_FIELDS: Final[tuple[str, ...]] = FLAG_FIELDS + INDICATOR_FIELDS
-INT_FIELDS: Final[tuple[str, ...]] = ("cite103Max",)
-LIST_FIELDS: Final[tuple[str, ...]] = ("claimNumberArrayDocument",)
-
 UNKNOWN_FIELDS_COLUMN: Final = "unknownFields"
 # Hive partition columns: only in the directory names, never inside the files.
 PARTITION_COLUMNS: Final[tuple[str, ...]] = ("year", "month")
@@ -121,10 +46,3 @@ ARROW_SCHEMA: Final[pa.Schema] = pa.schema(
 )
 
 COLUMNS: Final[tuple[str, ...]] = (*FIELDS, UNKNOWN_FIELDS_COLUMN)
-
-assert len(FIELDS) == 31 and len(FIELD_SET) == 31
-assert set(STRING_FIELDS + BOOL_FIELDS + INT_FIELDS + LIST_FIELDS) | {
-    "id",
-    "submissionDate",
-    "createDateTime",
-} == set(FIELDS)

@@ -14,47 +14,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from harvester.fields import BOOL_FIELDS, FIELD_SET, STRING_FIELDS
 from harvester.lake import Lake
 
-STRINGS = (
-    "patentApplicationNumber",
-    "obsoleteDocumentIdentifier",
-    "legacyDocumentCodeIdentifier",
-    "createUserIdentifier",
-    "groupArtUnitNumber",
-    "nationalClass",
-    "nationalSubclass",
-    "actionTypeCategory",
-    "legalSectionCode",
-    "paragraphNumber",
-)
-FLAGS = (
-    "hasRej101",
-    "hasRej102",
-    "hasRej103",
-    "hasRej112",
-    "hasRejDP",
-    "headerMissing",
-    "formParagraphMissing",
-    "rejectFormMissmatch",
-    "closingMissing",
-    "cite103EQ1",
-    "cite103GT3",
-    "aliceIndicator",
-    "bilskiIndicator",
-    "mayoIndicator",
-    "myriadIndicator",
-    "allowedClaimIndicator",
-)
-KNOWN = {
-    "id",
-    "submissionDate",
-    "createDateTime",
-    "claimNumberArrayDocument",
-    "cite103Max",
-    *STRINGS,
-    *FLAGS,
-}
+# Field names come from harvester.fields; the expected values below are derived here.
+STRINGS = STRING_FIELDS
+FLAGS = BOOL_FIELDS
+KNOWN = FIELD_SET
 TRUE = {"1", "1.0", "true"}
 FALSE = {"0", "0.0", "false"}
 

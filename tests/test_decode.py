@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from harvester.decode import DecodeResult, decode_docs
-from harvester.schema import ARROW_SCHEMA, FIELDS
+from harvester.fields import FIELDS
+from harvester.schema import ARROW_SCHEMA
 
 SAMPLES = Path(__file__).parent / "fixtures" / "records-by-application.json"
 SAMPLE_TEXT = """{"actionTypeCategory": "", "aliceIndicator": false, "allowedClaimIndicator": false,

@@ -18,12 +18,11 @@ from harvester.sim.lucene import (
     QuerySyntaxError,
     Range,
     Term,
-    compile_predicate,
     date_bounds,
-    matches,
     parse,
     parse_date_value,
 )
+from harvester.sim.predicate import compile_predicate, matches
 
 SAMPLES = Path(__file__).parent / "fixtures"
 PREFIX = "org.apache.solr.search.SyntaxError: Cannot parse '"

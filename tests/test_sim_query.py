@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from harvester.sim.corpus import Corpus
-from harvester.sim.lucene import compile_predicate, parse
+from harvester.sim.lucene import parse
 from harvester.sim.mutate import MutationSpec, Mutator
+from harvester.sim.predicate import compile_predicate
 from harvester.sim.prune import ALL, NONE, SOME, DayFacts, compile_classifier, residual
 
 START, END = dt.date(2019, 1, 1), dt.date(2019, 2, 28)

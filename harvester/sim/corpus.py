@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from harvester.sim import lucene
 from harvester.sim.config import SimConfig
 from harvester.sim.lucene import Node
+from harvester.sim.predicate import compile_predicate
 from harvester.sim.prune import NONE, SOME, DayFacts, compile_classifier, residual
 from harvester.sim.rows import Row, Stamps, base_stamps, generate
 from harvester.sim.seeding import derive_seed
@@ -251,7 +251,7 @@ class Corpus:
 
     def _filter(self, ordinal: int, node: Node) -> array[int]:
         """Positions of the day's rows matching ``node``, tested on the undecided part only."""
-        predicate = lucene.compile_predicate(residual(node, self.facts(ordinal)))
+        predicate = compile_predicate(residual(node, self.facts(ordinal)))
         view = self.day(ordinal).view
         return array("I", [i for i, row in enumerate(view) if predicate(row)])
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from harvester.sim import lucene
 from harvester.sim.lucene import And, MatchAll, Node, Not, Or, Range, Term
+from harvester.sim.predicate import compile_predicate
 
 NONE, SOME, ALL = 0, 1, 2
 DAY_FIELD = "submissionDate"
@@ -78,7 +79,7 @@ def compile_classifier(node: Node) -> Classifier:
     if isinstance(node, MatchAll):
         return lambda facts: ALL
     if isinstance(node, Term | Range) and node.field == DAY_FIELD:
-        predicate = lucene.compile_predicate(node)
+        predicate = compile_predicate(node)
         return lambda facts: ALL if predicate(facts.probe) else NONE
     if isinstance(node, Range) and node.field == STAMP_FIELD:
         return _stamp_range(node)
