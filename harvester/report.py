@@ -109,6 +109,17 @@ class RunReport:
             f"requests {self.requests} in {self.duration_s:.1f}s, 429s {self.throttled_429},"
             f" retries {sum(self.retries_by_cause.values())} {self.retries_by_cause or ''}".rstrip(),
         ]
+        if "rows_added" in self.extra:
+            e = self.extra
+            lines.append(
+                f"refresh since {e.get('since')}: {e['rows_added']} rows added,"
+                f" {e['rows_updated']} updated, {e['rows_deleted']} deleted;"
+                f" {len(e.get('partitions_rewritten', []))} partitions rewritten;"
+                f" watermark {e.get('watermark')}"
+                + (" (no change: the lake already equalled the source)" if e.get("no_op") else "")
+            )
+            for day, why in sorted(e.get("days_repaired", {}).items()):
+                lines.append(f"repaired {day}: {why}")
         if self.unknown_fields:
             lines.append(f"unknown fields kept in unknownFields: {self.unknown_fields}")
         lines.extend(f"failed shard {key}: {cause}" for key, cause in sorted(self.failures.items()))

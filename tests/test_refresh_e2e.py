@@ -87,6 +87,7 @@ def test_refresh_after_every_kind_of_change_equals_truth_and_then_is_a_no_op(
     assert first["extra"]["rows_added"] >= 150, (first["extra"], summary)
     assert first["extra"]["rows_updated"] > 0 and first["extra"]["rows_deleted"] > 0
     assert first["extra"]["days_repaired"], "deletions must be found by reconciliation"
+    assert "rows added" in result.stdout and "repaired 2019-" in result.stdout
 
     again = run_refresh(sim.url, out)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -95,6 +96,7 @@ def test_refresh_after_every_kind_of_change_equals_truth_and_then_is_a_no_op(
     assert second["extra"]["partitions_rewritten"] == []
     assert second["extra"]["days_repaired"] == {}
     assert second["requests"] < first["requests"]
+    assert "no change" in again.stdout
     assert_lake_equals_truth(lake, sim.truth())
 
 
