@@ -23,6 +23,7 @@ from harvester.commit import committed_files, sweep
 from harvester.config import Settings
 from harvester.errors import ConfigError, QueryError, RetriesExhausted
 from harvester.lake import Lake
+from harvester.lock import holding
 from harvester.pipeline import LakeSink, PipelineConfig, ShardPipeline
 from harvester.plan import UNDATED_KEY, Planner, Shard
 from harvester.progress import Progress
@@ -109,71 +110,87 @@ async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
         planner = Planner(client, settings.date_template, settings.shard_size)
         await preflight(client)
         plan = state.load_plan()
+        new_plan = plan is None
         if plan is None:
             plan = await _make_plan(settings, planner, client)
-            state.write_meta()
-            state.save_plan(plan)
         else:
             _check_plan_matches(plan, settings)
             if state.load_complete() is not None:
                 # Re-harvesting a finished lake would fight refresh's partition rewrites.
                 report.status = "complete"
                 report.events.append("the harvest of this lake is already complete: use refresh")
-                progress.stop()
                 return HarvestOutcome(report, True)
-        report.plan_range = (plan.first.isoformat(), plan.last.isoformat())
-        markers = state.load_markers()
-        leaves = state.leaves(plan, markers)
-        report.swept_files = sweep(lake, committed_files(state, plan, markers))
-
-        pipeline_config = PipelineConfig(
-            settings.concurrency,
-            settings.rows,
-            settings.max_window,
-            settings.shard_attempts,
-            plan.date_template,
-        )
-        pipeline = ShardPipeline(client, planner, LakeSink(state), pipeline_config, progress)
-        todo = pending_shards(state, leaves, markers)
-        progress.start(len(leaves), len(leaves) - len(todo), _committed_rows(leaves, markers))
-        await pipeline.run(todo)
-
-        # Closing check: recount and fetch again whatever moved, a bounded number of rounds.
-        for _ in range(settings.shard_attempts):
-            markers = state.load_markers()
-            leaves = state.leaves(plan, markers)
-            moved = await _moved_shards(client, plan, leaves, markers)
-            report.closing_check_requests += len(leaves)
-            if not moved:
-                break
-            report.events.append(f"closing check: {len(moved)} shards changed; fetched again")
-            progress.add_shards(len(moved))
-            await pipeline.run(moved)
-
-        markers = state.load_markers()
-        leaves = state.leaves(plan, markers)
-        complete = all(markers.get(s.key) and markers[s.key].status == "done" for s in leaves)
-        report.absorb(pipeline.totals, client.stats, time.monotonic() - started)
-        report.failures = {
-            s.key: markers[s.key].cause or ""
-            for s in leaves
-            if s.key in markers and markers[s.key].status == "failed"
-        }
-        report.rows_in_lake = _committed_rows(leaves, markers)
-        if complete:
-            watermark = max((m.max_create for m in markers.values() if m.max_create), default=None)
-            state.save_complete(
-                {
-                    "completed_at": utc_now(),
-                    "rows": report.rows_in_lake,
-                    "shards": len(leaves),
-                    "watermark": watermark,
-                }
-            )
-        report.status = "complete" if complete else "incomplete"
-    progress.stop()
+        # Everything before this line only read; from here on the lake is written.
+        async with holding(lake, "harvest"):
+            if new_plan:
+                state.write_meta()
+                state.save_plan(plan)
+            complete = await _harvest_plan(settings, state, plan, planner, client, progress, report)
+        report.absorb_client(client.stats, time.monotonic() - started)
+    report.status = "complete" if complete else "incomplete"
     report.saved_to = state.save_report(report.run_id, report.to_json())
     return HarvestOutcome(report, complete)
+
+
+async def _harvest_plan(
+    settings: Settings,
+    state: HarvestState,
+    plan: StoredPlan,
+    planner: Planner,
+    client: ApiClient,
+    progress: Progress,
+    report: RunReport,
+) -> bool:
+    """Fetch every pending shard, run the closing check, record completion."""
+    report.plan_range = (plan.first.isoformat(), plan.last.isoformat())
+    markers = state.load_markers()
+    leaves = state.leaves(plan, markers)
+    report.swept_files = sweep(state.lake, committed_files(state, plan, markers))
+    pipeline_config = PipelineConfig(
+        settings.concurrency,
+        settings.rows,
+        settings.max_window,
+        settings.shard_attempts,
+        plan.date_template,
+    )
+    pipeline = ShardPipeline(client, planner, LakeSink(state), pipeline_config, progress)
+    todo = pending_shards(state, leaves, markers)
+    progress.start(len(leaves), len(leaves) - len(todo), _committed_rows(leaves, markers))
+    await pipeline.run(todo)
+
+    # Closing check: recount and fetch again whatever moved, a bounded number of rounds.
+    for _ in range(settings.shard_attempts):
+        markers = state.load_markers()
+        leaves = state.leaves(plan, markers)
+        moved = await _moved_shards(client, plan, leaves, markers)
+        report.closing_check_requests += len(leaves)
+        if not moved:
+            break
+        report.events.append(f"closing check: {len(moved)} shards changed; fetched again")
+        progress.add_shards(len(moved))
+        await pipeline.run(moved)
+
+    markers = state.load_markers()
+    leaves = state.leaves(plan, markers)
+    report.absorb_totals(pipeline.totals)
+    report.failures = {
+        s.key: m.cause or ""
+        for s in leaves
+        if (m := markers.get(s.key)) is not None and m.status == "failed"
+    }
+    report.rows_in_lake = _committed_rows(leaves, markers)
+    complete = all((m := markers.get(s.key)) is not None and m.status == "done" for s in leaves)
+    if complete:
+        watermark = max((m.max_create for m in markers.values() if m.max_create), default=None)
+        state.save_complete(
+            {
+                "completed_at": utc_now(),
+                "rows": report.rows_in_lake,
+                "shards": len(leaves),
+                "watermark": watermark,
+            }
+        )
+    return complete
 
 
 def pending_shards(

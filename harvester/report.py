@@ -77,8 +77,11 @@ class RunReport:
         return cls(command, new_run_id(command), settings.public_dict(), now)
 
     def absorb(self, totals: Totals, stats: ClientCounters, duration_s: float) -> None:
-        self.finished_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        self.duration_s = round(duration_s, 3)
+        self.absorb_totals(totals)
+        self.absorb_client(stats, duration_s)
+
+    def absorb_totals(self, totals: Totals) -> None:
+        """What the pipeline did (shards, rows, quarantine)."""
         self.rows_written += totals.rows_written
         self.shards_done += totals.shards_done
         self.shards_failed += totals.shards_failed
@@ -87,6 +90,11 @@ class RunReport:
         self.quarantined += totals.quarantined
         self.unknown_fields = dict(totals.unknown_fields)
         self.events.extend(totals.events)
+
+    def absorb_client(self, stats: ClientCounters, duration_s: float) -> None:
+        """What the HTTP client spent, and how long the run took."""
+        self.finished_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        self.duration_s = round(duration_s, 3)
         self.requests = stats.requests
         self.pages_ok = stats.pages_ok
         self.throttled_429 = stats.throttled_429

@@ -338,3 +338,28 @@ def test_failed_shards_do_not_stop_the_run_and_a_rerun_finishes_them(
     again = run_harvest(sim.url, str(out), *dates)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_lake_equals_truth(Lake.open(str(out)), truth)
+
+
+def test_a_second_run_on_a_lake_in_use_is_refused(
+    calm_truth: tuple[SimHandle, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    sim, truth = calm_truth
+    out = tmp_path / "lake"
+    args = ("--from", "2019-01-01", "--to", "2019-02-28")
+    first = subprocess.Popen(
+        harvest_cmd(sim.url, str(out), *args, "--rate", "100", "--concurrency", "1"),
+        env=harvest_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (out / "_harvest" / "lock.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = run_harvest(sim.url, str(out), *args)
+    assert second.returncode == 4, second.stdout + second.stderr
+    assert "is in use by `harvester harvest`" in second.stderr
+    stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stdout + stderr
+    assert not (out / "_harvest" / "lock.json").exists()
+    assert_lake_equals_truth(Lake.open(str(out)), truth)
