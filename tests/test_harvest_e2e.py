@@ -78,6 +78,24 @@ def run_harvest(
     )
 
 
+def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """A harvest running in the background (output captured), to be killed or waited on."""
+    return subprocess.Popen(
+        harvest_cmd(url, str(out), *extra),
+        env=harvest_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def hostile_sim() -> Iterator[SimHandle]:
     # Every fault kind, 429s from both limits, a few undecodable rows, a window of 300.
@@ -164,31 +182,15 @@ def test_sigkill_at_random_moments_then_resume_equals_truth(
     sim, truth = calm_truth
     out = tmp_path / "lake"
     rng = random.Random(20261124)
-    env = harvest_env()
     kills = 0
     for _ in range(4):
-        proc = subprocess.Popen(
-            harvest_cmd(
-                sim.url,
-                str(out),
-                "--from",
-                "2019-01-01",
-                "--to",
-                "2019-02-28",
-                "--rate",
-                "150",
-                "--concurrency",
-                "2",
-            ),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        dates = ["--from", "2019-01-01", "--to", "2019-02-28", "--rate", "150", "--concurrency", "2"]
+        proc = start_harvest(sim.url, out, *dates)
         time.sleep(rng.uniform(0.8, 2.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-        proc.wait()
+        proc.communicate()
         if out.exists():
             _visible_files_are_whole(out)
     assert kills >= 2, "the harvest finished before it could be killed: slow it down"
@@ -210,13 +212,7 @@ def test_index_drift_during_harvest_is_noticed_and_repaired(tmp_path: Path) -> N
         "11",
         "--admin",
     ) as sim:
-        proc = subprocess.Popen(
-            harvest_cmd(sim.url, str(out), "--rate", "60", "--concurrency", "1"),
-            env=harvest_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_harvest(sim.url, out, "--rate", "60", "--concurrency", "1")
         for round_seed in (1, 2, 3):
             time.sleep(1.0)
             sim.mutate(reorder=True, add=300, late=200, seed=round_seed)
@@ -289,13 +285,7 @@ def test_ctrl_c_stops_cleanly_saves_progress_and_says_how_to_resume(
     sim, truth = calm_truth
     out = tmp_path / "lake"
     args = ("--from", "2019-01-01", "--to", "2019-02-28", "--rate", "100", "--concurrency", "1")
-    proc = subprocess.Popen(
-        harvest_cmd(sim.url, str(out), *args),
-        env=harvest_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_harvest(sim.url, out, *args)
     time.sleep(4.0)  # planning takes ~150 counts; then shards start to commit
     assert proc.poll() is None, "the harvest ended before Ctrl-C could be sent"
     proc.send_signal(signal.SIGINT)
@@ -317,17 +307,10 @@ def test_failed_shards_do_not_stop_the_run_and_a_rerun_finishes_them(
     out = tmp_path / "lake"
     dates = ("--from", "2019-01-01", "--to", "2019-02-28")
     # Plan against the calm service, then stop: the plan is stored in the lake.
-    proc = subprocess.Popen(
-        harvest_cmd(sim.url, str(out), *dates, "--rate", "100", "--concurrency", "1"),
-        env=harvest_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not (out / "_harvest" / "plan.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = start_harvest(sim.url, out, *dates, "--rate", "100", "--concurrency", "1")
+    wait_for(out / "_harvest" / "plan.json")
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     # Resume against a service where half the requests fail with 503, two attempts each.
     failing = "--records 20000 --seed 7 --faults flaky --fault-rate 0.5 --fault-kinds http503"
     with run_simulator_process(*failing.split(), *RANGE, "--max-window", WINDOW) as bad:
@@ -346,16 +329,8 @@ def test_a_second_run_on_a_lake_in_use_is_refused(
     sim, truth = calm_truth
     out = tmp_path / "lake"
     args = ("--from", "2019-01-01", "--to", "2019-02-28")
-    first = subprocess.Popen(
-        harvest_cmd(sim.url, str(out), *args, "--rate", "100", "--concurrency", "1"),
-        env=harvest_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (out / "_harvest" / "lock.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    first = start_harvest(sim.url, out, *args, "--rate", "100", "--concurrency", "1")
+    wait_for(out / "_harvest" / "lock.json")
     second = run_harvest(sim.url, str(out), *args)
     assert second.returncode == 4, second.stdout + second.stderr
     assert "is in use by `harvester harvest`" in second.stderr
