@@ -236,15 +236,16 @@ class Planner:
     async def _split_ids(self, shard: Shard) -> list[Shard]:
         low = shard.id_low or "0"
         mid = split_hex(low, shard.id_high)
-        halves = await self._count_all(
-            [
-                shard.narrowed(shard.first, shard.last, low, mid),
-                shard.narrowed(shard.first, shard.last, mid, shard.id_high),
-            ]
-        )
         if len(mid) > 32:  # cannot happen with 32-hex ids; guards against a runaway split
             raise RuntimeError(f"cannot split shard {shard.key} any further")
+        left = await self._count(shard.narrowed(shard.first, shard.last, low, mid))
+        # The right half's count follows from the parent's: one request per split, not two.
+        # Should the index move in between, a wrong estimate is caught at fetch time (the
+        # shard is split again) and by the closing check (every shard is counted again).
+        right = shard.narrowed(shard.first, shard.last, mid, shard.id_high).with_expected(
+            max(0, shard.expected - left.expected)
+        )
         out: list[Shard] = []
-        for half in halves:
+        for half in (left, right):
             out.extend(await self.refine(half))
         return out
