@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad settings; 3 the API refused (bad key,
 bad query, unreachable); 4 the lake cannot be used; 5 the run finished but some shards
-failed (named in the output); 130 interrupted (progress is saved).
+failed (named in the output); 6 `verify` found differences (named in the output);
+130 interrupted (progress is saved).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from harvester.config import API_KEY_ENV, Settings, resolve
 from harvester.errors import HarvesterError
 
 EXIT_FAILED_SHARDS = 5
+EXIT_MISMATCH = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -137,6 +139,72 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return _run_job(args, "refresh")
 
 
+def _print_json(data: object) -> None:
+    import orjson
+
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from harvester.ops.plan_cmd import plan_job
+
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose)
+    plan = asyncio.run(plan_job(settings, args.job))
+    if args.json:
+        _print_json(plan.to_json())
+    else:
+        print("\n".join(plan.lines(every_shard=args.shards)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harvester.ops.status import lake_status
+
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose)
+    status = lake_status(settings)
+    if args.json:
+        _print_json(status.to_json())
+    else:
+        print("\n".join(status.render()))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from harvester.ops.verify import verify_lake
+    from harvester.progress import make_progress
+
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose)
+    progress = make_progress(settings.quiet or not args.repair, settings.log_format)
+    try:
+        outcome = asyncio.run(verify_lake(settings, args.repair, progress))
+    finally:
+        progress.stop()
+    print("\n".join(outcome.lines()))
+    if outcome.repair_failed:
+        return EXIT_FAILED_SHARDS
+    return EXIT_MISMATCH if outcome.final.problems else 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from harvester.ops.compact import compact_lake
+
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose)
+    print("\n".join(compact_lake(settings).lines()))
+    return 0
+
+
+def add_lake_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the commands that only read or rewrite the lake (no API)."""
+    parser.add_argument("--config", help="TOML config file (see configs/)")
+    parser.add_argument("--out", help="lake root: a local path or s3://bucket/prefix")
+    parser.add_argument("--log-format", dest="log_format", choices=["text", "json"])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from harvester.sim.cli import run
 
@@ -172,6 +240,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="recent mail days to check against the service",
     )
     refresh.set_defaults(func=cmd_refresh)
+
+    plan = sub.add_parser(
+        "plan", help="shards, requests and time a harvest or refresh would take (writes nothing)"
+    )
+    add_run_arguments(plan)
+    plan.add_argument(
+        "--job",
+        choices=["auto", "harvest", "refresh"],
+        default="auto",
+        help="auto (default): refresh if the lake holds a completed harvest, else harvest",
+    )
+    plan.add_argument("--lookback", dest="lookback_days", help="as for refresh")
+    plan.add_argument("--reconcile-days", dest="reconcile_days", help="as for refresh")
+    plan.add_argument("--shards", action="store_true", help="list every shard")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", help="what the lake's _harvest/ says (no API call)")
+    add_lake_arguments(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=cmd_status)
+
+    verify = sub.add_parser(
+        "verify", help="compare the lake with the service; --repair fetches what differs"
+    )
+    add_run_arguments(verify)
+    verify.add_argument(
+        "--repair", action="store_true", help="fetch the days that differ again, then re-check"
+    )
+    verify.set_defaults(func=cmd_verify)
+
+    compact = sub.add_parser("compact", help="merge each partition's small files (no API call)")
+    add_lake_arguments(compact)
+    compact.set_defaults(func=cmd_compact)
 
     simulate = sub.add_parser("simulate", help="run the offline API simulator")
     add_sim_arguments(simulate)

@@ -14,6 +14,11 @@ A staging area is a small lake of its own under ``_harvest/refresh/`` (plan, sha
 Parquet files), so it reuses the harvest's pipeline, checkpoints and resume unchanged.
 ``_harvest/refresh/run.json`` records the phase; a killed refresh run again picks up
 where it stopped, and every step is idempotent.
+
+``harvester verify --repair`` reuses steps 3 and 4 through ``Refresher.run(repair_days=...)``:
+a run of kind ``repair`` fetches the given days again and replaces their rows, and never
+moves the watermark (it has not looked at changed rows elsewhere). Both kinds share the
+staging area, so a command that finds an interrupted run of the other kind finishes it first.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +64,7 @@ class RefreshRun:
     repair_days: dict[str, str] | None = None
     stats: dict[str, int] = field(default_factory=dict)
     partitions_rewritten: list[str] = field(default_factory=list)
+    kind: str = "refresh"  # or "repair": verify --repair, given days only, watermark untouched
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -73,12 +80,12 @@ class RefreshOutcome:
 
 
 class Refresher:
-    def __init__(self, settings: Settings, progress: Progress) -> None:
+    def __init__(self, settings: Settings, progress: Progress, command: str = "refresh") -> None:
         self.settings = settings
         self.progress = progress
         self.lake = open_lake(settings)
         self.state = HarvestState(self.lake)
-        self.report = RunReport.begin("refresh", settings)
+        self.report = RunReport.begin(command, settings)
         self.merge_stats = MergeStats()
         self.totals = PipelineTotals()
 
@@ -104,7 +111,8 @@ class Refresher:
         return None if value is None else str(value)
 
     # -- the run -------------------------------------------------------------------------
-    async def run(self) -> RefreshOutcome:
+    async def run(self, repair_days: dict[str, str] | None = None) -> RefreshOutcome:
+        """A refresh; given ``repair_days`` (day -> reason), a repair of just those days."""
         self.state.check_compatible()
         complete = self.state.load_complete()
         plan = self.state.load_plan()
@@ -118,14 +126,25 @@ class Refresher:
             planner = Planner(client, self.settings.date_template, self.settings.shard_size)
             await preflight(client)
             self.report.swept_files = sweep(self.lake, self._committed(plan))
-            run = self._load_run()
-            if run is None:
-                run = RefreshRun(self.report.run_id, self._since(complete))
-                self._save_run(run)
-            else:
-                self.report.events.append(f"resumed refresh {run.run_id} at phase {run.phase}")
-            self.report.run_id = run.run_id
-            ok = await self._phases(run, plan, planner, client)
+            run, ok = self._load_run(), True
+            if run is not None and (run.kind != "refresh" or repair_days is not None):
+                # Its staged rows may be half merged and the staging area is shared: finish it
+                # before starting ours (a repair is never resumed in place of a new one).
+                self.report.events.append(
+                    f"finished interrupted {run.kind} {run.run_id} first (phase {run.phase})"
+                )
+                ok = await self._phases(run, plan, planner, client)
+                if ok:
+                    run = None
+            if ok:
+                if run is None:
+                    run = self._new_run(complete, repair_days)
+                    self._save_run(run)
+                else:
+                    self.report.events.append(f"resumed refresh {run.run_id} at phase {run.phase}")
+                self.report.run_id = run.run_id
+                ok = await self._phases(run, plan, planner, client)
+            assert run is not None
             self.report.absorb(self.totals, client.stats, time.monotonic() - started)
         self.progress.stop()
         self.report.status = "complete" if ok else "incomplete"
@@ -147,7 +166,14 @@ class Refresher:
     def _committed(self, plan: StoredPlan) -> dict[str, list[str]]:
         return committed_files(self.state, plan, self.state.load_markers())
 
-    def _since(self, complete: dict[str, Any]) -> str:
+    def _new_run(self, complete: dict[str, Any], repair_days: dict[str, str] | None) -> RefreshRun:
+        if repair_days is None:
+            return RefreshRun(self.report.run_id, self.since(complete))
+        # Straight to the reconcile phase with the days already chosen: it fetches them.
+        return RefreshRun(self.report.run_id, "", "reconcile", dict(repair_days), kind="repair")
+
+    def since(self, complete: dict[str, Any]) -> str:
+        """The createDateTime from which changed rows are fetched (watermark - lookback)."""
         mark = self.watermark(complete)
         if mark is None:
             return EARLIEST_PROBE.isoformat() + "T00:00:00"
@@ -172,7 +198,7 @@ class Refresher:
             self._save_run(run)
         if run.phase == "reconcile":
             if run.repair_days is None:
-                run.repair_days = await self._days_to_repair(plan, client)
+                run.repair_days = await self.days_to_repair(plan, client)
                 self._save_run(run)
             days = [dt.date.fromisoformat(d) for d in sorted(run.repair_days)]
             if days and not await self._fetch_stage(
@@ -253,7 +279,9 @@ class Refresher:
             else:
                 merged, stats = merge_partition(existing, incoming, (), ARROW_SCHEMA.empty_table())
             self.merge_stats += stats
-            if not stats.changed:
+            # Row count too: duplicate copies of a replaced day's rows are dropped by the
+            # merge without being counted as changes (they share their id with a kept row).
+            if not stats.changed and merged.num_rows == existing.num_rows:
                 continue
             prefix = f"part-{run.run_id}-{name}"
             replace_partition(self.lake, partition, committed.get(partition, []), merged, prefix)
@@ -262,7 +290,7 @@ class Refresher:
             self._save_run(run)
 
     # -- reconciliation ------------------------------------------------------------------
-    async def _days_to_repair(self, plan: StoredPlan, client: ApiClient) -> dict[str, str]:
+    async def days_to_repair(self, plan: StoredPlan, client: ApiClient) -> dict[str, str]:
         """Days whose row count differs between lake and service, with the reason."""
         committed = self._committed(plan)
         lake_days = await asyncio.to_thread(day_counts, self.lake, committed)
@@ -275,23 +303,13 @@ class Refresher:
         newest = max(lake_days, default=plan.last)
         first = newest - dt.timedelta(days=self.settings.reconcile_days - 1)
         last = max(newest, dt.datetime.now(dt.UTC).date())
-        template = self.settings.date_template
-
-        async def count(a: dt.date, b: dt.date) -> int:
-            return await client.count(Shard(a, b).criteria(template))
-
-        months = month_spans(first, last)
-        month_counts = await asyncio.gather(*(count(a, b) for a, b in months))
-        repair: dict[str, str] = {}
-        for (a, b), service in zip(months, month_counts, strict=True):
-            lake = sum(n for d, n in lake_days.items() if a <= d <= b)
-            if lake == service:
-                continue
-            days = [a + dt.timedelta(days=i) for i in range((b - a).days + 1)]
-            day_service = await asyncio.gather(*(count(d, d) for d in days))
-            for day, n in zip(days, day_service, strict=True):
-                if lake_days.get(day, 0) != n:
-                    repair[day.isoformat()] = f"lake has {lake_days.get(day, 0)} rows, service {n}"
+        differing = await differing_days(
+            client, self.settings.date_template, lake_days, first, last
+        )
+        repair = {
+            day.isoformat(): f"lake has {lake} rows, service {service}"
+            for day, (lake, service) in sorted(differing.items())
+        }
         self.report.extra["reconcile_window"] = [first.isoformat(), last.isoformat()]
         return repair
 
@@ -311,13 +329,44 @@ class Refresher:
             if self.lake.exists(WATERMARK)
             else None
         )
-        if newest and (current is None or newest > current):
+        # A repair fetched some days only: changed rows elsewhere are not in the lake yet, so
+        # moving the watermark past them would make the next refresh miss them.
+        if run.kind == "refresh" and newest and (current is None or newest > current):
             record = {"watermark": newest, "updated_at": utc_now(), "run_id": run.run_id}
             self.lake.write_bytes(WATERMARK, orjson.dumps(record, option=orjson.OPT_INDENT_2))
         for path in self.lake.list_files(REFRESH):
             if path != f"{REFRESH}/run.json":
                 self.lake.delete(path)
         self.lake.delete(f"{REFRESH}/run.json")  # last: the refresh is over
+
+
+async def differing_days(
+    client: ApiClient,
+    date_template: str,
+    lake_days: Mapping[dt.date, int],
+    first: dt.date,
+    last: dt.date,
+) -> dict[dt.date, tuple[int, int]]:
+    """Days of [first, last] whose lake row count differs from the service's, as (lake,
+    service). Months are counted first and days only within months that differ, so a
+    mostly-equal range costs about one request per month."""
+
+    async def count(a: dt.date, b: dt.date) -> int:
+        return await client.count(Shard(a, b).criteria(date_template))
+
+    months = month_spans(first, last)
+    month_counts = await asyncio.gather(*(count(a, b) for a, b in months))
+    differing: dict[dt.date, tuple[int, int]] = {}
+    for (a, b), service in zip(months, month_counts, strict=True):
+        lake = sum(n for d, n in lake_days.items() if a <= d <= b)
+        if lake == service:
+            continue
+        days = [a + dt.timedelta(days=i) for i in range((b - a).days + 1)]
+        day_service = await asyncio.gather(*(count(d, d) for d in days))
+        for day, n in zip(days, day_service, strict=True):
+            if lake_days.get(day, 0) != n:
+                differing[day] = (lake_days.get(day, 0), n)
+    return differing
 
 
 def day_counts(lake: Lake, committed: dict[str, list[str]]) -> dict[dt.date, int]:

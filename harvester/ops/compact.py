@@ -1,0 +1,109 @@
+"""``harvester compact``: merge each partition's small files into few large ones.
+
+A harvest writes one file per shard and partition (thousands of files of ~10k rows for the
+whole source), and each refresh rewrites what it touches under new names. Readers pay per
+file (an S3 request, a footer, a task in Spark), so compaction rewrites each partition as
+``<prefix>-NNNNN.parquet`` files of up to ``writer.PARTITION_FILE_ROWS`` rows.
+
+A partition is replaced exactly as refresh replaces one (``commit.replace_partition``): new
+files, then the partition manifest (the commit), then the old files are deleted. A killed
+compaction leaves either the old files or the new ones committed, never a mix; the others
+are uncommitted and the next run's sweep removes them. The rows are not changed: they are
+read with the lake's schema and written sorted, as every writer of the lake does.
+
+Compaction rewrites the lake, so it refuses to run while a harvest is unfinished or a
+refresh is interrupted; like them it assumes no other writer runs at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from harvester.commit import read_files, replace_partition, sweep
+from harvester.config import Settings
+from harvester.errors import LakeError
+from harvester.ops.lakeinfo import file_rows, load_committed, open_state, require_quiet_lake
+from harvester.report import RunReport
+from harvester.state import utc_now
+from harvester.writer import PARTITION_FILE_ROWS
+
+log = logging.getLogger("harvester.compact")
+
+
+@dataclass
+class CompactOutcome:
+    report: RunReport
+    partitions: int = 0
+    compacted: list[str] = field(default_factory=list)
+    files_before: int = 0
+    files_after: int = 0
+    rows: int = 0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"compact complete: {len(self.compacted)} of {self.partitions} partitions rewritten,"
+            f" files {self.files_before} -> {self.files_after}, {self.rows:,} rows unchanged"
+            f" in {self.report.duration_s:.1f}s",
+        ]
+        if self.report.swept_files:
+            out.append(f"removed {self.report.swept_files} uncommitted files first")
+        if self.report.saved_to:
+            out.append(f"report: {self.report.saved_to}")
+        return out
+
+
+def files_wanted(rows: int) -> int:
+    """How many files a partition of ``rows`` rows is written as."""
+    return max(1, math.ceil(rows / PARTITION_FILE_ROWS))
+
+
+def compact_lake(settings: Settings) -> CompactOutcome:
+    """Compact every partition of the lake at ``settings.out`` that has more files than it
+    needs; writes a run report."""
+    state = open_state(settings)
+    require_quiet_lake(state, "compact")
+    lake = state.lake
+    report = RunReport.begin("compact", settings)
+    outcome = CompactOutcome(report)
+    started = time.monotonic()
+    committed = load_committed(state).files
+    # Leftovers of a killed run first, so they cannot be mistaken for data later.
+    report.swept_files = sweep(lake, committed)
+    rows = file_rows(lake, [f for files in committed.values() for f in files])
+    # One name per run: new files never collide with the ones they replace.
+    prefix = f"part-{report.run_id}-compact"
+    for partition, files in sorted(committed.items()):
+        partition_rows = sum(rows[f] for f in files)
+        outcome.partitions += 1
+        outcome.rows += partition_rows
+        outcome.files_before += len(files)
+        if len(files) <= files_wanted(partition_rows):
+            outcome.files_after += len(files)
+            continue
+        log.info("compact: %s, %d files, %d rows", partition, len(files), partition_rows)
+        table = read_files(lake, files)
+        if table.num_rows != partition_rows:  # footers and data disagree: do not touch it
+            raise LakeError(
+                f"{partition}: the footers say {partition_rows} rows but {table.num_rows} were"
+                " read; not compacting it (run `harvester verify`)"
+            )
+        written = replace_partition(lake, partition, files, table, prefix)
+        outcome.compacted.append(partition)
+        outcome.files_after += len(written)
+    report.finished_at = utc_now()
+    report.duration_s = round(time.monotonic() - started, 3)
+    report.status = "complete"
+    report.rows_in_lake = outcome.rows
+    report.extra.update(
+        {
+            "partitions": outcome.partitions,
+            "partitions_compacted": outcome.compacted,
+            "files_before": outcome.files_before,
+            "files_after": outcome.files_after,
+        }
+    )
+    report.saved_to = state.save_report(report.run_id, report.to_json())
+    return outcome

@@ -1,0 +1,120 @@
+"""What the ops commands share: opening an existing lake, its committed files, file footers.
+
+Footers are read through the lake's filesystem with ranged reads, never whole files: on S3
+a lake of ~87M rows holds thousands of files of up to ~100 MB, and these commands only need
+row counts, schemas or two columns of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harvester.commit import committed_files
+from harvester.config import Settings
+from harvester.errors import LakeError
+from harvester.lake import Lake
+from harvester.state import ROOT, HarvestState, ShardMarker, StoredPlan
+
+T = TypeVar("T")
+R = TypeVar("R")
+REFRESH_RUN = f"{ROOT}/refresh/run.json"
+WATERMARK = f"{ROOT}/watermark.json"
+
+
+def open_state(settings: Settings) -> HarvestState:
+    """The state of an existing lake; LakeError if ``settings.out`` holds no harvester lake.
+
+    Only reads: a mistyped ``--out`` must not leave an empty directory or prefix behind.
+    """
+    lake = Lake.open(settings.out, settings.storage_options())
+    state = HarvestState(lake)
+    if state.check_compatible() is None:
+        raise LakeError(f"{lake.uri} is not a harvester lake (no {ROOT}/lake.json)")
+    return state
+
+
+def read_watermark(state: HarvestState) -> str | None:
+    """The newest ``createDateTime`` the lake is known to hold everything up to: the last
+    refresh's, else the harvest's (as ``Refresher.watermark`` reads it)."""
+    if state.lake.exists(WATERMARK):
+        return str(orjson.loads(state.lake.read_bytes(WATERMARK))["watermark"])
+    complete = state.load_complete() or {}
+    value = complete.get("watermark")
+    return None if value is None else str(value)
+
+
+@dataclass
+class CommittedLake:
+    """The harvest's plan and markers, and the data files they (and manifests) commit."""
+
+    plan: StoredPlan
+    markers: dict[str, ShardMarker]
+    files: dict[str, list[str]]  # partition -> committed data files
+
+
+def load_committed(state: HarvestState) -> CommittedLake:
+    plan = state.load_plan()
+    if plan is None:
+        raise LakeError(f"{state.lake.uri} holds no harvest plan: run `harvester harvest` first")
+    markers = state.load_markers()
+    return CommittedLake(plan, markers, committed_files(state, plan, markers))
+
+
+def require_quiet_lake(state: HarvestState, command: str) -> None:
+    """Refuse to rewrite a lake whose harvest is unfinished or whose refresh was interrupted.
+
+    A partition manifest overrides the shard markers, so files a resumed harvest adds to a
+    rewritten partition would count as uncommitted and be swept; and an interrupted refresh
+    holds half-merged staging that a rewrite would race with.
+    """
+    if state.load_complete() is None:
+        raise LakeError(
+            f"{state.lake.uri}: the harvest is not complete; run `harvester harvest` again to"
+            f" finish it before `harvester {command}`"
+        )
+    if state.lake.exists(REFRESH_RUN):
+        raise LakeError(
+            f"{state.lake.uri}: a refresh was interrupted; run `harvester refresh` to finish it"
+            f" before `harvester {command}`"
+        )
+
+
+def is_visible(path: str) -> bool:
+    """What DuckDB globs and Spark partition discovery read: no part starts with _ or ."""
+    return not any(part.startswith(("_", ".")) for part in path.split("/"))
+
+
+def parallel_map(lake: Lake, func: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``func`` over ``items`` in order; threaded on S3, where each call waits on the network."""
+    listed = list(items)
+    if lake.is_local or len(listed) < 2:
+        return [func(item) for item in listed]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(func, listed))
+
+
+@contextmanager
+def parquet_file(lake: Lake, path: str) -> Iterator[pq.ParquetFile]:
+    """A Parquet file opened for ranged reads (footer first, then only the columns asked)."""
+    with lake.fs.open(lake.full_path(path), "rb") as handle:
+        yield pq.ParquetFile(handle)
+
+
+def footer(lake: Lake, path: str) -> tuple[int, pa.Schema]:
+    """(rows, Arrow schema) of one data file, from its footer alone."""
+    with parquet_file(lake, path) as parquet:
+        return parquet.metadata.num_rows, parquet.schema_arrow
+
+
+def file_rows(lake: Lake, paths: Iterable[str]) -> dict[str, int]:
+    listed = list(paths)
+    rows = parallel_map(lake, lambda p: footer(lake, p)[0], listed)
+    return dict(zip(listed, rows, strict=True))

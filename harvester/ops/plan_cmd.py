@@ -1,0 +1,241 @@
+"""``harvester plan``: the shards a harvest or refresh would fetch, the requests they take
+and the time that means at the configured rate. Writes nothing.
+
+The plan is made the way the job makes it, with the same count queries (they are cheap:
+one row each), so its shards are the job's shards as long as the source does not change:
+
+- a new harvest: the planner over ``--from``..``--to`` (the first day probed when not
+  given), plus the shard for rows without a mail date;
+- a harvest already under way: the stored plan's shards not done yet (no count query);
+- a refresh (the lake holds a completed harvest): the rows changed since the watermark
+  minus the lookback, sharded, and the recent days whose counts differ (reconciliation).
+
+Requests are counted as the job spends them: the count queries of planning (the job makes
+them again), one request per page of ``rows`` rows of every shard that holds rows, and for
+a harvest its closing check (one count per shard). The time is requests / rate, a lower
+bound: 429 pauses and retries come on top.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from harvester.client import ApiClient
+from harvester.config import Settings
+from harvester.errors import ConfigError, LakeError
+from harvester.harvest import make_client, open_lake, preflight
+from harvester.ops.lakeinfo import REFRESH_RUN
+from harvester.plan import EARLIEST_PROBE, UNDATED_KEY, Planner, Shard
+from harvester.progress import Progress
+from harvester.refresh import Refresher
+from harvester.state import HarvestState
+
+JOBS = ("auto", "harvest", "refresh")
+
+
+@dataclass
+class JobPlan:
+    job: str  # "harvest" or "refresh"
+    what: str  # one line: which harvest or refresh this is
+    rows_per_request: int
+    rate: float
+    shards: list[Shard] = field(default_factory=list)
+    planning_requests: int = 0
+    check_requests: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def pages(self, shard: Shard) -> int:
+        """Requests to fetch one shard: a page per ``rows`` rows. Shards counted empty cost
+        nothing (committed at once), except the undated one, which is always fetched."""
+        if shard.expected <= 0:
+            return 1 if shard.key == UNDATED_KEY else 0
+        return math.ceil(shard.expected / self.rows_per_request)
+
+    @property
+    def fetch_requests(self) -> int:
+        return sum(self.pages(s) for s in self.shards)
+
+    @property
+    def requests(self) -> int:
+        return self.planning_requests + self.fetch_requests + self.check_requests
+
+    @property
+    def rows(self) -> int:
+        return sum(max(0, s.expected) for s in self.shards)
+
+    @property
+    def seconds(self) -> float | None:
+        return self.requests / self.rate if self.rate > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "what": self.what,
+            "shards": len(self.shards),
+            "rows": self.rows,
+            "requests": self.requests,
+            "planning_requests": self.planning_requests,
+            "fetch_requests": self.fetch_requests,
+            "check_requests": self.check_requests,
+            "rows_per_request": self.rows_per_request,
+            "rate": self.rate,
+            "seconds": None if self.seconds is None else round(self.seconds, 1),
+            "notes": self.notes,
+            "shard_list": [
+                {"key": s.key, "rows": s.expected, "requests": self.pages(s)} for s in self.shards
+            ],
+        }
+
+    def lines(self, every_shard: bool = False) -> list[str]:
+        out = [f"plan: {self.what}"]
+        if every_shard:
+            out.extend(
+                f"  {s.key}: {s.expected:,} rows, {self.pages(s)} requests" for s in self.shards
+            )
+        else:
+            by_year: dict[str, list[Shard]] = {}
+            for shard in self.shards:
+                label = str(shard.first.year)
+                if shard.key == UNDATED_KEY:
+                    label = "undated"
+                elif shard.scope:
+                    label = "changed rows"  # its dates span everything: a year means nothing
+                by_year.setdefault(label, []).append(shard)
+            for label, shards in by_year.items():
+                rows = sum(max(0, s.expected) for s in shards)
+                out.append(
+                    f"  {label}: {len(shards)} shards, {rows:,} rows,"
+                    f" {sum(self.pages(s) for s in shards):,} requests"
+                )
+        out.append(f"shards: {len(self.shards):,}, {self.rows:,} rows")
+        check = f" + {self.check_requests:,} closing-check counts" if self.check_requests else ""
+        out.append(
+            f"requests: {self.requests:,} = {self.planning_requests:,} count queries to plan"
+            f" + {self.fetch_requests:,} pages of up to {self.rows_per_request} rows{check}"
+        )
+        if self.seconds is None:
+            out.append("time: no rate limit configured (--rate 0); it depends on the service")
+        else:
+            out.append(
+                f"time at {self.rate:g} requests/s: {duration_text(self.seconds)}"
+                " (at least: 429 pauses and retries come on top)"
+            )
+        out.extend(f"note: {note}" for note in self.notes)
+        return out
+
+
+def duration_text(seconds: float) -> str:
+    """``2 d 3 h``, ``1 h 12 min``, ``4 min 5 s``, ``12 s``: two units are enough."""
+    total = round(seconds)
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def _new_plan(settings: Settings) -> JobPlan:
+    return JobPlan("harvest", "", settings.rows, settings.rate)
+
+
+async def _plan_new_harvest(settings: Settings, client: ApiClient, plan: JobPlan) -> None:
+    """What ``harvest._make_plan`` does, without saving it."""
+    planner = Planner(client, settings.date_template, settings.shard_size)
+    last = settings.date_to or dt.datetime.now(dt.UTC).date()
+    first = settings.date_from or await planner.probe_first_day(last)
+    if first is None:
+        raise ConfigError(f"the service holds no rows with a mail date up to {last}")
+    plan.what = f"new harvest of {first}..{last}"
+    plan.shards = await planner.plan(first, last)
+    undated = Shard(first, last, undated=True)
+    plan.shards.append(
+        undated.with_expected(await client.count(undated.criteria(settings.date_template)))
+    )
+    plan.check_requests = len(plan.shards)
+
+
+def _plan_resumed_harvest(state: HarvestState, plan: JobPlan) -> None:
+    stored = state.load_plan()
+    assert stored is not None
+    markers = state.load_markers()
+    leaves = state.leaves(stored, markers)
+    plan.shards = [s for s in leaves if (m := markers.get(s.key)) is None or m.status != "done"]
+    done = len(leaves) - len(plan.shards)
+    plan.what = (
+        f"harvest of {stored.first}..{stored.last} under way: {done} of {len(leaves)} shards"
+        " done, the rest below"
+    )
+    plan.check_requests = len(leaves)
+    plan.notes.append("shard sizes are the counts seen when the harvest was planned")
+
+
+async def _plan_refresh(settings: Settings, client: ApiClient, plan: JobPlan) -> None:
+    """What ``Refresher`` would fetch: changed rows, then the days reconciliation repairs."""
+    refresher = Refresher(settings, Progress())
+    state = refresher.state
+    complete, stored = state.load_complete(), state.load_plan()
+    if complete is None or stored is None:
+        raise LakeError(
+            f"{state.lake.uri} holds no completed harvest: run `harvester harvest` first"
+        )
+    planner = Planner(client, settings.date_template, settings.shard_size)
+    since = refresher.since(complete)
+    today = dt.datetime.now(dt.UTC).date()
+    root = Shard(EARLIEST_PROBE, today, scope=f"createDateTime:[{since}Z TO *]")
+    root = root.with_expected(await client.count(root.criteria(settings.date_template)))
+    changed = await planner.refine(root)
+    repair = await refresher.days_to_repair(stored, client)
+    days = []
+    for day in sorted(repair):
+        shard = Shard(dt.date.fromisoformat(day), dt.date.fromisoformat(day))
+        counted = shard.with_expected(await client.count(shard.criteria(settings.date_template)))
+        days.extend(await planner.refine(counted))
+    plan.job = "refresh"
+    plan.shards = changed + days
+    plan.what = (
+        f"refresh of rows changed since {since} ({len(changed)} shards) and"
+        f" {len(repair)} mail days whose counts differ ({len(days)} shards)"
+    )
+    if repair:
+        plan.notes.append(
+            "the days are those that differ now; the refresh checks again after merging the"
+            " changed rows, which often fixes some of them, so it may fetch fewer"
+        )
+    if state.lake.exists(REFRESH_RUN):
+        plan.notes.append("an interrupted refresh is resumed first; this plan is for the next one")
+
+
+async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
+    """The plan of the job ``job`` ("auto": refresh if the lake holds a completed harvest,
+    else harvest) for the lake at ``settings.out``. Reads the lake, writes nothing."""
+    if job not in JOBS:
+        raise ConfigError(f"invalid job {job!r}: one of {', '.join(JOBS)}")
+    state = HarvestState(open_lake(settings))
+    state.check_compatible()
+    complete = state.load_complete() is not None
+    if job == "auto":
+        job = "refresh" if complete else "harvest"
+    plan = _new_plan(settings)
+    if job == "harvest" and complete:
+        plan.what = "nothing: the harvest of this lake is complete (plan --job refresh)"
+        return plan
+    if job == "harvest" and state.load_plan() is not None:
+        _plan_resumed_harvest(state, plan)
+        plan.planning_requests = 1  # the resumed harvest's preflight; it makes no count query
+        return plan
+    async with make_client(settings) as client:
+        await preflight(client)
+        if job == "harvest":
+            await _plan_new_harvest(settings, client, plan)
+        else:
+            await _plan_refresh(settings, client, plan)
+        plan.planning_requests = client.stats.requests
+    return plan

@@ -1,0 +1,172 @@
+"""``harvester status``: what the lake's ``_harvest/`` says, without a single API call.
+
+Everything here comes from the lake: the plan and shard markers (done, pending, failed
+with their causes), partition manifests and Parquet footers (rows), the quarantine, the
+watermark, an interrupted refresh's checkpoint and the newest run report. It writes
+nothing, so it is safe to run against a lake another process is harvesting into.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from harvester.commit import load_manifests, partition_of_path, uncommitted_files
+from harvester.config import Settings
+from harvester.ops.lakeinfo import REFRESH_RUN, file_rows, open_state, read_watermark
+from harvester.state import ROOT, HarvestState
+
+
+@dataclass
+class LakeStatus:
+    uri: str
+    schema_version: int | None = None
+    harvest: str = "not started"  # not started | in progress | complete
+    harvest_range: tuple[str, str] | None = None
+    completed_at: str | None = None
+    shards_total: int = 0
+    shards_done: int = 0
+    shards_pending: int = 0
+    shards_failed: dict[str, str] = field(default_factory=dict)
+    rows: int = 0
+    files: int = 0
+    partitions: int = 0
+    rewritten_partitions: int = 0
+    uncommitted_files: int = 0
+    quarantined_rows: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    watermark: str | None = None
+    refresh_interrupted: dict[str, Any] | None = None
+    runs: int = 0
+    last_run: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> list[str]:
+        lines = [f"lake: {self.uri} (schema version {self.schema_version})"]
+        span = f" {self.harvest_range[0]}..{self.harvest_range[1]}" if self.harvest_range else ""
+        done_at = f", completed {self.completed_at}" if self.completed_at else ""
+        lines.append(f"harvest: {self.harvest}{span}{done_at}")
+        lines.append(
+            f"shards: {self.shards_done} done, {self.shards_pending} pending,"
+            f" {len(self.shards_failed)} failed (of {self.shards_total})"
+        )
+        lines.extend(
+            f"  failed {key}: {cause}" for key, cause in sorted(self.shards_failed.items())
+        )
+        lines.append(
+            f"rows: {self.rows:,} in {self.files} files over {self.partitions} partitions"
+            f" ({self.rewritten_partitions} rewritten by refresh or compact)"
+        )
+        if self.uncommitted_files:
+            lines.append(
+                f"uncommitted files: {self.uncommitted_files} (leftovers of a killed run; the"
+                " next harvest or refresh removes them, `harvester verify` names them)"
+            )
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.quarantine_reasons.items()))
+        lines.append(
+            f"quarantined rows: {self.quarantined_rows}" + (f" ({reasons})" if reasons else "")
+        )
+        lines.append(f"watermark: {self.watermark or 'none (no refresh yet)'}")
+        if self.refresh_interrupted:
+            run = self.refresh_interrupted
+            lines.append(
+                f"interrupted {run.get('kind', 'refresh')}: {run.get('run_id')} at phase"
+                f" {run.get('phase')} (`harvester refresh` finishes it)"
+            )
+        if self.last_run:
+            run = self.last_run
+            lines.append(
+                f"last run: {run.get('command')} {run.get('status')} {run.get('run_id')},"
+                f" finished {run.get('finished_at') or '?'}, {run.get('rows_written', 0):,} rows"
+                f" written, {run.get('requests', 0)} requests ({self.runs} runs recorded)"
+            )
+        else:
+            lines.append("last run: none recorded")
+        return lines
+
+
+def _read_json(state: HarvestState, path: str) -> Any:
+    return orjson.loads(state.lake.read_bytes(path)) if state.lake.exists(path) else None
+
+
+def _quarantine(state: HarvestState, status: LakeStatus) -> None:
+    """Distinct quarantined rows: a refresh that fetches a day again re-quarantines its bad
+    rows into another file, so the same row can sit in two files."""
+    seen: set[bytes] = set()
+    reasons: Counter[str] = Counter()
+    paths = state.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl")
+    for raw in state.lake.read_many(paths):
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            entry = orjson.loads(line)
+            doc = orjson.dumps(entry.get("doc"), option=orjson.OPT_SORT_KEYS)
+            if doc not in seen:
+                seen.add(doc)
+                # "bad submissionDate: '2019-13-01'" -> "bad submissionDate": the kind, not
+                # the value, so the summary stays one short line.
+                reasons[str(entry.get("reason", "?")).split(":", 1)[0]] += 1
+    status.quarantined_rows = len(seen)
+    status.quarantine_reasons = dict(reasons)
+
+
+def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
+    plan = state.load_plan()
+    if plan is None:
+        return
+    status.harvest_range = (plan.first.isoformat(), plan.last.isoformat())
+    markers = state.load_markers()
+    leaves = state.leaves(plan, markers)
+    manifests = load_manifests(state.lake)
+    status.shards_total = len(leaves)
+    footers_needed: list[str] = [f for files in manifests.values() for f in files]
+    committed: dict[str, list[str]] = {p: list(f) for p, f in manifests.items()}
+    for leaf in leaves:
+        marker = markers.get(leaf.key)
+        if marker is None or marker.status not in ("done", "failed"):
+            status.shards_pending += 1
+        elif marker.status == "failed":
+            status.shards_failed[leaf.key] = marker.cause or "unknown cause"
+        else:
+            status.shards_done += 1
+            kept = [f for f in marker.files if partition_of_path(f) not in manifests]
+            for path in kept:
+                committed.setdefault(partition_of_path(path), []).append(path)
+            if len(kept) == len(marker.files):
+                status.rows += marker.rows  # the marker counted exactly these files' rows
+            else:
+                footers_needed.extend(kept)  # part of its rows were rewritten elsewhere
+    status.rows += sum(file_rows(state.lake, footers_needed).values())
+    status.files = sum(len(files) for files in committed.values())
+    status.partitions = sum(1 for files in committed.values() if files)
+    status.rewritten_partitions = len(manifests)
+    status.uncommitted_files = len(uncommitted_files(state.lake, committed))
+
+
+def lake_status(settings: Settings) -> LakeStatus:
+    """Read the lake's state; LakeError if ``settings.out`` is not a harvester lake."""
+    state = open_state(settings)
+    meta = state.check_compatible() or {}
+    status = LakeStatus(state.lake.uri, meta.get("schema_version"))
+    complete = state.load_complete()
+    plan_exists = state.lake.exists(f"{ROOT}/plan.json")
+    status.harvest = "complete" if complete else ("in progress" if plan_exists else "not started")
+    status.completed_at = complete.get("completed_at") if complete else None
+    _shards_and_rows(state, status)
+    _quarantine(state, status)
+    status.watermark = read_watermark(state)
+    status.refresh_interrupted = _read_json(state, REFRESH_RUN)
+    runs = state.lake.list_files(f"{ROOT}/runs", suffix=".json")
+    status.runs = len(runs)
+    reports = [orjson.loads(raw) for raw in state.lake.read_many(runs)]
+    if reports:
+        # By finish time, not by name: a resumed refresh keeps the run id it started with.
+        status.last_run = max(
+            reports, key=lambda r: r.get("finished_at") or r.get("started_at") or ""
+        )
+    return status
