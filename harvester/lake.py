@@ -177,6 +177,15 @@ class Lake:
             self.fs.rm_file(full)
         self.fs.invalidate_cache(full)
 
+    def remove_empty_dirs(self, prefix: str) -> None:
+        """Local only: drop directories left empty under ``prefix`` (S3 has none)."""
+        if not self._local:
+            return
+        top = self.full_path(prefix)
+        for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                os.rmdir(directory)
+
     def list_files(self, prefix: str = "", suffix: str | None = None) -> list[str]:
         """Files under ``prefix`` (recursive), relative to the root, sorted; no temp files."""
         base = self.full_path(prefix) if prefix else self.root

@@ -40,6 +40,7 @@ from harvester.config import Settings
 from harvester.errors import LakeError
 from harvester.harvest import make_client, open_lake, pending_shards, preflight
 from harvester.lake import Lake
+from harvester.lock import holding
 from harvester.merge import MergeStats, merge_partition
 from harvester.pipeline import LakeSink, PipelineConfig, PipelineTotals, ShardPipeline
 from harvester.plan import EARLIEST_PROBE, Planner, Shard, month_spans
@@ -47,7 +48,7 @@ from harvester.progress import Progress
 from harvester.report import RunReport
 from harvester.schema import ARROW_SCHEMA
 from harvester.state import ROOT, HarvestState, StoredPlan, utc_now
-from harvester.writer import partition_of
+from harvester.writer import parse_partition, partition_of
 
 log = logging.getLogger("harvester.refresh")
 REFRESH = f"{ROOT}/refresh"
@@ -125,26 +126,8 @@ class Refresher:
             self.progress.bind_stats(client.progress_counters)
             planner = Planner(client, self.settings.date_template, self.settings.shard_size)
             await preflight(client)
-            self.report.swept_files = sweep(self.lake, self._committed(plan))
-            run, ok = self._load_run(), True
-            if run is not None and (run.kind != "refresh" or repair_days is not None):
-                # Its staged rows may be half merged and the staging area is shared: finish it
-                # before starting ours (a repair is never resumed in place of a new one).
-                self.report.events.append(
-                    f"finished interrupted {run.kind} {run.run_id} first (phase {run.phase})"
-                )
-                ok = await self._phases(run, plan, planner, client)
-                if ok:
-                    run = None
-            if ok:
-                if run is None:
-                    run = self._new_run(complete, repair_days)
-                    self._save_run(run)
-                else:
-                    self.report.events.append(f"resumed refresh {run.run_id} at phase {run.phase}")
-                self.report.run_id = run.run_id
-                ok = await self._phases(run, plan, planner, client)
-            assert run is not None
+            async with holding(self.lake, self.report.command):
+                run, ok = await self._run_locked(plan, complete, planner, client, repair_days)
             self.report.absorb(self.totals, client.stats, time.monotonic() - started)
         self.progress.stop()
         self.report.status = "complete" if ok else "incomplete"
@@ -162,6 +145,37 @@ class Refresher:
         )
         self.report.saved_to = self.state.save_report(self.report.run_id, self.report.to_json())
         return RefreshOutcome(self.report, ok)
+
+    async def _run_locked(
+        self,
+        plan: StoredPlan,
+        complete: dict[str, Any],
+        planner: Planner,
+        client: ApiClient,
+        repair_days: dict[str, str] | None,
+    ) -> tuple[RefreshRun, bool]:
+        """Everything that writes the lake; runs under the lake's lock."""
+        self.report.swept_files = sweep(self.lake, self._committed(plan))
+        run, ok = self._load_run(), True
+        if run is not None and (run.kind != "refresh" or repair_days is not None):
+            # Its staged rows may be half merged and the staging area is shared: finish it
+            # before starting ours (a repair is never resumed in place of a new one).
+            self.report.events.append(
+                f"finished interrupted {run.kind} {run.run_id} first (phase {run.phase})"
+            )
+            ok = await self._phases(run, plan, planner, client)
+            if ok:
+                run = None
+        if ok:
+            if run is None:
+                run = self._new_run(complete, repair_days)
+                self._save_run(run)
+            else:
+                self.report.events.append(f"resumed refresh {run.run_id} at phase {run.phase}")
+            self.report.run_id = run.run_id
+            ok = await self._phases(run, plan, planner, client)
+        assert run is not None
+        return run, ok
 
     def _committed(self, plan: StoredPlan) -> dict[str, list[str]]:
         return committed_files(self.state, plan, self.state.load_markers())
@@ -292,16 +306,24 @@ class Refresher:
     # -- reconciliation ------------------------------------------------------------------
     async def days_to_repair(self, plan: StoredPlan, client: ApiClient) -> dict[str, str]:
         """Days whose row count differs between lake and service, with the reason."""
-        committed = self._committed(plan)
-        lake_days = await asyncio.to_thread(day_counts, self.lake, committed)
-        # Quarantined rows are counted by the service but not in the files; count them too,
-        # or a day holding one would be "repaired" by every refresh.
-        for day, n in (await asyncio.to_thread(self.state.quarantined_per_day)).items():
-            lake_days[day] = lake_days.get(day, 0) + n
         if self.settings.reconcile_days == 0:
             return {}
-        newest = max(lake_days, default=plan.last)
+        committed = self._committed(plan)
+        # Quarantined rows are counted by the service but not in the files; count them too,
+        # or a day holding one would be "repaired" by every refresh.
+        quarantined = await asyncio.to_thread(self.state.quarantined_per_day)
+        in_files = await asyncio.to_thread(newest_day, self.lake, committed)
+        newest = max([*quarantined, *([in_files] if in_files else [])], default=plan.last)
         first = newest - dt.timedelta(days=self.settings.reconcile_days - 1)
+        # Only the partitions inside the window are read, not the whole lake.
+        in_window = {
+            p: files
+            for p, files in committed.items()
+            if parse_partition(p) >= (first.year, first.month)
+        }
+        lake_days = await asyncio.to_thread(day_counts, self.lake, in_window)
+        for day, n in quarantined.items():
+            lake_days[day] = lake_days.get(day, 0) + n
         last = max(newest, dt.datetime.now(dt.UTC).date())
         differing = await differing_days(
             client, self.settings.date_template, lake_days, first, last
@@ -316,6 +338,9 @@ class Refresher:
     def _finish(self, run: RefreshRun) -> None:
         """Move the watermark (data is committed), keep quarantined rows, drop staging."""
         newest: str | None = None
+        # Rows quarantined earlier on days fetched again whole are superseded by this fetch.
+        repaired = {dt.date.fromisoformat(d) for d in run.repair_days or {}}
+        self.state.drop_quarantined_days(repaired, keep_prefix=f"refresh-{run.run_id}-")
         for name in ("changed", "days"):
             stage = self._stage(name)
             for path in stage.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl"):
@@ -338,6 +363,7 @@ class Refresher:
             if path != f"{REFRESH}/run.json":
                 self.lake.delete(path)
         self.lake.delete(f"{REFRESH}/run.json")  # last: the refresh is over
+        self.lake.remove_empty_dirs(REFRESH)
 
 
 async def differing_days(
@@ -367,6 +393,15 @@ async def differing_days(
             if lake_days.get(day, 0) != n:
                 differing[day] = (lake_days.get(day, 0), n)
     return differing
+
+
+def newest_day(lake: Lake, committed: dict[str, list[str]]) -> dt.date | None:
+    """The newest mail date in the lake, reading only the newest non-empty partition."""
+    for partition in sorted(committed, key=parse_partition, reverse=True):
+        days = day_counts(lake, {partition: committed[partition]})
+        if days:
+            return max(days)
+    return None
 
 
 def day_counts(lake: Lake, committed: dict[str, list[str]]) -> dict[dt.date, int]:

@@ -92,6 +92,15 @@ class ShardMarker:
         return cls(**data)
 
 
+def _quarantine_day(line: bytes) -> dt.date | None:
+    """The mail date of a quarantined row, when it has a readable one."""
+    doc = orjson.loads(line).get("doc") or {}
+    try:
+        return dt.date.fromisoformat(str(doc.get("submissionDate", ""))[:10])
+    except ValueError:
+        return None
+
+
 class HarvestState:
     """Reads and writes ``_harvest/`` through a ``Lake``."""
 
@@ -183,13 +192,28 @@ class HarvestState:
         paths = self.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl")
         for raw in self.lake.read_many(paths):
             for line in raw.splitlines():
-                doc = orjson.loads(line).get("doc") or {}
-                try:
-                    day = dt.date.fromisoformat(str(doc.get("submissionDate", ""))[:10])
-                except ValueError:
-                    continue
-                seen.setdefault(day, set()).add(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+                day = _quarantine_day(line)
+                if day is not None:
+                    doc = orjson.loads(line).get("doc") or {}
+                    seen.setdefault(day, set()).add(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
         return {day: len(docs) for day, docs in seen.items()}
+
+    def drop_quarantined_days(self, days: set[dt.date], keep_prefix: str) -> None:
+        """Forget quarantined rows of days that were just fetched again whole: the new fetch
+        quarantined whatever is still bad there (files named ``keep_prefix``...)."""
+        if not days:
+            return
+        for path in self.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl"):
+            if path.rsplit("/", 1)[-1].startswith(keep_prefix):
+                continue
+            lines = self.lake.read_bytes(path).splitlines()
+            kept = [line for line in lines if line and _quarantine_day(line) not in days]
+            if len(kept) == len(lines):
+                continue
+            if kept:
+                self.lake.write_bytes(path, b"".join(line + b"\n" for line in kept))
+            else:
+                self.lake.delete(path)
 
     def save_report(self, run_id: str, report: dict[str, Any]) -> str:
         path = f"{ROOT}/runs/{run_id}.json"

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from harvester.commit import read_files, replace_partition, sweep
 from harvester.config import Settings
 from harvester.errors import LakeError
+from harvester.lock import LakeLock
 from harvester.ops.lakeinfo import file_rows, load_committed, open_state, require_quiet_lake
 from harvester.report import RunReport
-from harvester.state import utc_now
+from harvester.state import HarvestState, utc_now
 from harvester.writer import PARTITION_FILE_ROWS
 
 log = logging.getLogger("harvester.compact")
@@ -65,6 +66,15 @@ def compact_lake(settings: Settings) -> CompactOutcome:
     needs; writes a run report."""
     state = open_state(settings)
     require_quiet_lake(state, "compact")
+    lock = LakeLock(state.lake, "compact")
+    lock.acquire()
+    try:
+        return _compact(settings, state)
+    finally:
+        lock.release()
+
+
+def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
     lake = state.lake
     report = RunReport.begin("compact", settings)
     outcome = CompactOutcome(report)
