@@ -8,13 +8,19 @@ bounded number of times, and what happened is recorded.
 
 Pages advance by the docs actually returned, never by the ``rows`` asked for: the service
 may cap ``rows`` silently.
+
+Each accepted page goes to the shard's ``PageStore`` (see ``checkpoint``), and a fetch
+starts from the pages an earlier, killed run kept; the checks above cover kept and new
+pages alike, so a resumed shard is held to the same proof as one fetched in one go.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from harvester.checkpoint import PageStore, StoredPage, usable_prefix
 from harvester.errors import HarvesterError
 
 
@@ -49,6 +55,7 @@ class FetchedShard:
     attempts: int
     pages: int
     events: list[str] = field(default_factory=list)
+    reused_pages: int = 0  # pages kept by an earlier run, not asked for again
 
 
 def _count_distinct(docs: list[dict[str, Any]]) -> int:
@@ -64,16 +71,52 @@ def _count_distinct(docs: list[dict[str, Any]]) -> int:
     return len(ids) + missing
 
 
+class _NoStore:
+    """Keeps nothing: for callers that do not checkpoint pages."""
+
+    def load(self) -> list[StoredPage]:
+        return []
+
+    def save(self, page: StoredPage) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+@dataclass
+class _Pass:
+    """One pass over a shard."""
+
+    docs: list[dict[str, Any]]
+    num_found: int
+    pages: int  # requests made
+    reused: int  # kept pages started from
+    problem: str | None
+
+
 async def _fetch_once(
-    source: PageSource, criteria: str, rows: int, max_window: int
-) -> tuple[list[dict[str, Any]], int, int, str | None]:
-    """One pass over the shard: (docs, numFound, pages, problem or None)."""
-    first = await source.search(criteria, 0, rows)
-    num_found = first.num_found
-    if num_found > max_window:
-        raise ShardTooLarge(num_found)
-    docs = list(first.docs)
-    pages = 1
+    source: PageSource,
+    criteria: str,
+    rows: int,
+    max_window: int,
+    store: PageStore,
+    kept: list[StoredPage],
+) -> _Pass:
+    """One pass over the shard, continuing from ``kept`` pages when there are any."""
+    docs = [doc for page in kept for doc in page.docs]
+    pages = 0
+    if kept:
+        num_found = kept[0].num_found
+    else:
+        first = await source.search(criteria, 0, rows)
+        pages = 1
+        num_found = first.num_found
+        if num_found > max_window:
+            raise ShardTooLarge(num_found)
+        docs = list(first.docs)
+        if first.docs:  # an empty shard is committed at once: nothing worth keeping
+            await asyncio.to_thread(store.save, StoredPage(0, num_found, first.docs))
     while len(docs) < num_found:
         start = len(docs)
         page = await source.search(criteria, start, min(rows, max_window - start))
@@ -81,31 +124,54 @@ async def _fetch_once(
         if page.num_found != num_found:
             if page.num_found > max_window:
                 raise ShardTooLarge(page.num_found)
-            return docs, num_found, pages, f"numFound changed {num_found} -> {page.num_found}"
+            problem = f"numFound changed {num_found} -> {page.num_found}"
+            return _Pass(docs, num_found, pages, len(kept), problem)
         if not page.docs:
-            return docs, num_found, pages, f"empty page at start={start} of {num_found}"
+            problem = f"empty page at start={start} of {num_found}"
+            return _Pass(docs, num_found, pages, len(kept), problem)
         docs.extend(page.docs)
+        await asyncio.to_thread(store.save, StoredPage(start, num_found, page.docs))
     distinct = _count_distinct(docs)
     if len(docs) != num_found or distinct != num_found:
-        return (
-            docs,
-            num_found,
-            pages,
-            f"{distinct} distinct ids in {len(docs)} docs, numFound {num_found}",
-        )
-    return docs, num_found, pages, None
+        problem = f"{distinct} distinct ids in {len(docs)} docs, numFound {num_found}"
+        return _Pass(docs, num_found, pages, len(kept), problem)
+    return _Pass(docs, num_found, pages, len(kept), None)
 
 
 async def fetch_shard(
-    source: PageSource, criteria: str, *, rows: int, max_window: int, attempts: int
+    source: PageSource,
+    criteria: str,
+    *,
+    rows: int,
+    max_window: int,
+    attempts: int,
+    store: PageStore | None = None,
 ) -> FetchedShard:
-    """All docs of one shard, checked; raises ShardTooLarge or ShardUnstable."""
+    """All docs of one shard, checked; raises ShardTooLarge or ShardUnstable.
+
+    Pages kept in ``store`` by an earlier run are used first; the store is cleared before
+    a shard is fetched again from scratch, and when the shard turns out to need a split.
+    A shard that exhausts its retries keeps its pages: the next run continues from them.
+    """
+    pages_store: PageStore = store if store is not None else _NoStore()
+    kept = usable_prefix(await asyncio.to_thread(pages_store.load), max_window)
     events: list[str] = []
     total_pages = 0
-    for attempt in range(1, attempts + 1):
-        docs, num_found, pages, problem = await _fetch_once(source, criteria, rows, max_window)
-        total_pages += pages
-        if problem is None:
-            return FetchedShard(docs, num_found, attempt, total_pages, events)
-        events.append(f"attempt {attempt}: {problem}; fetched again")
+    reused = 0
+    try:
+        for attempt in range(1, attempts + 1):
+            result = await _fetch_once(source, criteria, rows, max_window, pages_store, kept)
+            total_pages += result.pages
+            reused += result.reused
+            if result.problem is None:
+                return FetchedShard(
+                    result.docs, result.num_found, attempt, total_pages, events, reused
+                )
+            resumed = f" (continued from {result.reused} kept pages)" if result.reused else ""
+            events.append(f"attempt {attempt}: {result.problem}{resumed}; fetched again")
+            kept = []
+            await asyncio.to_thread(pages_store.clear)
+    except ShardTooLarge:
+        await asyncio.to_thread(pages_store.clear)
+        raise
     raise ShardUnstable(f"index kept moving over {attempts} attempts ({events[-1]})")

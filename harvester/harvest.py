@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from harvester.checkpoint import sweep_page_stores
 from harvester.client import ApiClient
 from harvester.commit import committed_files, sweep
 from harvester.config import Settings
@@ -146,6 +147,9 @@ async def _harvest_plan(
     markers = state.load_markers()
     leaves = state.leaves(plan, markers)
     report.swept_files = sweep(state.lake, committed_files(state, plan, markers))
+    todo = pending_shards(state, leaves, markers)
+    # Pages kept for shards no longer pending (committed or split by a killed run) go.
+    report.swept_files += sweep_page_stores(state.lake, {s.slug for s in todo})
     pipeline_config = PipelineConfig(
         settings.concurrency,
         settings.rows,
@@ -154,7 +158,6 @@ async def _harvest_plan(
         plan.date_template,
     )
     pipeline = ShardPipeline(client, planner, LakeSink(state), pipeline_config, progress)
-    todo = pending_shards(state, leaves, markers)
     progress.start(len(leaves), len(leaves) - len(todo), _committed_rows(leaves, markers))
     await pipeline.run(todo)
 

@@ -1,7 +1,8 @@
 """The shard pipeline: fetch workers feed one writer; a shard is committed by its marker.
 
 ``concurrency`` workers take shards from a queue and fetch them page by page (the client's
-limiter and semaphore keep the request rate and the in-flight count in bounds). A fetched
+limiter and semaphore keep the request rate and the in-flight count in bounds), keeping
+each page in the sink's page store so a killed run resumes mid-shard. A fetched
 shard goes to a small bounded queue; one writer decodes it, writes its Parquet files, its
 quarantine file and finally its marker, off the event loop in a thread, so parsing and
 writing never hold up the next request. The bounded queue is what keeps memory flat: at
@@ -19,6 +20,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harvester.checkpoint import LakePageStore, PageStore
 from harvester.decode import decode_docs
 from harvester.errors import RetriesExhausted
 from harvester.fetch import FetchedShard, PageSource, ShardTooLarge, ShardUnstable, fetch_shard
@@ -41,6 +43,7 @@ class PipelineTotals:
     quarantined: int = 0
     pages: int = 0
     refetched_shards: int = 0
+    reused_pages: int = 0
     unknown_fields: Counter[str] = field(default_factory=Counter)
     failures: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
@@ -55,6 +58,7 @@ class PipelineTotals:
             "quarantined",
             "pages",
             "refetched_shards",
+            "reused_pages",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unknown_fields.update(other.unknown_fields)
@@ -83,6 +87,8 @@ class Committed:
 class ShardSink(Protocol):
     """Where finished shards go: the lake itself (harvest) or a staging area (refresh)."""
 
+    def page_store(self, shard: Shard) -> PageStore: ...
+
     def commit(self, shard: Shard, fetched: FetchedShard) -> Committed: ...
 
     def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None: ...
@@ -103,6 +109,9 @@ class LakeSink:
     def __init__(self, state: HarvestState) -> None:
         self._state = state
 
+    def page_store(self, shard: Shard) -> PageStore:
+        return LakePageStore(self._state.lake, shard.slug)
+
     def commit(self, shard: Shard, fetched: FetchedShard) -> Committed:
         result = decode_docs(fetched.docs, source=shard.key)
         files = write_shard(self._state.lake, shard.slug, result.table)
@@ -120,6 +129,7 @@ class LakeSink:
         )
         # The marker is the commit point: written only once the files are complete.
         self._state.save_marker(shard, marker)
+        self.page_store(shard).clear()  # a crash before this leaves them to the next sweep
         return Committed(result.table.num_rows, len(result.quarantined), result.unknown_fields)
 
     def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None:
@@ -210,6 +220,7 @@ class ShardPipeline:
                     rows=self._config.rows,
                     max_window=self._config.max_window,
                     attempts=self._config.shard_attempts,
+                    store=self._sink.page_store(shard),
                 )
             except ShardTooLarge as exc:
                 if shard.undated:
@@ -229,6 +240,7 @@ class ShardPipeline:
             self._progress.shard_finished(0, failed=True)
             return
         self.totals.pages += fetched.pages
+        self.totals.reused_pages += fetched.reused_pages
         if fetched.attempts > 1:
             self.totals.refetched_shards += 1
             self.totals.events.extend(f"{shard.key}: {e}" for e in fetched.events)

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 import pyarrow.compute as pc
 
+from harvester.checkpoint import sweep_page_stores
 from harvester.client import ApiClient
 from harvester.commit import committed_files, read_files, replace_partition, sweep
 from harvester.config import Settings
@@ -254,6 +255,7 @@ class Refresher:
         markers = stage.load_markers()
         leaves = stage.leaves(stored, markers)
         todo = pending_shards(stage, leaves, markers)
+        sweep_page_stores(stage.lake, {s.slug for s in todo})
         self.progress.start(len(leaves), len(leaves) - len(todo), 0)
         config = PipelineConfig(
             self.settings.concurrency,

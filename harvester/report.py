@@ -31,6 +31,7 @@ class Totals(Protocol):
     rows_written: int
     quarantined: int
     refetched_shards: int
+    reused_pages: int
     unknown_fields: Counter[str]
     events: list[str]
 
@@ -56,6 +57,7 @@ class RunReport:
     shards_failed: int = 0
     shards_split: int = 0
     refetched_shards: int = 0
+    reused_pages: int = 0  # pages a killed run kept, used instead of asking again
     quarantined: int = 0
     requests: int = 0
     pages_ok: int = 0
@@ -87,6 +89,7 @@ class RunReport:
         self.shards_failed += totals.shards_failed
         self.shards_split += totals.shards_split
         self.refetched_shards += totals.refetched_shards
+        self.reused_pages += totals.reused_pages
         self.quarantined += totals.quarantined
         self.unknown_fields = dict(totals.unknown_fields)
         self.events.extend(totals.events)
@@ -117,6 +120,8 @@ class RunReport:
             f"requests {self.requests} in {self.duration_s:.1f}s, 429s {self.throttled_429},"
             f" retries {sum(self.retries_by_cause.values())} {self.retries_by_cause or ''}".rstrip(),
         ]
+        if self.reused_pages:
+            lines.append(f"resumed: {self.reused_pages} pages kept by the killed run reused")
         if "rows_added" in self.extra:
             e = self.extra
             lines.append(

@@ -11,6 +11,7 @@ Layout::
     _harvest/plan.json                 the harvest's range and shards (a resume reuses them)
     _harvest/shards/<slug>.json        one marker per finished shard: done, split or failed
     _harvest/quarantine/<slug>.jsonl   rows that could not be decoded, with the reason
+    _harvest/pages/<slug>/<start>.json pages of a shard not yet committed (``checkpoint``)
     _harvest/runs/<run-id>.json        one report per run
     _harvest/complete.json             written when every shard of the plan is done
 """

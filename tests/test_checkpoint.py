@@ -1,0 +1,202 @@
+"""Page checkpoints: a killed run resumes mid-shard, and kept pages never weaken the proof.
+
+The unit tests drive ``fetch_shard`` against a small in-memory index (a stand-in for the
+service's paging, not a mock of any library) with a real local lake; the end-to-end tests
+SIGKILL the real command against the simulator and count what the service answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harvester.checkpoint import (
+    PAGES_ROOT,
+    LakePageStore,
+    StoredPage,
+    sweep_page_stores,
+    usable_prefix,
+)
+from harvester.fetch import ShardTooLarge, fetch_shard
+from harvester.lake import Lake
+from harvester.sim.testing import run_simulator_process
+from tests.lakecheck import assert_lake_equals_truth
+from tests.test_harvest_e2e import RANGE, run_harvest, start_harvest
+
+
+class Index:
+    """Offset paging over a list that the test may change between calls."""
+
+    def __init__(self, n: int) -> None:
+        self.docs: list[dict[str, Any]] = [{"id": f"{i:032x}", "n": i} for i in range(n)]
+        self.requests: list[int] = []
+
+    async def search(self, criteria: str, start: int, rows: int) -> Any:
+        self.requests.append(start)
+        return _Page(len(self.docs), self.docs[start : start + rows])
+
+
+class _Page:
+    def __init__(self, num_found: int, docs: list[dict[str, Any]]) -> None:
+        self.num_found = num_found
+        self.docs = docs
+
+
+def _store(tmp_path: Path, slug: str = "2019-01-02") -> LakePageStore:
+    return LakePageStore(Lake.open(str(tmp_path / "lake")), slug)
+
+
+def _fetch(index: Index, store: LakePageStore | None, window: int = 1000) -> Any:
+    return asyncio.run(fetch_shard(index, "q", rows=10, max_window=window, attempts=3, store=store))
+
+
+def test_every_accepted_page_is_kept_and_a_resume_asks_only_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    index = Index(95)
+    store = _store(tmp_path)
+    first = _fetch(index, store)
+    assert [p.start for p in store.load()] == list(range(0, 95, 10))
+    # A run killed after four pages: only those are kept.
+    for page in store.load()[4:]:
+        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    index.requests.clear()
+    resumed = _fetch(index, store)
+    assert index.requests == list(range(40, 95, 10))
+    assert resumed.reused_pages == 4 and resumed.pages == 6
+    assert resumed.docs == first.docs
+
+
+def test_a_fully_kept_shard_costs_no_request(tmp_path: Path) -> None:
+    index = Index(30)
+    store = _store(tmp_path)
+    expected = _fetch(index, store).docs
+    index.requests.clear()
+    again = _fetch(index, store)
+    assert index.requests == [] and again.docs == expected and again.reused_pages == 3
+
+
+def test_kept_pages_from_before_the_index_moved_are_thrown_away(tmp_path: Path) -> None:
+    index = Index(50)
+    store = _store(tmp_path)
+    _fetch(index, store)
+    for page in store.load()[2:]:
+        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    # Between the kill and the resume a row goes and the order changes.
+    del index.docs[7]
+    index.docs.reverse()
+    index.requests.clear()
+    fetched = _fetch(index, store)
+    assert fetched.docs == index.docs  # exactly the index as it is now, in its order
+    assert fetched.attempts == 2 and "continued from 2 kept pages" in fetched.events[0]
+    assert index.requests[0] == 20 and index.requests[1:] == list(range(0, 49, 10))
+
+
+def test_reordered_index_with_the_same_count_is_caught_by_the_id_check(tmp_path: Path) -> None:
+    index = Index(40)
+    store = _store(tmp_path)
+    _fetch(index, store)
+    for page in store.load()[2:]:
+        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    index.docs.reverse()  # same numFound: only the distinct-id check can tell
+    fetched = _fetch(index, store)
+    assert sorted(d["n"] for d in fetched.docs) == list(range(40))
+    assert fetched.attempts == 2
+
+
+def test_a_shard_that_outgrew_the_window_drops_its_kept_pages(tmp_path: Path) -> None:
+    index = Index(25)
+    store = _store(tmp_path)
+    _fetch(index, store, window=30)
+    index.docs.extend({"id": f"{i:032x}", "n": i} for i in range(25, 45))
+    for page in store.load()[1:]:
+        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    with pytest.raises(ShardTooLarge):
+        _fetch(index, store, window=30)
+    assert store.load() == []
+
+
+def test_a_damaged_page_file_discards_the_kept_pages(tmp_path: Path) -> None:
+    index = Index(30)
+    store = _store(tmp_path)
+    _fetch(index, store)
+    store._lake.write_bytes(f"{PAGES_ROOT}/2019-01-02/0000000010.json", b'{"start": 10, "num')
+    assert store.load() == []
+    index.requests.clear()
+    assert len(_fetch(index, store).docs) == 30 and index.requests == [0, 10, 20]
+
+
+def test_only_a_contiguous_prefix_with_one_num_found_is_used() -> None:
+    def page(start: int, num_found: int, n: int) -> StoredPage:
+        return StoredPage(start, num_found, [{"id": str(start + i)} for i in range(n)])
+
+    gap = [page(0, 30, 10), page(20, 30, 10)]
+    assert [p.start for p in usable_prefix(gap, 100)] == [0]
+    changed = [page(0, 30, 10), page(10, 31, 10)]
+    assert [p.start for p in usable_prefix(changed, 100)] == [0]
+    assert usable_prefix([page(0, 300, 10)], 100) == []  # no longer fits the window
+    assert usable_prefix([page(10, 30, 10)], 100) == []
+
+
+def test_sweep_keeps_pending_shards_pages_only(tmp_path: Path) -> None:
+    lake = Lake.open(str(tmp_path / "lake"))
+    for slug in ("2019-01-02", "2019-01-03"):
+        LakePageStore(lake, slug).save(StoredPage(0, 1, [{"id": "a"}]))
+    assert sweep_page_stores(lake, {"2019-01-03"}) == 1
+    assert lake.list_files(PAGES_ROOT) == [f"{PAGES_ROOT}/2019-01-03/0000000000.json"]
+
+
+# ---- end to end: the real command, SIGKILLed ------------------------------------------
+SIM = ("--records", "12000", *RANGE, "--max-window", "300", "--seed", "5", "--admin")
+
+
+def _wait_for_kept_pages(lake: Path, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list((lake / PAGES_ROOT).rglob("*.json"))) < at_least:
+        assert time.monotonic() < deadline, "no page was kept"
+        time.sleep(0.02)
+
+
+def test_kill_mid_shard_then_resume_reuses_the_kept_pages(tmp_path: Path) -> None:
+    out = tmp_path / "lake"
+    # 300-row shards of 15 pages, one request in flight, slow enough to kill mid-shard.
+    args = ("--rows", "20", "--concurrency", "1", "--rate", "40")
+    with run_simulator_process(*SIM) as sim:
+        clean = run_harvest(sim.url, str(tmp_path / "clean"), "--rows", "20")
+        assert clean.returncode == 0, clean.stderr
+        uninterrupted = sim.stats()["requests"]
+
+        before = sim.stats()["requests"]
+        proc = start_harvest(sim.url, out, *args)
+        _wait_for_kept_pages(out, 5)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        resumed = run_harvest(sim.url, str(out), "--rows", "20")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "pages kept by the killed run reused" in resumed.stdout + resumed.stderr
+        spent = sim.stats()["requests"] - before
+        # Beyond an uninterrupted run: the page in flight at the kill, asked for again, and
+        # the resumed run's own preflight (the field list).
+        assert spent - uninterrupted <= 2, (spent, uninterrupted)
+        assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
+        assert not (out / PAGES_ROOT).exists() or not list((out / PAGES_ROOT).rglob("*"))
+
+
+def test_index_changing_between_kill_and_resume_still_ends_equal_to_truth(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "lake"
+    with run_simulator_process(*SIM) as sim:
+        proc = start_harvest(sim.url, out, "--rows", "20", "--concurrency", "2", "--rate", "40")
+        _wait_for_kept_pages(out, 8)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        sim.mutate(reorder=True, late=150, delete=100, seed=4)
+        resumed = run_harvest(sim.url, str(out), "--rows", "20")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
