@@ -51,6 +51,13 @@ def _store(tmp_path: Path, slug: str = "2019-01-02") -> LakePageStore:
     return LakePageStore(Lake.open(str(tmp_path / "lake")), slug)
 
 
+def _keep_first_pages(tmp_path: Path, count: int, slug: str = "2019-01-02") -> None:
+    """What a run killed after ``count`` pages of the shard leaves behind."""
+    lake = Lake.open(str(tmp_path / "lake"))
+    for path in lake.list_files(f"{PAGES_ROOT}/{slug}")[count:]:
+        lake.delete(path)
+
+
 def _fetch(index: Index, store: LakePageStore | None, window: int = 1000) -> Any:
     return asyncio.run(fetch_shard(index, "q", rows=10, max_window=window, attempts=3, store=store))
 
@@ -63,8 +70,7 @@ def test_every_accepted_page_is_kept_and_a_resume_asks_only_for_the_rest(
     first = _fetch(index, store)
     assert [p.start for p in store.load()] == list(range(0, 95, 10))
     # A run killed after four pages: only those are kept.
-    for page in store.load()[4:]:
-        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    _keep_first_pages(tmp_path, 4)
     index.requests.clear()
     resumed = _fetch(index, store)
     assert index.requests == list(range(40, 95, 10))
@@ -85,8 +91,7 @@ def test_kept_pages_from_before_the_index_moved_are_thrown_away(tmp_path: Path) 
     index = Index(50)
     store = _store(tmp_path)
     _fetch(index, store)
-    for page in store.load()[2:]:
-        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    _keep_first_pages(tmp_path, 2)
     # Between the kill and the resume a row goes and the order changes.
     del index.docs[7]
     index.docs.reverse()
@@ -101,8 +106,7 @@ def test_reordered_index_with_the_same_count_is_caught_by_the_id_check(tmp_path:
     index = Index(40)
     store = _store(tmp_path)
     _fetch(index, store)
-    for page in store.load()[2:]:
-        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    _keep_first_pages(tmp_path, 2)
     index.docs.reverse()  # same numFound: only the distinct-id check can tell
     fetched = _fetch(index, store)
     assert sorted(d["n"] for d in fetched.docs) == list(range(40))
@@ -114,8 +118,7 @@ def test_a_shard_that_outgrew_the_window_drops_its_kept_pages(tmp_path: Path) ->
     store = _store(tmp_path)
     _fetch(index, store, window=30)
     index.docs.extend({"id": f"{i:032x}", "n": i} for i in range(25, 45))
-    for page in store.load()[1:]:
-        store._lake.delete(f"{PAGES_ROOT}/2019-01-02/{page.start:010d}.json")
+    _keep_first_pages(tmp_path, 1)
     with pytest.raises(ShardTooLarge):
         _fetch(index, store, window=30)
     assert store.load() == []
@@ -125,7 +128,8 @@ def test_a_damaged_page_file_discards_the_kept_pages(tmp_path: Path) -> None:
     index = Index(30)
     store = _store(tmp_path)
     _fetch(index, store)
-    store._lake.write_bytes(f"{PAGES_ROOT}/2019-01-02/0000000010.json", b'{"start": 10, "num')
+    torn = b'{"start": 10, "num'
+    Lake.open(str(tmp_path / "lake")).write_bytes(f"{PAGES_ROOT}/2019-01-02/0000000010.json", torn)
     assert store.load() == []
     index.requests.clear()
     assert len(_fetch(index, store).docs) == 30 and index.requests == [0, 10, 20]
