@@ -58,12 +58,14 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of search results as served. ``raw_bytes`` is the body's size (after any
-    transfer decompression), for throughput accounting."""
+    transfer decompression), for throughput accounting; ``body`` the body itself, kept so
+    the page can be checkpointed without serialising its docs again."""
 
     num_found: int
     start: int
     docs: list[dict[str, Any]]
     raw_bytes: int
+    body: bytes = b""
 
 
 @dataclass
@@ -198,6 +200,14 @@ class ApiClient:
             return page
 
         return await self._call("POST", RECORDS_PATH, form, parse, f"search start={start}")
+
+    def parse_page(self, body: bytes, start: int) -> Page:
+        """Read again a search body this client received (a checkpointed page); raises
+        ``ValueError`` when it is not a whole search page."""
+        try:
+            return _parse_page(body, start)
+        except _Retryable as exc:
+            raise ValueError(str(exc)) from None
 
     async def count(self, criteria: str) -> int:
         """``numFound`` for ``criteria``. Asks for rows=1, not 0: how the gateway treats
@@ -383,7 +393,7 @@ def _parse_page(body: bytes, start: int) -> Page:
     served_start = response.get("start")
     if not isinstance(served_start, int) or isinstance(served_start, bool):
         served_start = start
-    return Page(num_found, served_start, docs, len(body))
+    return Page(num_found, served_start, docs, len(body), body)
 
 
 def _parse_fields(body: bytes) -> list[str]:

@@ -59,6 +59,7 @@ class Settings:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     shard_attempts: int = 3
+    page_checkpoints: bool = True
     date_template: str = DEFAULT_DATE_TEMPLATE
     out: str = "./lake"
     date_from: dt.date | None = None
@@ -199,6 +200,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("shard_size", ("harvest", "shard_size"), "HARVESTER_SHARD_SIZE", _positive_int),
     Spec(
         "shard_attempts", ("harvest", "shard_attempts"), "HARVESTER_SHARD_ATTEMPTS", _positive_int
+    ),
+    Spec(
+        "page_checkpoints",
+        ("harvest", "page_checkpoints"),
+        "HARVESTER_PAGE_CHECKPOINTS",
+        _bool,
     ),
     Spec("lookback_days", ("refresh", "lookback"), "HARVESTER_LOOKBACK", _non_negative_int),
     Spec(

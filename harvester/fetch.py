@@ -20,7 +20,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harvester.checkpoint import PageStore, StoredPage, usable_prefix
+from harvester.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
 from harvester.errors import HarvesterError
 
 
@@ -31,9 +31,16 @@ class PageLike(Protocol):
     @property
     def docs(self) -> list[dict[str, Any]]: ...
 
+    @property
+    def body(self) -> bytes: ...
+
 
 class PageSource(Protocol):
     async def search(self, criteria: str, start: int, rows: int) -> PageLike: ...
+
+    def parse_page(self, body: bytes, start: int) -> PageLike:
+        """A kept body read again; ``ValueError`` when it is not a whole page."""
+        ...
 
 
 class ShardTooLarge(Exception):
@@ -71,17 +78,23 @@ def _count_distinct(docs: list[dict[str, Any]]) -> int:
     return len(ids) + missing
 
 
-class _NoStore:
-    """Keeps nothing: for callers that do not checkpoint pages."""
+async def _keep(store: PageStore, start: int, page: PageLike) -> None:
+    if store.inline:
+        store.save(start, page.body)
+    else:
+        await asyncio.to_thread(store.save, start, page.body)
 
-    def load(self) -> list[StoredPage]:
-        return []
 
-    def save(self, page: StoredPage) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
+async def _load_kept(source: PageSource, store: PageStore, max_window: int) -> list[StoredPage]:
+    """The pages an earlier run kept that a fetch can continue from."""
+    pages = []
+    for start, body in await asyncio.to_thread(store.load):
+        try:
+            page = source.parse_page(body, start)
+        except ValueError:
+            break
+        pages.append(StoredPage(start, page.num_found, page.docs))
+    return usable_prefix(pages, max_window)
 
 
 @dataclass
@@ -116,7 +129,7 @@ async def _fetch_once(
             raise ShardTooLarge(num_found)
         docs = list(first.docs)
         if first.docs:  # an empty shard is committed at once: nothing worth keeping
-            await asyncio.to_thread(store.save, StoredPage(0, num_found, first.docs))
+            await _keep(store, 0, first)
     while len(docs) < num_found:
         start = len(docs)
         page = await source.search(criteria, start, min(rows, max_window - start))
@@ -130,7 +143,7 @@ async def _fetch_once(
             problem = f"empty page at start={start} of {num_found}"
             return _Pass(docs, num_found, pages, len(kept), problem)
         docs.extend(page.docs)
-        await asyncio.to_thread(store.save, StoredPage(start, num_found, page.docs))
+        await _keep(store, start, page)
     distinct = _count_distinct(docs)
     if len(docs) != num_found or distinct != num_found:
         problem = f"{distinct} distinct ids in {len(docs)} docs, numFound {num_found}"
@@ -153,8 +166,8 @@ async def fetch_shard(
     a shard is fetched again from scratch, and when the shard turns out to need a split.
     A shard that exhausts its retries keeps its pages: the next run continues from them.
     """
-    pages_store: PageStore = store if store is not None else _NoStore()
-    kept = usable_prefix(await asyncio.to_thread(pages_store.load), max_window)
+    pages_store: PageStore = store if store is not None else NoPageStore()
+    kept = await _load_kept(source, pages_store, max_window)
     events: list[str] = []
     total_pages = 0
     reused = 0

@@ -157,7 +157,13 @@ async def _harvest_plan(
         settings.shard_attempts,
         plan.date_template,
     )
-    pipeline = ShardPipeline(client, planner, LakeSink(state), pipeline_config, progress)
+    pipeline = ShardPipeline(
+        client,
+        planner,
+        LakeSink(state, page_checkpoints=settings.page_checkpoints),
+        pipeline_config,
+        progress,
+    )
     progress.start(len(leaves), len(leaves) - len(todo), _committed_rows(leaves, markers))
     await pipeline.run(todo)
 

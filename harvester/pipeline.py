@@ -20,7 +20,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.checkpoint import LakePageStore, PageStore
+from harvester.checkpoint import NoPageStore, PageStore, page_store
 from harvester.decode import decode_docs
 from harvester.errors import RetriesExhausted
 from harvester.fetch import FetchedShard, PageSource, ShardTooLarge, ShardUnstable, fetch_shard
@@ -106,11 +106,14 @@ def max_create_of(table: pa.Table) -> str | None:
 class LakeSink:
     """Harvest commit: Parquet files into the partitions, quarantine, then the marker."""
 
-    def __init__(self, state: HarvestState) -> None:
+    def __init__(self, state: HarvestState, *, page_checkpoints: bool = True) -> None:
         self._state = state
+        self._page_checkpoints = page_checkpoints
 
     def page_store(self, shard: Shard) -> PageStore:
-        return LakePageStore(self._state.lake, shard.slug)
+        if not self._page_checkpoints:
+            return NoPageStore()
+        return page_store(self._state.lake, shard.slug)
 
     def commit(self, shard: Shard, fetched: FetchedShard) -> Committed:
         result = decode_docs(fetched.docs, source=shard.key)

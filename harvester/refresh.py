@@ -264,7 +264,13 @@ class Refresher:
             self.settings.shard_attempts,
             self.settings.date_template,
         )
-        pipeline = ShardPipeline(client, planner, LakeSink(stage), config, self.progress)
+        pipeline = ShardPipeline(
+            client,
+            planner,
+            LakeSink(stage, page_checkpoints=self.settings.page_checkpoints),
+            config,
+            self.progress,
+        )
         self.totals.merge(await pipeline.run(todo))
         markers = stage.load_markers()
         failed = {

@@ -11,7 +11,8 @@ Layout::
     _harvest/plan.json                 the harvest's range and shards (a resume reuses them)
     _harvest/shards/<slug>.json        one marker per finished shard: done, split or failed
     _harvest/quarantine/<slug>.jsonl   rows that could not be decoded, with the reason
-    _harvest/pages/<slug>/<start>.json pages of a shard not yet committed (``checkpoint``)
+    _harvest/pages/<slug>.log          pages of a shard not yet committed (``checkpoint``;
+                                       on S3 one object per page, <slug>/<start>.zst)
     _harvest/runs/<run-id>.json        one report per run
     _harvest/complete.json             written when every shard of the plan is done
 """

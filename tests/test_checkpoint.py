@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from harvester.checkpoint import (
     PAGES_ROOT,
-    LakePageStore,
+    LocalPageLog,
+    ObjectPageStore,
+    PageStore,
     StoredPage,
     sweep_page_stores,
     usable_prefix,
@@ -40,37 +43,51 @@ class Index:
         self.requests.append(start)
         return _Page(len(self.docs), self.docs[start : start + rows])
 
+    def parse_page(self, body: bytes, start: int) -> Any:
+        data = orjson.loads(body)
+        return _Page(data["numFound"], data["docs"])
+
 
 class _Page:
     def __init__(self, num_found: int, docs: list[dict[str, Any]]) -> None:
         self.num_found = num_found
         self.docs = docs
+        self.body = orjson.dumps({"numFound": num_found, "docs": docs})
 
 
-def _store(tmp_path: Path, slug: str = "2019-01-02") -> LakePageStore:
-    return LakePageStore(Lake.open(str(tmp_path / "lake")), slug)
+SLUG = "2019-01-02"
 
 
-def _keep_first_pages(tmp_path: Path, count: int, slug: str = "2019-01-02") -> None:
-    """What a run killed after ``count`` pages of the shard leaves behind."""
+@pytest.fixture(params=["local log", "objects"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> PageStore:
+    """Both stores: the log used on local disk, the objects used on S3 (here through a
+    local lake: the same ``Lake`` calls that go to S3)."""
     lake = Lake.open(str(tmp_path / "lake"))
-    for path in lake.list_files(f"{PAGES_ROOT}/{slug}")[count:]:
-        lake.delete(path)
+    if request.param == "local log":
+        return LocalPageLog(str(tmp_path / "lake"), SLUG)
+    return ObjectPageStore(lake, SLUG)
 
 
-def _fetch(index: Index, store: LakePageStore | None, window: int = 1000) -> Any:
+def _keep_first_pages(store: PageStore, count: int) -> None:
+    """What a run killed after ``count`` pages of the shard leaves behind."""
+    kept = store.load()[:count]
+    store.clear()
+    for start, body in kept:
+        store.save(start, body)
+
+
+def _fetch(index: Index, store: PageStore | None, window: int = 1000) -> Any:
     return asyncio.run(fetch_shard(index, "q", rows=10, max_window=window, attempts=3, store=store))
 
 
 def test_every_accepted_page_is_kept_and_a_resume_asks_only_for_the_rest(
-    tmp_path: Path,
+    store: PageStore,
 ) -> None:
     index = Index(95)
-    store = _store(tmp_path)
     first = _fetch(index, store)
-    assert [p.start for p in store.load()] == list(range(0, 95, 10))
+    assert [start for start, _ in store.load()] == list(range(0, 95, 10))
     # A run killed after four pages: only those are kept.
-    _keep_first_pages(tmp_path, 4)
+    _keep_first_pages(store, 4)
     index.requests.clear()
     resumed = _fetch(index, store)
     assert index.requests == list(range(40, 95, 10))
@@ -78,20 +95,18 @@ def test_every_accepted_page_is_kept_and_a_resume_asks_only_for_the_rest(
     assert resumed.docs == first.docs
 
 
-def test_a_fully_kept_shard_costs_no_request(tmp_path: Path) -> None:
+def test_a_fully_kept_shard_costs_no_request(store: PageStore) -> None:
     index = Index(30)
-    store = _store(tmp_path)
     expected = _fetch(index, store).docs
     index.requests.clear()
     again = _fetch(index, store)
     assert index.requests == [] and again.docs == expected and again.reused_pages == 3
 
 
-def test_kept_pages_from_before_the_index_moved_are_thrown_away(tmp_path: Path) -> None:
+def test_kept_pages_from_before_the_index_moved_are_thrown_away(store: PageStore) -> None:
     index = Index(50)
-    store = _store(tmp_path)
     _fetch(index, store)
-    _keep_first_pages(tmp_path, 2)
+    _keep_first_pages(store, 2)
     # Between the kill and the resume a row goes and the order changes.
     del index.docs[7]
     index.docs.reverse()
@@ -102,37 +117,52 @@ def test_kept_pages_from_before_the_index_moved_are_thrown_away(tmp_path: Path) 
     assert index.requests[0] == 20 and index.requests[1:] == list(range(0, 49, 10))
 
 
-def test_reordered_index_with_the_same_count_is_caught_by_the_id_check(tmp_path: Path) -> None:
+def test_reordered_index_with_the_same_count_is_caught_by_the_id_check(store: PageStore) -> None:
     index = Index(40)
-    store = _store(tmp_path)
     _fetch(index, store)
-    _keep_first_pages(tmp_path, 2)
+    _keep_first_pages(store, 2)
     index.docs.reverse()  # same numFound: only the distinct-id check can tell
     fetched = _fetch(index, store)
     assert sorted(d["n"] for d in fetched.docs) == list(range(40))
     assert fetched.attempts == 2
 
 
-def test_a_shard_that_outgrew_the_window_drops_its_kept_pages(tmp_path: Path) -> None:
+def test_a_shard_that_outgrew_the_window_drops_its_kept_pages(store: PageStore) -> None:
     index = Index(25)
-    store = _store(tmp_path)
     _fetch(index, store, window=30)
     index.docs.extend({"id": f"{i:032x}", "n": i} for i in range(25, 45))
-    _keep_first_pages(tmp_path, 1)
+    _keep_first_pages(store, 1)
     with pytest.raises(ShardTooLarge):
         _fetch(index, store, window=30)
     assert store.load() == []
 
 
-def test_a_damaged_page_file_discards_the_kept_pages(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["not ours", "cut short"])
+def test_a_damaged_page_and_those_after_it_are_fetched_again(
+    store: PageStore, tmp_path: Path, damage: str
+) -> None:
     index = Index(30)
-    store = _store(tmp_path)
     _fetch(index, store)
-    torn = b'{"start": 10, "num'
-    Lake.open(str(tmp_path / "lake")).write_bytes(f"{PAGES_ROOT}/2019-01-02/0000000010.json", torn)
-    assert store.load() == []
+    if isinstance(store, LocalPageLog):  # the log ends inside its second record
+        kept = store.load()
+        store.clear()
+        store.save(*kept[0])
+        log = next((tmp_path / "lake" / PAGES_ROOT).glob("*.log"))
+        first_end = log.stat().st_size
+        store.save(*kept[1])
+        whole = log.read_bytes()
+        tail = whole[first_end : first_end + (len(whole) - first_end) // 2]
+        log.write_bytes(
+            whole[:first_end] + (b'{"start": 10, "num' if damage == "not ours" else tail)
+        )
+    else:  # the second page's object is damaged
+        target = sorted((tmp_path / "lake" / PAGES_ROOT).rglob("*.zst"))[1]
+        whole = target.read_bytes()
+        target.write_bytes(b'{"start": 10, "num' if damage == "not ours" else whole[:-9])
+    assert [start for start, _ in store.load()] == [0]
     index.requests.clear()
-    assert len(_fetch(index, store).docs) == 30 and index.requests == [0, 10, 20]
+    fetched = _fetch(index, store)
+    assert fetched.docs == index.docs and index.requests == [10, 20]
 
 
 def test_only_a_contiguous_prefix_with_one_num_found_is_used() -> None:
@@ -149,19 +179,29 @@ def test_only_a_contiguous_prefix_with_one_num_found_is_used() -> None:
 
 def test_sweep_keeps_pending_shards_pages_only(tmp_path: Path) -> None:
     lake = Lake.open(str(tmp_path / "lake"))
+    body = b'{"numFound": 1, "docs": [{"id": "a"}]}'
     for slug in ("2019-01-02", "2019-01-03"):
-        LakePageStore(lake, slug).save(StoredPage(0, 1, [{"id": "a"}]))
-    assert sweep_page_stores(lake, {"2019-01-03"}) == 1
-    assert lake.list_files(PAGES_ROOT) == [f"{PAGES_ROOT}/2019-01-03/0000000000.json"]
+        LocalPageLog(str(tmp_path / "lake"), slug).save(0, body)
+        ObjectPageStore(lake, slug).save(0, body)
+    assert sweep_page_stores(lake, {"2019-01-03"}) == 2
+    assert lake.list_files(PAGES_ROOT) == [
+        f"{PAGES_ROOT}/2019-01-03.log",
+        f"{PAGES_ROOT}/2019-01-03/0000000000.zst",
+    ]
 
 
 # ---- end to end: the real command, SIGKILLed ------------------------------------------
 SIM = ("--records", "12000", *RANGE, "--max-window", "300", "--seed", "5", "--admin")
 
 
+def _kept_pages(lake: Path) -> int:
+    logs = list((lake / PAGES_ROOT).glob("*.log")) if (lake / PAGES_ROOT).exists() else []
+    return sum(len(LocalPageLog(str(lake), p.name.removesuffix(".log")).load()) for p in logs)
+
+
 def _wait_for_kept_pages(lake: Path, at_least: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while len(list((lake / PAGES_ROOT).rglob("*.json"))) < at_least:
+    while _kept_pages(lake) < at_least:
         assert time.monotonic() < deadline, "no page was kept"
         time.sleep(0.02)
 
