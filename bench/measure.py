@@ -6,9 +6,12 @@ so the numbers are comparable:
 - CPU-seconds come from ``os.wait4``'s rusage: user + system of the child *and* of every
   descendant it waited for (dlt's normalize worker processes, for instance). Exact, no
   sampling error.
-- Peak RSS is the larger of two readings: ``ru_maxrss`` (the kernel's high-water mark of
-  the largest single process in the tree) and a psutil sampler summing the RSS of the whole
-  live tree every ``SAMPLE_INTERVAL`` seconds (what a multi-process contender holds at once).
+- Peak RSS is the larger of two readings: the largest ``VmHWM`` (the kernel's high-water
+  mark of one process since its exec, read from /proc while it lives) and a psutil sampler
+  summing the RSS of the whole live tree every ``SAMPLE_INTERVAL`` seconds (what a
+  multi-process contender holds at once). Not ``ru_maxrss``: Linux starts a child's maxrss
+  at its parent's RSS at fork, so every contender reported at least this harness's memory
+  (a first full run showed the harvester at 602 MB where it held 209).
 - The simulator runs in its own process and is measured separately (``cpu_seconds``), so
   its CPU is never billed to a contender.
 """
@@ -41,8 +44,9 @@ class Measured:
     cpu_user_s: float
     cpu_system_s: float
     peak_rss_bytes: int
-    maxrss_bytes: int  # ru_maxrss: largest single process
+    maxrss_bytes: int  # ru_maxrss: informational only, see run_measured
     tree_peak_rss_bytes: int  # sampled sum over the live process tree
+    hwm_bytes: int = 0  # largest VmHWM (the kernel's own high-water mark) of one process
     killed: bool = False
     stdout_path: str = ""
     stderr_path: str = ""
@@ -69,6 +73,7 @@ class _TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.hwm = 0
         self.samples = 0
         self._done = threading.Event()
 
@@ -88,6 +93,7 @@ class _TreeSampler(threading.Thread):
                     total += proc.memory_info().rss
                 except psutil.Error:
                     continue  # a child that just ended
+                self.hwm = max(self.hwm, _vm_hwm(proc.pid))
             self.peak = max(self.peak, total)
             self.samples += 1
             self._done.wait(SAMPLE_INTERVAL)
@@ -95,6 +101,19 @@ class _TreeSampler(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+
+def _vm_hwm(pid: int) -> int:
+    """The process's peak RSS as the kernel counts it (VmHWM, since its exec), in bytes:
+    exact even for peaks shorter than the sampling interval, up to the last sample."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -169,9 +188,13 @@ def run_measured(
         wall_s=wall,
         cpu_user_s=usage.ru_utime,
         cpu_system_s=usage.ru_stime,
-        peak_rss_bytes=max(maxrss, sampler.peak),
+        # Not ru_maxrss: Linux carries the parent's RSS at fork into the child's maxrss
+        # (the exec'd image starts with the forked copy's high-water mark), so a child of
+        # this harness, which holds truth digests, would report the harness's memory.
+        peak_rss_bytes=max(sampler.hwm, sampler.peak),
         maxrss_bytes=maxrss,
         tree_peak_rss_bytes=sampler.peak,
+        hwm_bytes=sampler.hwm,
         killed=killed,
         stdout_path=str(stdout_path),
         stderr_path=str(stderr_path),
