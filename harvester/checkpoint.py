@@ -100,6 +100,10 @@ class LocalPageLog:
                 break
             out.append((start, body))
             offset = end
+        if offset < len(raw):
+            # Cut the unreadable tail, so the pages a resumed fetch appends are read again
+            # after another crash instead of hiding behind it.
+            os.truncate(self._path, offset)
         return out
 
     def save(self, start: int, body: bytes) -> None:

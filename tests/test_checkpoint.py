@@ -163,6 +163,8 @@ def test_a_damaged_page_and_those_after_it_are_fetched_again(
     index.requests.clear()
     fetched = _fetch(index, store)
     assert fetched.docs == index.docs and index.requests == [10, 20]
+    # The pages fetched again are readable behind the repaired page, for the next resume.
+    assert [start for start, _ in store.load()] == [0, 10, 20]
 
 
 def test_only_a_contiguous_prefix_with_one_num_found_is_used() -> None:

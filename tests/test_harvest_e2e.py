@@ -287,9 +287,14 @@ def test_ctrl_c_stops_cleanly_saves_progress_and_says_how_to_resume(
 ) -> None:
     sim, truth = calm_truth
     out = tmp_path / "lake"
-    args = ("--from", "2019-01-01", "--to", "2019-02-28", "--rate", "100", "--concurrency", "1")
+    # ~500 requests at 50/s: Ctrl-C comes once the first shards are committed, seconds
+    # before the end (a fixed sleep raced with the end of the run on a fast machine).
+    args = ("--from", "2019-01-01", "--to", "2019-02-28", "--rate", "50", "--concurrency", "1")
     proc = start_harvest(sim.url, out, *args)
-    time.sleep(4.0)  # planning takes ~150 counts; then shards start to commit
+    deadline = time.monotonic() + 60
+    while len(list((out / "_harvest" / "shards").glob("*.json"))) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None, "no shard was committed"
+        time.sleep(0.05)
     assert proc.poll() is None, "the harvest ended before Ctrl-C could be sent"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)

@@ -34,6 +34,14 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def refresh_all_days(url: str, out: str) -> str:
+    """A refresh whose reconcile window (120 days) covers every mail day of the test
+    corpora: the simulator deletes and adds rows on old days too."""
+    return ok(
+        cli("refresh", "--api-url", url, "--out", out, "--rate", "0", "--reconcile-days", "120")
+    )
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` with the hash of its bytes (empty if root does not exist)."""
     return {

@@ -14,7 +14,7 @@ from harvester.lake import Lake
 from harvester.sim.testing import run_simulator_process
 from tests.lakecheck import assert_lake_equals_truth
 from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-from tests.test_ops_cli import cli, ok, reports
+from tests.test_ops_cli import cli, ok, refresh_all_days, reports
 
 # Shards of at most 60 rows: each month's partition holds dozens of small files.
 SMALL_SHARDS = harvest_env(HARVESTER_SHARD_SIZE="60")
@@ -76,19 +76,7 @@ def test_compact_leaves_few_files_the_same_rows_and_refresh_still_works(tmp_path
 
         # The compacted lake is a normal lake: refresh and verify work on it.
         sim.mutate(add=80, late=60, modify=40, delete=30, seed=2)
-        ok(
-            cli(
-                "refresh",
-                "--api-url",
-                sim.url,
-                "--out",
-                str(out),
-                "--rate",
-                "0",
-                "--reconcile-days",
-                "120",
-            )
-        )
+        refresh_all_days(sim.url, str(out))
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
         ok(cli("compact", "--out", str(out)))
         assert max(files_per_partition(out).values()) == 1

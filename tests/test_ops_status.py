@@ -13,7 +13,7 @@ from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.lakecheck import is_decodable, read_lake, read_quarantine
 from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-from tests.test_ops_cli import cli, ok, snapshot
+from tests.test_ops_cli import cli, ok, refresh_all_days, snapshot
 
 DATES = ("--from", "2019-01-01", "--to", "2019-02-28")
 
@@ -101,19 +101,7 @@ def test_status_after_a_refresh_counts_rewritten_partitions_exactly(tmp_path: Pa
     ) as sim:
         ok(run_harvest(sim.url, str(out), *DATES))
         sim.mutate(late=60, delete=40, modify=30, seed=1)
-        ok(
-            cli(
-                "refresh",
-                "--api-url",
-                sim.url,
-                "--out",
-                str(out),
-                "--rate",
-                "0",
-                "--reconcile-days",
-                "120",
-            )
-        )
+        refresh_all_days(sim.url, str(out))
         truth = sim.truth()
     data = json.loads(ok(cli("status", "--out", str(out), "--json")))
     assert data["rewritten_partitions"] > 0

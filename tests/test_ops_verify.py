@@ -20,7 +20,7 @@ from harvester.schema import ARROW_SCHEMA
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.lakecheck import assert_lake_equals_truth
 from tests.test_harvest_e2e import RANGE, WINDOW, run_harvest
-from tests.test_ops_cli import cli, ok, printed_report, reports
+from tests.test_ops_cli import cli, ok, printed_report, refresh_all_days, reports
 
 EXIT_MISMATCH = 6
 
@@ -214,19 +214,7 @@ def test_an_interrupted_repair_is_finished_first_by_the_next_refresh(
             }
         )
     )
-    ok(
-        cli(
-            "refresh",
-            "--api-url",
-            sim.url,
-            "--out",
-            str(out),
-            "--rate",
-            "0",
-            "--reconcile-days",
-            "120",
-        )
-    )
+    refresh_all_days(sim.url, str(out))
     assert not run.exists()
     report = reports(out, "refresh")[-1]
     assert any(

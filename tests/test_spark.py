@@ -19,7 +19,7 @@ import pytest
 from harvester.sim.testing import run_simulator_process
 from tests.lakecheck import expected_row, is_decodable
 from tests.test_harvest_e2e import RANGE, WINDOW, run_harvest
-from tests.test_ops_cli import cli, ok
+from tests.test_ops_cli import ok, refresh_all_days
 
 pytestmark = [
     pytest.mark.spark,
@@ -54,19 +54,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[
         ok(run_harvest(sim.url, str(out)))
         # Some partitions rewritten by refresh, some as harvested: Spark must read both.
         sim.mutate(add=60, late=40, modify=40, delete=20, seed=1)
-        ok(
-            cli(
-                "refresh",
-                "--api-url",
-                sim.url,
-                "--out",
-                str(out),
-                "--rate",
-                "0",
-                "--reconcile-days",
-                "120",  # every mail day: the simulator deletes rows on old days too
-            )
-        )
+        refresh_all_days(sim.url, str(out))
         yield out, sim.truth()
 
 
