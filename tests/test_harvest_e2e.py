@@ -78,6 +78,13 @@ def run_harvest(
     )
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A shell that starts the test run in the background (`make test &`, CI runners)
+    # ignores SIGINT, and the ignoring is inherited: Python then never installs its
+    # Ctrl-C handler. A harvest in a terminal's foreground has the default action.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
     """A harvest running in the background (output captured), to be killed or waited on."""
     return subprocess.Popen(
@@ -86,6 +93,7 @@ def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
 
 
