@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark scenarios and write the results.
 
-    python -m bench                  # everything (what `make bench` runs; ~25 minutes)
+    python -m bench                  # everything (what `make bench` runs; ~20 minutes on 2 cores)
     python -m bench --quick          # a ~2 minute smoke run, written to results/quick.*
     python -m bench --only rate,resume
 
