@@ -11,8 +11,10 @@ the shard's marker is written:
   page (create, rename, unlink: journaled metadata) cost an unthrottled harvest a fifth
   of its speed, an append costs one ``write``;
 - on S3, which cannot append, one object per page, ``_harvest/pages/<slug>/<start>.zst``,
-  written from a thread (a PUT is a network round trip). A resumed fetch starts from the
-kept pages and asks only for the rest. ``page_checkpoints = false`` turns this off.
+  written from a thread (a PUT is a network round trip).
+
+A resumed fetch starts from the kept pages and asks only for the rest.
+``page_checkpoints = false`` turns this off.
 
 Kept pages are a cache, never a source of truth: the shard's checks (unique ids equal
 ``numFound``, ``numFound`` stable) run over kept and new pages together, exactly as over a
