@@ -19,8 +19,8 @@ A resumed fetch starts from the kept pages and asks only for the rest.
 Kept pages are a cache, never a source of truth: the shard's checks (unique ids equal
 ``numFound``, ``numFound`` stable) run over kept and new pages together, exactly as over a
 shard fetched in one go, and a shard that fails them is fetched again from its first page.
-That is also why the writes skip fsync: a page damaged by a power cut reads as garbage;
-it and the pages after it are fetched again, which costs only those requests.
+That is also why the local log skips fsync: a record damaged by a power cut reads as
+garbage; it and the records after it are fetched again, which costs only those requests.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class ObjectPageStore:
 
     def save(self, start: int, body: bytes) -> None:
         path = f"{self._directory}/{start:010d}{SUFFIX}"
-        self._lake.write_bytes(path, _compress(body), durable=False)
+        self._lake.write_bytes(path, _compress(body))
 
     def clear(self) -> None:
         for path in self._lake.list_files(self._directory):

@@ -119,11 +119,8 @@ class Lake:
         return f"{self.root}/{_check_relative(path)}"
 
     # -- files -------------------------------------------------------------------------
-    def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
-        """Write a whole file atomically (see the module docstring for how, per backend).
-
-        ``durable=False`` skips the fsyncs, for files whose loss or damage after a power
-        cut only costs work (page checkpoints): the rename stays atomic for the living."""
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a whole file atomically (see the module docstring for how, per backend)."""
         full = self.full_path(path)
         if not self._local:
             self.fs.pipe_file(full, data)
@@ -136,15 +133,13 @@ class Lake:
             with open(temp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                if durable:
-                    # Durable before it becomes visible: after a crash the name never points at
-                    # a file whose blocks were not written yet.
-                    os.fsync(handle.fileno())
+                # Durable before it becomes visible: after a crash the name never points at
+                # a file whose blocks were not written yet.
+                os.fsync(handle.fileno())
             os.replace(temp, full)
-            if durable:
-                # The rename is durable only once the directory is: the caller writes a
-                # marker that vouches for this file right after, and it must not outlive it.
-                _fsync_dir(directory)
+            # The rename itself is durable only once the directory is: the caller writes a
+            # marker that vouches for this file right after, and it must not outlive it.
+            _fsync_dir(directory)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,48 +77,24 @@ def test_plan_of_a_harvest_under_way_lists_only_the_shards_not_done(
     assert snapshot(out) == files
 
 
+def _refresh_plan(url: str, out: Path) -> dict[str, Any]:
+    """``harvester plan --json`` for a refresh of ``out`` reconciling every mail day."""
+    args = ("plan", "--api-url", url, "--out", str(out), "--reconcile-days", "120")
+    return dict(json.loads(ok(cli(*args, "--rate", "0", "--json"))))
+
+
 def test_plan_of_a_refresh_sees_changes_and_writes_nothing(sim: SimHandle, tmp_path: Path) -> None:
     source = tmp_path / "lake"
     ok(run_harvest(sim.url, str(source), *DATES))
     out = tmp_path / "copy"
     shutil.copytree(source, out)
     files = snapshot(out)
-    quiet = json.loads(
-        ok(
-            cli(
-                "plan",
-                "--api-url",
-                sim.url,
-                "--out",
-                str(out),
-                "--reconcile-days",
-                "120",
-                "--rate",
-                "0",
-                "--json",
-            )
-        )
-    )
+    quiet = _refresh_plan(sim.url, out)
     assert quiet["job"] == "refresh" and "refresh of rows changed since" in quiet["what"]
     assert "0 mail days whose counts differ" in quiet["what"]
 
     sim.mutate(delete=30, late=20, seed=7)
-    changed = json.loads(
-        ok(
-            cli(
-                "plan",
-                "--api-url",
-                sim.url,
-                "--out",
-                str(out),
-                "--reconcile-days",
-                "120",
-                "--rate",
-                "0",
-                "--json",
-            )
-        )
-    )
+    changed = _refresh_plan(sim.url, out)
     assert changed["rows"] > quiet["rows"] and changed["fetch_requests"] > quiet["fetch_requests"]
     assert "0 mail days" not in changed["what"]
     assert snapshot(out) == files, "plan wrote to the lake"
