@@ -1,4 +1,5 @@
-"""The ``/_sim/*`` routes (only with ``--admin``): mutate the index, read its truth, count.
+"""The ``/_sim/*`` routes (only with ``--admin``): mutate the index, read its truth, count,
+start a new quota week.
 
 They sit outside the gate of the API endpoints: no key, no rate limit, never a fault, so a
 test can always observe and steer the simulator however hostile it is to the harvester.
@@ -18,6 +19,7 @@ from harvester.sim.server import STATE, SimState
 MUTATE_PATH = "/_sim/mutate"
 TRUTH_PATH = "/_sim/truth"
 STATS_PATH = "/_sim/stats"
+QUOTA_RESET_PATH = "/_sim/quota-reset"
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -59,6 +61,7 @@ def stats_payload(state: SimState) -> dict[str, Any]:
         "version": state.corpus.version,
         "numFound": state.corpus.total,
         "clock": f"{state.mutator.clock.isoformat()}T00:00:00",
+        "quota_used": sum(state.quota.used.values()),  # by every key (keys stay unnamed)
         **state.corpus.cache_info(),
     }
 
@@ -67,7 +70,14 @@ async def stats(request: web.Request) -> web.Response:
     return _json(stats_payload(request.app[STATE]))
 
 
+async def quota_reset(request: web.Request) -> web.Response:
+    """The simulator's "Sunday 00:00 UTC": every key's weekly quota (``--weekly-quota``)
+    starts again."""
+    return _json({"reset": request.app[STATE].quota.reset()})
+
+
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_post(MUTATE_PATH, mutate)
     app.router.add_get(TRUTH_PATH, truth)
     app.router.add_get(STATS_PATH, stats)
+    app.router.add_post(QUOTA_RESET_PATH, quota_reset)

@@ -1,7 +1,7 @@
 """``harvester simulate``: flags to SimConfig, then serve (or ``--export-truth`` and exit).
 
-The lead's top-level CLI calls ``add_arguments`` and ``run``; ``python -m harvester.sim.cli``
-runs the same thing stand-alone.
+The top-level CLI (``harvester.cli``) calls ``add_arguments`` and ``run``;
+``python -m harvester.sim.cli`` runs the same thing stand-alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harvester.errors import ConfigError, HarvesterError
-from harvester.sim.config import FAULT_KINDS, FAULT_PROFILES, SimConfig
+from harvester.sim.config import (
+    DATE_FIELD_KINDS,
+    FAULT_PROFILES,
+    KNOWN_FAULT_KINDS,
+    OUTAGE_KINDS,
+    PAGE_CAP_MODES,
+    SORT_MODES,
+    THROTTLE_STYLES,
+    WINDOW_ERRORS,
+    SimConfig,
+)
 from harvester.sim.corpus import Corpus
 from harvester.sim.server import start
 
@@ -30,10 +40,10 @@ def _date(text: str) -> dt.date:
 
 def _kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    unknown = [k for k in kinds if k not in KNOWN_FAULT_KINDS]
     if unknown or not kinds:
         raise argparse.ArgumentTypeError(
-            f"fault kinds are a comma list of: {', '.join(FAULT_KINDS)}"
+            f"fault kinds are a comma list of: {', '.join(KNOWN_FAULT_KINDS)}"
         )
     return kinds
 
@@ -77,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault-kinds",
         type=_kinds,
         default=None,
-        help=f"only these kinds: {','.join(FAULT_KINDS)}",
+        help=f"only these kinds: {','.join(KNOWN_FAULT_KINDS)} (spurious-empty only if named)",
     )
     add(
         "--hang-seconds",
@@ -97,6 +107,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cache-rows", type=int, default=d.cache_rows, help="generated rows kept in memory")
     add("--export-truth", type=Path, default=None, metavar="PATH",
         help="write the unmutated corpus as JSON lines to PATH and exit")  # fmt: skip
+    _add_habits(parser, d)
+
+
+def _add_habits(parser: argparse.ArgumentParser, d: SimConfig) -> None:
+    """The real service's reported habits (docs/simulator.md, "Habits"); all off by default."""
+    group = parser.add_argument_group("habits of the real service (default: off)")
+    add = group.add_argument
+    add(
+        "--window-error",
+        type=int,
+        choices=WINDOW_ERRORS,
+        default=d.window_error,
+        help="status past --max-window: 400 (Solr message) or 500 (bare gateway body)",
+    )
+    add(
+        "--page-cap-mode",
+        choices=PAGE_CAP_MODES,
+        default=d.page_cap_mode,
+        help="rows above --max-rows: capped silently, or refused with 400",
+    )
+    add(
+        "--max-response-bytes",
+        type=int,
+        default=d.max_response_bytes,
+        metavar="N",
+        help="records bodies above N bytes answer ODP's 413 (default 0 = no limit)",
+    )
+    add(
+        "--date-field",
+        choices=DATE_FIELD_KINDS,
+        default=d.date_field,
+        help="date ranges compared as dates, or as strings letter by letter",
+    )
+    add(
+        "--sort",
+        choices=SORT_MODES,
+        default=d.sort,
+        help="the sort parameter: ignore (default), honour, or refuse (400)",
+    )
+    add(
+        "--gateway-errors",
+        action="store_true",
+        help="API gateway auth bodies (401 missing key, 403 wrong key), 403 unknown routes",
+    )
+    add(
+        "--throttle-style",
+        choices=THROTTLE_STYLES,
+        default=d.throttle_style,
+        help='429s: solr (Retry-After) or gateway ({"message": ...}, no Retry-After)',
+    )
+    add(
+        "--count-drift",
+        type=int,
+        default=d.count_drift,
+        metavar="N",
+        help="add N to numFound of multi-day count queries (rows <= 1)",
+    )
+    add(
+        "--weekly-quota",
+        type=int,
+        default=d.weekly_quota,
+        metavar="N",
+        help="429 Limit Exceeded after N requests per key until POST /_sim/quota-reset",
+    )
+    add(
+        "--outage-after",
+        type=int,
+        default=d.outage_after,
+        metavar="N",
+        help="begin an outage after N API requests (default 0 = never)",
+    )
+    add(
+        "--outage-seconds",
+        type=float,
+        default=d.outage_seconds,
+        metavar="S",
+        help="how long the outage lasts",
+    )
+    add("--outage-kind", choices=OUTAGE_KINDS, default=d.outage_kind,
+        help="503 with an empty body, or refuse connections (then listen again)")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -109,6 +199,12 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             fault_kinds=args.fault_kinds, hang_seconds=args.hang_seconds,
             trickle_seconds=args.trickle_seconds, latency_ms=args.latency, admin=args.admin,
             bad_rows=args.bad_rows, cache_rows=args.cache_rows,
+            window_error=args.window_error, page_cap_mode=args.page_cap_mode,
+            max_response_bytes=args.max_response_bytes, date_field=args.date_field,
+            sort=args.sort, gateway_errors=args.gateway_errors,
+            throttle_style=args.throttle_style, count_drift=args.count_drift,
+            weekly_quota=args.weekly_quota, outage_after=args.outage_after,
+            outage_seconds=args.outage_seconds, outage_kind=args.outage_kind,
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from None

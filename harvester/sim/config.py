@@ -22,6 +22,18 @@ FAULT_KINDS = (
     "empty",
     "trickle",
 )
+# Kinds no profile draws unless ``--fault-kinds`` names them (adding them to FAULT_KINDS
+# would change every seeded hostile and flaky run).
+OPT_IN_FAULT_KINDS = ("spurious-empty",)
+KNOWN_FAULT_KINDS = FAULT_KINDS + OPT_IN_FAULT_KINDS
+# Habits of the real service that the public sources report but nobody has verified
+# (reference: "More that public sources say"); each is off by default.
+WINDOW_ERRORS = (400, 500)
+PAGE_CAP_MODES = ("silent", "refuse")
+DATE_FIELD_KINDS = ("date", "string")
+SORT_MODES = ("ignore", "honour", "refuse")
+THROTTLE_STYLES = ("solr", "gateway")
+OUTAGE_KINDS = ("503", "refuse")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,19 @@ class SimConfig:
     admin: bool = False
     bad_rows: int = 0
     cache_rows: int = 150_000  # generated rows kept in memory (LRU of whole days, ~1 KiB each)
+    # The real service's reported habits (docs/simulator.md, "Habits"); defaults = today's.
+    window_error: int = 400  # status of a request past --max-window: 400 (Solr) or 500
+    page_cap_mode: str = "silent"  # rows > max_rows: "silent" cap or "refuse" (400)
+    max_response_bytes: int = 0  # records bodies above this answer 413 (0 = no limit)
+    date_field: str = "date"  # "string": date ranges compare text letter by letter
+    sort: str = "ignore"  # the ``sort`` parameter: "ignore", "honour" or "refuse" (400)
+    gateway_errors: bool = False  # API-gateway 401/403 bodies; unknown routes 403
+    throttle_style: str = "solr"  # "gateway": 429 {"message": ...} without Retry-After
+    count_drift: int = 0  # added to numFound of multi-day count queries (rows <= 1)
+    weekly_quota: int = 0  # admitted requests per key until /_sim/quota-reset (0 = none)
+    outage_after: int = 0  # API requests served before the outage begins (0 = no outage)
+    outage_seconds: float = 0.0
+    outage_kind: str = "503"  # "503" (empty body) or "refuse" (the port stops listening)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -76,9 +101,9 @@ class SimConfig:
             )
         if self.fault_rate is not None and not 0 <= self.fault_rate <= 1:
             problems.append(f"fault rate must be within 0..1, got {self.fault_rate}")
-        unknown = sorted(set(self.fault_kinds or ()) - set(FAULT_KINDS))
+        unknown = sorted(set(self.fault_kinds or ()) - set(KNOWN_FAULT_KINDS))
         if unknown:
-            problems.append(f"unknown fault kinds {unknown}; known: {', '.join(FAULT_KINDS)}")
+            problems.append(f"unknown fault kinds {unknown}; known: {', '.join(KNOWN_FAULT_KINDS)}")
         if self.fault_kinds is not None and not self.fault_kinds:
             problems.append("fault kinds must name at least one kind")
         if self.hang_seconds < 0 or self.trickle_seconds < 0 or self.latency_ms < 0:
@@ -87,8 +112,39 @@ class SimConfig:
             problems.append(f"bad rows must be within 0..records, got {self.bad_rows}")
         if self.cache_rows < 1:
             problems.append(f"cache rows must be >= 1, got {self.cache_rows}")
+        problems.extend(self._habit_problems())
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _habit_problems(self) -> list[str]:
+        problems: list[str] = []
+        choices: list[tuple[str, object, tuple[object, ...]]] = [
+            ("window error", self.window_error, WINDOW_ERRORS),
+            ("page cap mode", self.page_cap_mode, PAGE_CAP_MODES),
+            ("date field", self.date_field, DATE_FIELD_KINDS),
+            ("sort", self.sort, SORT_MODES),
+            ("throttle style", self.throttle_style, THROTTLE_STYLES),
+            ("outage kind", self.outage_kind, OUTAGE_KINDS),
+        ]
+        for name, value, allowed in choices:
+            if value not in allowed:
+                problems.append(
+                    f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}"
+                )
+        counts = [
+            ("max response bytes", self.max_response_bytes),
+            ("count drift", self.count_drift),
+            ("weekly quota", self.weekly_quota),
+            ("outage after", self.outage_after),
+        ]
+        for name, number in counts:
+            if number < 0:
+                problems.append(f"{name} must be >= 0, got {number}")
+        if self.outage_seconds < 0:
+            problems.append(f"outage seconds must be >= 0, got {self.outage_seconds}")
+        if self.outage_after and not self.outage_seconds:
+            problems.append("outage after needs outage seconds > 0")
+        return problems
 
     @property
     def capacity(self) -> float:

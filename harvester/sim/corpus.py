@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import heapq
 import random
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
 from harvester.sim.config import SimConfig
 from harvester.sim.lucene import Node
 from harvester.sim.predicate import compile_predicate
-from harvester.sim.prune import NONE, SOME, DayFacts, compile_classifier, residual
+from harvester.sim.prune import DAY_FIELD, NONE, SOME, DayFacts, compile_classifier, residual
 from harvester.sim.rows import Row, Stamps, base_stamps, generate
 from harvester.sim.seeding import derive_seed
 from harvester.sim.volumes import day_counts, prefix_sums
@@ -33,6 +35,14 @@ from harvester.sim.volumes import day_counts, prefix_sums
 PLAN_CACHE_ENTRIES = 128
 PLAN_CACHE_MATCHES = 4_000_000  # matched positions kept across cached plans (4 bytes each)
 LINE = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE  # one truth line
+SORT_FIELDS = ("id", "submissionDate", "createDateTime")  # every indexed row has them
+
+
+class SortKey(NamedTuple):
+    """``sort=<field> asc|desc`` (``--sort honour``); ties keep the index order, as Solr's."""
+
+    field: str
+    descending: bool = False
 
 
 def serialize(row: Row) -> bytes:
@@ -95,8 +105,10 @@ class Corpus:
         *,
         bad_rows: int = 0,
         cache_rows: int = 250_000,
+        string_dates: bool = False,
     ) -> None:
         self.seed = seed
+        self.string_dates = string_dates  # --date-field string: see predicate.py
         self.start = start
         self.first = start.toordinal()
         self.last = end.toordinal()  # grows when mutations add new days
@@ -122,6 +134,7 @@ class Corpus:
             config.end,
             bad_rows=config.bad_rows,
             cache_rows=config.cache_rows,
+            string_dates=config.date_field == "string",
         )
 
     def _place_bad_rows(self, n: int) -> dict[int, frozenset[int]]:
@@ -251,7 +264,10 @@ class Corpus:
 
     def _filter(self, ordinal: int, node: Node) -> array[int]:
         """Positions of the day's rows matching ``node``, tested on the undecided part only."""
-        predicate = compile_predicate(residual(node, self.facts(ordinal)))
+        dates = self.string_dates
+        predicate = compile_predicate(
+            residual(node, self.facts(ordinal), string_dates=dates), string_dates=dates
+        )
         view = self.day(ordinal).view
         return array("I", [i for i, row in enumerate(view) if predicate(row)])
 
@@ -263,7 +279,7 @@ class Corpus:
             self._plans.move_to_end(key)
             return plan
         plan = Plan(node)
-        classify = compile_classifier(node)
+        classify = compile_classifier(node, string_dates=self.string_dates)
         for ordinal in self.ordinals():
             n = self.count(ordinal)
             if n == 0:
@@ -290,16 +306,31 @@ class Corpus:
             self._plan_kept -= old.kept
         return plan
 
-    def search(self, node: Node, start: int, rows: int) -> tuple[int, list[Row]]:
-        """``numFound`` and the docs at ``[start, start + rows)`` in index order."""
-        plan = self.plan(node)
+    def search(
+        self, node: Node, start: int, rows: int, *, sort: SortKey | None = None
+    ) -> tuple[int, list[Row]]:
+        """``numFound`` and the docs at ``[start, start + rows)``, in index order or ``sort``.
+
+        Index order is already ``submissionDate asc`` (day-major), and ``desc`` is the days
+        walked backwards, so only other keys pay for ``_sorted``.
+        """
+        if sort is None or sort.field == DAY_FIELD:
+            newest_first = sort is not None and sort.descending
+            return self._walk(self.plan(node), start, rows, newest_first)
+        return self._sorted(self.plan(node), start, rows, sort)
+
+    def _walk(self, plan: Plan, start: int, rows: int, newest_first: bool) -> tuple[int, list[Row]]:
+        """The plan's matches at ``[start, start + rows)``, its days in order or reversed."""
+        days, offsets = plan.days, plan.offsets
+        if newest_first:  # within a day the index order stays (Solr breaks ties by docid)
+            days, offsets = days[::-1], [plan.total - o for o in reversed(offsets)]
         end = min(start + rows, plan.total)
         docs: list[Row] = []
-        k = bisect_right(plan.offsets, start) - 1
+        k = bisect_right(offsets, start) - 1
         position = start
         while position < end:
-            ordinal, base = plan.days[k], plan.offsets[k]
-            low, high = position - base, min(end, plan.offsets[k + 1]) - base
+            ordinal, base = days[k], offsets[k]
+            low, high = position - base, min(end, offsets[k + 1]) - base
             served = self.day(ordinal).rows
             if ordinal not in plan.matches:
                 docs.extend(served[low:high])
@@ -309,6 +340,36 @@ class Corpus:
             position += high - low
             k += 1
         return plan.total, docs
+
+    def _matches(self, plan: Plan) -> Iterator[tuple[Row, Row]]:
+        """Every match of the plan in index order, as ``(indexed, served)``."""
+        for ordinal in plan.days:
+            day = self.day(ordinal)
+            positions: Iterable[int] = range(len(day.rows))
+            if ordinal in plan.matches:
+                positions = plan.matches[ordinal] or self._filter(ordinal, plan.node)
+            view, served = day.view, day.rows
+            for i in positions:
+                yield view[i], served[i]
+
+    def _sorted(self, plan: Plan, start: int, rows: int, sort: SortKey) -> tuple[int, list[Row]]:
+        """Matches ordered by ``sort`` on the indexed value; ties in index order.
+
+        Every match of the query is generated and passed through a heap that keeps the first
+        ``start + rows`` (at most ``--max-window``): time O(matches), memory O(start + rows)
+        beyond the day cache. Fine for the ~100k-row results tests page by key
+        (``id:{last TO *]``, ``start=0``), slow for ``*:*`` on millions of rows.
+        """
+        want = min(start + rows, plan.total)
+        if want <= start:
+            return plan.total, []
+        name = sort.field
+        numbered = enumerate(self._matches(plan))
+        if sort.descending:
+            top = heapq.nlargest(want, numbered, key=lambda m: (m[1][0][name], -m[0]))
+        else:
+            top = heapq.nsmallest(want, numbered, key=lambda m: (m[1][0][name], m[0]))
+        return plan.total, [served for _, (_, served) in top[start:]]
 
     # --- ground truth ---------------------------------------------------------------------
 

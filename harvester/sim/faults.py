@@ -4,7 +4,9 @@ Each request draws from one seeded stream, in arrival order, whether it fails an
 sequential client meets the same faults on every run. The kinds are what a harvester meets
 behind a gateway and proxies: 5xx (502/504 with a proxy's HTML page), a response that hangs
 past the client's timeout, a connection reset, a body cut short of its Content-Length,
-malformed JSON, an empty 200, and a body that trickles in slowly.
+malformed JSON, an empty 200, and a body that trickles in slowly. One opt-in kind,
+``spurious-empty``, answers a query that has rows with the no-match 404, once per distinct
+query: a client that takes one 404 as "empty" loses a shard.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from harvester.sim.config import FAULT_KINDS, SimConfig
+from harvester.sim.config import FAULT_KINDS, KNOWN_FAULT_KINDS, SimConfig
 from harvester.sim.seeding import derive_seed
 
 PROFILE_RATES = {"none": 0.0, "flaky": 0.03, "hostile": 0.25}
 FLAKY_WEIGHTS = {
     "http500": 3, "http502": 3, "http503": 3, "http504": 2, "hang": 1,
-    "reset": 2, "truncated": 1, "malformed": 1, "empty": 1, "trickle": 1,
+    "reset": 2, "truncated": 1, "malformed": 1, "empty": 1, "trickle": 1, "spurious-empty": 1,
 }  # fmt: skip
 # Kinds that replace the answer entirely (the others delay, cut or garble the real one).
 REPLACING_FAULTS = frozenset({"http500", "http502", "http503", "http504", "reset", "empty"})
@@ -51,6 +53,7 @@ class Normal:
     status: int
     body: bytes
     headers: dict[str, str]
+    query: str | None = None  # the criteria of a records answer (for spurious-empty)
 
 
 class FaultPlan:
@@ -60,14 +63,16 @@ class FaultPlan:
         # "none" means none: --fault-rate only tunes the flaky and hostile profiles.
         rate = PROFILE_RATES[config.faults] if config.fault_rate is None else config.fault_rate
         self.rate = 0.0 if config.faults == "none" else rate
-        weights = dict.fromkeys(FAULT_KINDS, 1) if config.faults == "hostile" else FLAKY_WEIGHTS
-        kinds = config.fault_kinds or FAULT_KINDS
-        self.kinds = [k for k in FAULT_KINDS if k in kinds]
+        hostile = config.faults == "hostile"
+        weights = dict.fromkeys(KNOWN_FAULT_KINDS, 1) if hostile else FLAKY_WEIGHTS
+        kinds = config.fault_kinds or FAULT_KINDS  # opt-in kinds only when named
+        self.kinds = [k for k in KNOWN_FAULT_KINDS if k in kinds]
         self.weights = [weights[k] for k in self.kinds]
         self.rng = random.Random(derive_seed(config.seed, "faults"))
         self.hang_seconds = config.hang_seconds
         self.trickle_seconds = config.trickle_seconds
         self.injected: Counter[str] = Counter()
+        self._emptied: set[str] = set()  # queries a spurious-empty has already hit
 
     def draw(self) -> str | None:
         # Both numbers are drawn every time so one request's outcome never shifts the next.
@@ -81,6 +86,15 @@ class FaultPlan:
                 return kind
         return self.kinds[-1]
 
+    def spurious_empty(self, query: str) -> bool:
+        """Whether a drawn ``spurious-empty`` hits ``query``: only its first time, so a
+        client that asks again gets the real answer (it was the index, not the query)."""
+        if query in self._emptied:
+            return False
+        self._emptied.add(query)
+        self.injected["spurious-empty"] += 1
+        return True
+
     async def respond(self, kind: str, request: web.Request, normal: Normal) -> web.StreamResponse:
         """Answer ``request`` with fault ``kind`` instead of (or around) ``normal``."""
         self.injected[kind] += 1
@@ -91,7 +105,7 @@ class FaultPlan:
             await asyncio.sleep(self.hang_seconds)
             return _plain(normal)
         if kind == "reset":
-            _reset(request)
+            reset(request)
             # Nothing can be sent any more; aiohttp drops whatever is returned.
             return web.Response(status=500)
         if kind == "truncated":
@@ -119,7 +133,8 @@ def _server_error(status: int) -> web.Response:
     return web.Response(status=status, body=GATEWAY_BODIES[status], content_type="application/json")
 
 
-def _reset(request: web.Request) -> None:
+def reset(request: web.Request) -> None:
+    """Abort the request's connection with RST (the fault ``reset``, a ``refuse`` outage)."""
     transport = request.transport
     if transport is None:
         return

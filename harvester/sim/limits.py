@@ -4,6 +4,7 @@ The reference ("Limits") gives burst 1 (no parallel requests per key) and 4-15 r
 second; past either the service answers 429. Its ``Retry-After`` may be seconds, ``0``
 while the window is still enforced, an HTTP date, or absent: the hostile profile sends all
 four; otherwise it is the honest number of whole seconds until a token is available.
+``WeeklyQuota`` is ODP's weekly call quota per key ("More that public sources say").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -111,3 +113,28 @@ class RetryAfter:
         if style == "date":
             return formatdate(self.wall() + seconds, usegmt=True)
         return None
+
+
+class WeeklyQuota:
+    """At most ``limit`` admitted requests per key until ``reset`` (``0`` = no quota).
+
+    ODP gives 5,000,000 calls per key per week, reset Sunday 00:00 UTC. The simulator never
+    reads wall time, so its "Sunday" is ``POST /_sim/quota-reset`` (``--admin``).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used: Counter[str] = Counter()
+
+    def exhausted(self, key: str) -> bool:
+        return bool(self.limit) and self.used[key] >= self.limit
+
+    def spend(self, key: str) -> None:
+        if self.limit:
+            self.used[key] += 1
+
+    def reset(self) -> int:
+        """Start a new week; returns how many keys had used some of the old one."""
+        keys = len(self.used)
+        self.used.clear()
+        return keys

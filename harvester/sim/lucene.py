@@ -24,6 +24,7 @@ Evaluation (``matches`` / ``compile_predicate``) on a served, JSON-decoded row:
 - ``submissionDate`` / ``createDateTime`` (served ``2019-01-01T00:00:00``, no zone, read as
   UTC): compared as datetimes. Query values are ``2019-01-01`` (midnight) or
   ``2019-01-01T00:00:00Z`` with optional fraction; date math (``NOW``, ``/DAY``) is refused.
+  With ``string_dates`` they are strings like the others (any value, lexicographic).
 - 0/1 flags and ``cite103Max``: numeric; served ``1``, ``1.0``, ``"1"``, ``true`` and
   ``"true"`` are all 1. Indicators: query ``true`` / ``false`` (or ``1`` / ``0``), served
   values decoded the same way.
@@ -120,9 +121,14 @@ def date_bounds(node: Range) -> tuple[dt.datetime | None, dt.datetime | None, bo
 
 
 @functools.lru_cache(maxsize=512)
-def parse(text: str) -> Node:
-    """Parse a query of the supported subset; raises ``QuerySyntaxError``."""
-    return _Parser(text).parse()
+def parse(text: str, *, string_dates: bool = False) -> Node:
+    """Parse a query of the supported subset; raises ``QuerySyntaxError``.
+
+    With ``string_dates`` (``--date-field string``) the date fields are string fields, whose
+    values Solr never validates: any bound is taken as text (``2019-07-01T00:00:00``
+    without a zone included), and compared letter by letter (``compile_predicate``).
+    """
+    return _Parser(text, string_dates).parse()
 
 
 def _and_of(clauses: list[Node]) -> Node:
@@ -135,8 +141,9 @@ def _and_of(clauses: list[Node]) -> Node:
 class _Parser:
     """Recursive descent over the token list; one instance per query."""
 
-    def __init__(self, query: str) -> None:
+    def __init__(self, query: str, string_dates: bool = False) -> None:
         self.query = query
+        self.string_dates = string_dates
         try:
             self.tokens = lx.tokenize(query)
         except lx.LexError as exc:
@@ -287,7 +294,8 @@ class _Parser:
     def _check_value(self, field: str, value: str) -> None:
         try:
             if field in DATE_FIELDS:
-                parse_date_value(value)
+                if not self.string_dates:
+                    parse_date_value(value)
             elif field in NUMERIC_FIELDS:
                 lx.parse_number(value)
             elif field in BOOLEAN_FIELDS:

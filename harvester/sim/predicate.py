@@ -4,6 +4,13 @@
 every bound decoded once; the corpus calls it on up to millions of rows. The semantics
 (missing fields, typed fields, lists, lexicographic strings) are described in
 ``harvester.sim.lucene``'s docstring.
+
+``string_dates=True`` (``--date-field string``) reads the date fields as a Solr string
+field would: the query's bounds are compared letter by letter with the value exactly as
+served (``2019-07-01T00:00:00``), so ``[2019-07-01T00:00:00Z TO ...]`` excludes a row
+stamped ``2019-07-01T00:00:00`` ("...00Z" sorts after "...00") and an upper bound
+``2019-07-31`` excludes every row of the 31st (reference: "More that public sources say",
+"Date forms").
 """
 
 from __future__ import annotations
@@ -29,24 +36,24 @@ from harvester.sim.lucene import (
 )
 
 
-def matches(node: Node, row: Mapping[str, Any]) -> bool:
+def matches(node: Node, row: Mapping[str, Any], *, string_dates: bool = False) -> bool:
     """True if the served ``row`` satisfies ``node`` (see the module docstring)."""
-    return compile_predicate(node)(row)
+    return compile_predicate(node, string_dates=string_dates)(row)
 
 
 @functools.lru_cache(maxsize=512)
-def compile_predicate(node: Node) -> Predicate:
+def compile_predicate(node: Node, *, string_dates: bool = False) -> Predicate:
     """A closure equivalent to ``matches(node, row)``, with every bound decoded once."""
     if isinstance(node, MatchAll):
         return _always
     if isinstance(node, Term | Range):
-        return _compile_leaf(node)
+        return _compile_leaf(node, string_dates)
     if isinstance(node, Not):
-        inner = compile_predicate(node.child)
+        inner = compile_predicate(node.child, string_dates=string_dates)
         return lambda row: not inner(row)
     # *:* inside an AND (the pure-negative form) is a no-op: drop it rather than call it.
     kids = [c for c in node.children if not (isinstance(node, And) and isinstance(c, MatchAll))]
-    preds = tuple(compile_predicate(c) for c in kids) or (_always,)
+    preds = tuple(compile_predicate(c, string_dates=string_dates) for c in kids) or (_always,)
     if len(preds) == 1:
         return preds[0]
     # Nested two-way closures: cheaper per row than a generator inside all() / any().
@@ -65,9 +72,10 @@ def _always(row: Mapping[str, Any]) -> bool:
     return True
 
 
-def _compile_leaf(node: Term | Range) -> Predicate:
+def _compile_leaf(node: Term | Range, string_dates: bool) -> Predicate:
     field = node.field
-    typed = field in DATE_FIELDS or field in NUMERIC_FIELDS or field in BOOLEAN_FIELDS
+    dates = field in DATE_FIELDS and not string_dates  # else a plain string field
+    typed = dates or field in NUMERIC_FIELDS or field in BOOLEAN_FIELDS
     if typed and isinstance(node, Term):  # equality on a typed value is the range [v TO v]
         node = Range(field, node.value, node.value)
     if isinstance(node, Term):
@@ -78,7 +86,7 @@ def _compile_leaf(node: Term | Range) -> Predicate:
                 value in xs if (xs := row.get(field)).__class__ is list else xs == value
             )
         return lambda row: row.get(field) == value
-    if field in DATE_FIELDS:
+    if dates:
         return _date_range(node)
     if field in NUMERIC_FIELDS or field in BOOLEAN_FIELDS:
         decode = lx.parse_boolean if field in BOOLEAN_FIELDS else lx.parse_number

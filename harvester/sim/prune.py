@@ -18,7 +18,6 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harvester.sim import lucene
 from harvester.sim.lucene import And, MatchAll, Node, Not, Or, Range, Term
 from harvester.sim.predicate import compile_predicate
 
@@ -39,31 +38,30 @@ class DayFacts:
 Classifier = Callable[[DayFacts], int]
 
 
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    # Served stamps carry no zone and are read as UTC (docs/design.md, shared conventions).
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+def _stamp_range(node: Range, string_dates: bool) -> Classifier:
+    """Classify by the day's ``createDateTime`` bounds, with the predicate's own semantics.
 
-
-def _stamp_range(node: Range) -> Classifier:
+    Each end of the range is checked by the row predicate itself (as datetimes, or letter
+    by letter with ``string_dates``) on the bounds in the served form. Both readings are
+    monotone in the stamp (for the fixed-width served form text order is time order), so
+    checking the two ends of the day's bounds against each half of the range is exact.
+    """
+    field = node.field
     try:
-        low = None if node.low is None else _naive_utc(lucene.parse_date_value(node.low))
-        high = None if node.high is None else _naive_utc(lucene.parse_date_value(node.high))
+        above_low = compile_predicate(
+            Range(field, node.low, None, node.include_low, True), string_dates=string_dates
+        )
+        below_high = compile_predicate(
+            Range(field, None, node.high, True, node.include_high), string_dates=string_dates
+        )
     except ValueError:
         return lambda facts: SOME  # not a date the pruner understands: let the rows decide
 
-    def above_low(value: dt.datetime) -> bool:
-        return low is None or value > low or (node.include_low and value == low)
-
-    def below_high(value: dt.datetime) -> bool:
-        return high is None or value < high or (node.include_high and value == high)
-
     def classify(facts: DayFacts) -> int:
-        first, last = facts.created_low, facts.created_high
-        if first is None or last is None:
+        if facts.created_low is None or facts.created_high is None:
             return SOME
-        # The range is an interval, so checking the two ends of the bounds is exact.
+        first = {field: facts.created_low.isoformat(timespec="seconds")}
+        last = {field: facts.created_high.isoformat(timespec="seconds")}
         if above_low(first) and below_high(last):
             return ALL
         if not above_low(last) or not below_high(first):
@@ -74,23 +72,27 @@ def _stamp_range(node: Range) -> Classifier:
 
 
 @functools.lru_cache(maxsize=512)
-def compile_classifier(node: Node) -> Classifier:
-    """A function from a day's facts to ALL / SOME / NONE for ``node``."""
+def compile_classifier(node: Node, *, string_dates: bool = False) -> Classifier:
+    """A function from a day's facts to ALL / SOME / NONE for ``node``.
+
+    ``string_dates`` must be the corpus' reading of the date fields (see
+    ``compile_predicate``): the day's probe is every row's exact served ``submissionDate``,
+    so evaluating the row predicate on it is exact under either reading.
+    """
     if isinstance(node, MatchAll):
         return lambda facts: ALL
     if isinstance(node, Term | Range) and node.field == DAY_FIELD:
-        predicate = compile_predicate(node)
+        predicate = compile_predicate(node, string_dates=string_dates)
         return lambda facts: ALL if predicate(facts.probe) else NONE
     if isinstance(node, Range) and node.field == STAMP_FIELD:
-        return _stamp_range(node)
-    if isinstance(node, And):
-        parts = [compile_classifier(child) for child in node.children]
-        return lambda facts: min(part(facts) for part in parts)
-    if isinstance(node, Or):
-        parts = [compile_classifier(child) for child in node.children]
+        return _stamp_range(node, string_dates)
+    if isinstance(node, And | Or):
+        parts = [compile_classifier(c, string_dates=string_dates) for c in node.children]
+        if isinstance(node, And):
+            return lambda facts: min(part(facts) for part in parts)
         return lambda facts: max(part(facts) for part in parts)
     if isinstance(node, Not):
-        inner = compile_classifier(node.child)
+        inner = compile_classifier(node.child, string_dates=string_dates)
         return lambda facts: ALL - inner(facts)
     return lambda facts: SOME
 
@@ -98,14 +100,14 @@ def compile_classifier(node: Node) -> Classifier:
 NOTHING: Node = Not(MatchAll())  # matches no row; compile_predicate handles it like any Not
 
 
-def residual(node: Node, facts: DayFacts) -> Node:
+def residual(node: Node, facts: DayFacts, *, string_dates: bool = False) -> Node:
     """``node`` with every subtree already decided for this day replaced by its answer.
 
     ``submissionDate:[d TO d] AND id:[0 TO 8}`` becomes ``id:[0 TO 8}`` on day d, so the
     rows of a SOME day are filtered by the part that is really unknown (about half the cost
     per row for a typical shard). Subtrees that are SOME keep their original form.
     """
-    state = compile_classifier(node)(facts)
+    state = compile_classifier(node, string_dates=string_dates)(facts)
     if state == ALL:
         return MatchAll()
     if state == NONE:
@@ -113,13 +115,13 @@ def residual(node: Node, facts: DayFacts) -> Node:
     if isinstance(node, And | Or):
         decided = ALL if isinstance(node, And) else NONE  # the neutral answer: drop it
         kids = tuple(
-            residual(child, facts)
+            residual(child, facts, string_dates=string_dates)
             for child in node.children
-            if compile_classifier(child)(facts) != decided
+            if compile_classifier(child, string_dates=string_dates)(facts) != decided
         )
         if len(kids) == 1:
             return kids[0]
         return And(kids) if isinstance(node, And) else Or(kids)
     if isinstance(node, Not):
-        return Not(residual(node.child, facts))
+        return Not(residual(node.child, facts, string_dates=string_dates))
     return node

@@ -6,6 +6,11 @@ passes the same gate, in this order: API key (403), rate limits (429), the fault
 ``--latency``, then the answer, which a fault may delay, cut or replace.
 Error bodies follow one gateway-like shape (``code``, ``error``, ``errorDetails``,
 ``requestIdentifier``); clients should rely on the status code, as with the real service.
+
+The habits the public sources report but nobody verified (reference: "More that public
+sources say") are options, all off by default: an outage before everything, API-gateway
+401/403 bodies, a weekly quota, gateway-style 429s, 500 past the window, refusing rows
+above the cap, 413 above a payload size, string-compared dates, ``sort``, drifting counts.
 """
 
 from __future__ import annotations
@@ -26,16 +31,20 @@ from multidict import MultiDict
 
 from harvester.sim import lucene
 from harvester.sim.config import SimConfig
-from harvester.sim.corpus import Corpus
-from harvester.sim.faults import REPLACING_FAULTS, FaultPlan, Normal
-from harvester.sim.limits import Limiter, RetryAfter
+from harvester.sim.corpus import SORT_FIELDS, Corpus, SortKey
+from harvester.sim.faults import GATEWAY_BODIES, REPLACING_FAULTS, FaultPlan, Normal, reset
+from harvester.sim.limits import Limiter, Refusal, RetryAfter, WeeklyQuota
 from harvester.sim.mutate import Mutator
+from harvester.sim.outage import BEGINS, DOWN, Listener, Outage
 from harvester.sim.seeding import derive_seed
 
 BASE_PATH = "/api/v1/patent/oa/oa_rejections/v2"
 RECORDS_PATH = f"{BASE_PATH}/records"
 FIELDS_PATH = f"{BASE_PATH}/fields"
 NO_MATCH = "No matching record found for the given criteria"
+# ODP's common OpenAPI base (reference: "Payload cap"); the text names ODP's 6MB whatever
+# --max-response-bytes is, as a client would read it from the real service.
+PAYLOAD_TOO_LARGE = "Response payload exceeds allowed limit of 6MB"
 # Exactly the captured field list (reference samples/fields.json), keys in its order.
 FIELDS_DOC: dict[str, Any] = {
     "apiKey": "oa_rejections",
@@ -78,8 +87,11 @@ class SimState:
     limiter: Limiter
     retry_after: RetryAfter
     faults: FaultPlan
+    quota: WeeklyQuota
+    outage: Outage
     stats: Stats = field(default_factory=Stats)
     admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    listener: Listener | None = None  # set once serving (``start``); a refuse outage needs it
 
     def request_id(self) -> str:
         digest = hashlib.blake2b(b"%d:%d" % (self.config.seed, self.stats.requests), digest_size=16)
@@ -110,6 +122,12 @@ def _error(
     return Normal(status, error_body(state, status, details), headers or {})
 
 
+def _message(status: int, text: str) -> Normal:
+    """An AWS API Gateway answer: ``{"message": ...}`` and no other header (reference:
+    "Gateway errors")."""
+    return Normal(status, orjson.dumps({"message": text}), {})
+
+
 def _integer(params: MultiDict[str], name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None or raw.strip() == "":
@@ -123,15 +141,55 @@ def _integer(params: MultiDict[str], name: str, default: int) -> int:
     return value
 
 
+def _sort(params: MultiDict[str], mode: str) -> SortKey | None:
+    """The ``sort`` parameter under ``--sort``: ignored (the default), honoured, or refused.
+
+    A public client sends ``sort=submissionDate desc`` and its live tests pass, so it is
+    accepted; whether it is honoured is unknown (reference: "Sort"). Messages are Solr's.
+    """
+    raw = params.get("sort")
+    if raw is None or mode == "ignore":
+        return None
+    if mode == "refuse":
+        raise BadParameter(f"Unknown parameter 'sort' (sort={raw!r}): results come in index order")
+    spec = raw.strip()
+    if "," in spec:
+        raise BadParameter(f"this simulator sorts on one field only, got sort={raw!r}")
+    words = spec.split()
+    if len(words) != 2 or words[1].lower() not in ("asc", "desc"):
+        raise BadParameter(f"Can't determine a Sort Order (asc or desc) in sort spec '{spec}'")
+    if words[0] not in SORT_FIELDS:
+        raise BadParameter(
+            f"sort param field can't be found: {words[0]} (this simulator sorts on "
+            f"{', '.join(SORT_FIELDS)})"
+        )
+    return SortKey(words[0], words[1].lower() == "desc")
+
+
+def _page(state: SimState, params: MultiDict[str]) -> tuple[int, int]:
+    """``start`` and ``rows``, the cap applied (or refused, ``--page-cap-mode refuse``)."""
+    config = state.config
+    start = _integer(params, "start", 0)
+    rows = _integer(params, "rows", 100)
+    if rows > config.max_rows and config.page_cap_mode == "refuse":
+        raise BadParameter(
+            f"'rows' must be less than or equal to {config.max_rows} but was {rows}. "
+            f"Request fewer rows per page."
+        )
+    return start, min(rows, config.max_rows)  # capped silently
+
+
 def records_answer(state: SimState, params: MultiDict[str]) -> Normal:
     """The answer to one records request, before any fault touches it."""
     config = state.config
     try:
-        start = _integer(params, "start", 0)
-        rows = min(_integer(params, "rows", 100), config.max_rows)  # capped silently
+        start, rows = _page(state, params)
+        sort = _sort(params, config.sort)
     except BadParameter as exc:
         return _error(state, 400, str(exc))
     if start + rows > config.max_window:
+        if config.window_error == 500:  # Solr threw, the gateway hid why
+            return Normal(500, GATEWAY_BODIES[500], {})
         return _error(
             state, 400,
             f"Result window is too large, start + rows must be less than or equal to: "
@@ -140,38 +198,57 @@ def records_answer(state: SimState, params: MultiDict[str]) -> Normal:
         )  # fmt: skip
     criteria = params.get("criteria", "").strip() or "*:*"
     try:
-        node = lucene.parse(criteria)
+        node = lucene.parse(criteria, string_dates=state.corpus.string_dates)
     except lucene.QuerySyntaxError as exc:
         return _error(state, 400, str(exc))
-    found, docs = state.corpus.search(node, start, rows)
+    found, docs = state.corpus.search(node, start, rows, sort=sort)
     if found == 0:
         return _error(state, 404, NO_MATCH)
+    if config.count_drift and rows <= 1 and len(state.corpus.plan(node).days) > 1:
+        found += config.count_drift  # a count (harvester.client.count asks rows=1) that lies
     # Rows are built with their keys in order, so no sort is needed (truth bytes match).
     body = b'{"response":{"numFound":%d,"start":%d,"docs":%s}}' % (found, start, orjson.dumps(docs))
-    return Normal(200, body, {})
+    if config.max_response_bytes and len(body) > config.max_response_bytes:
+        return _payload_too_large(state, len(body))
+    return Normal(200, body, {}, query=criteria)
+
+
+def _payload_too_large(state: SimState, size: int) -> Normal:
+    """ODP's 413 (reference: "Payload cap"), in its own body shape."""
+    limit = state.config.max_response_bytes
+    body = {
+        "code": 413,
+        "message": PAYLOAD_TOO_LARGE,
+        "detailedMessage": f"The response would be {size} bytes, above the limit of {limit} "
+        "bytes; reduce page size (rows) and try again.",
+        "requestIdentifier": state.request_id(),
+    }
+    return Normal(413, orjson.dumps(body), {})
 
 
 async def _gate(request: web.Request, answer: Callable[[], Normal]) -> web.StreamResponse:
-    """Auth, limits, faults and latency around ``answer`` (called only if it is needed)."""
+    """Outage, auth, quota, limits, faults and latency around ``answer`` (called only if it
+    is needed)."""
     state = request.app[STATE]
     config = state.config
     stats = state.stats
     stats.requests += 1
+    outage = state.outage.state(stats.requests)
+    if outage in (BEGINS, DOWN):
+        return await _outage(request, state, outage == BEGINS)
     key = request.headers.get("X-API-KEY", "")
     if config.api_key is not None and key != config.api_key:
-        stats.statuses[403] += 1
-        return _respond(_error(state, 403, "Missing or invalid API key: send it as X-API-KEY"))
+        return _respond(_counted(state, _unauthorized(state, "X-API-KEY" in request.headers)))
+    if state.quota.exhausted(key):  # before the bucket: a refused call costs no token
+        stats.throttled += 1
+        stats.throttled_by["quota"] += 1
+        return _respond(_counted(state, _message(429, "Limit Exceeded")))
     refusal = state.limiter.admit(key)
     if refusal is not None:
         stats.throttled += 1
         stats.throttled_by[refusal.reason] += 1
-        style = state.retry_after.style()
-        stats.retry_after[style] += 1
-        value = state.retry_after.header(refusal.wait, style)
-        headers = {"Retry-After": value} if value is not None else {}
-        stats.statuses[429] += 1
-        what = "requests per second" if refusal.reason == "rate" else "requests in flight"
-        return _respond(_error(state, 429, f"Rate limit exceeded: too many {what}", headers))
+        return _respond(_counted(state, _throttled(state, refusal)))
+    state.quota.spend(key)
     try:
         fault = state.faults.draw()
         if config.latency_ms:
@@ -179,12 +256,61 @@ async def _gate(request: web.Request, answer: Callable[[], Normal]) -> web.Strea
         if fault in REPLACING_FAULTS:  # the answer would be thrown away: skip computing it
             return await state.faults.respond(fault, request, Normal(200, b"", {}))
         normal = answer()
+        if fault == "spurious-empty":
+            if normal.status == 200 and normal.query and state.faults.spurious_empty(normal.query):
+                normal = _error(state, 404, NO_MATCH)
+            fault = None
         if fault is not None:
             return await state.faults.respond(fault, request, normal)
-        stats.statuses[normal.status] += 1
-        return _respond(normal)
+        return _respond(_counted(state, normal))
     finally:
         state.limiter.release(key)
+
+
+def _counted(state: SimState, normal: Normal) -> Normal:
+    state.stats.statuses[normal.status] += 1
+    return normal
+
+
+def _unauthorized(state: SimState, key_sent: bool) -> Normal:
+    """A missing or wrong key: the simulator's 403, or (``--gateway-errors``) the gateway's
+    401 for a missing key and 403 for a wrong one (reference: "Gateway errors")."""
+    if not state.config.gateway_errors:
+        return _error(state, 403, "Missing or invalid API key: send it as X-API-KEY")
+    return _message(403, "Forbidden") if key_sent else _message(401, "Unauthorized")
+
+
+def _throttled(state: SimState, refusal: Refusal) -> Normal:
+    """A 429: Solr-style with ``Retry-After``, or the gateway's bare ``{"message"}``."""
+    if state.config.throttle_style == "gateway":
+        state.stats.retry_after["none"] += 1
+        return _message(429, "Too Many Requests")
+    style = state.retry_after.style()
+    state.stats.retry_after[style] += 1
+    value = state.retry_after.header(refusal.wait, style)
+    headers = {"Retry-After": value} if value is not None else {}
+    what = "requests per second" if refusal.reason == "rate" else "requests in flight"
+    return _error(state, 429, f"Rate limit exceeded: too many {what}", headers)
+
+
+async def _outage(request: web.Request, state: SimState, begins: bool) -> web.StreamResponse:
+    """An API request during the outage: ``503`` with an empty body, or no service at all."""
+    config = state.config
+    if config.outage_kind == "503":
+        state.stats.statuses[503] += 1
+        return web.Response(status=503, body=b"")
+    if begins and state.listener is not None:
+        await state.listener.refuse_for(config.outage_seconds)
+    reset(request)  # this connection (and any kept alive) dies with the host
+    return web.Response(status=503)  # never sent: the transport is gone
+
+
+async def missing_token(request: web.Request) -> web.Response:
+    """An unknown route under ``/api`` (``--gateway-errors``): AWS API Gateway's 403."""
+    state = request.app[STATE]
+    state.stats.requests += 1
+    normal = _counted(state, _message(403, "Missing Authentication Token"))
+    return _respond(normal)
 
 
 def _respond(normal: Normal) -> web.Response:
@@ -221,11 +347,16 @@ def build_app(config: SimConfig, corpus: Corpus | None = None) -> web.Applicatio
         limiter=Limiter(config.rate, config.capacity, config.burst),
         retry_after=RetryAfter(hostile, random.Random(derive_seed(config.seed, "retry-after"))),
         faults=FaultPlan(config),
+        quota=WeeklyQuota(config.weekly_quota),
+        outage=Outage(config.outage_after, config.outage_seconds),
     )
     app = web.Application(client_max_size=1024**2)
     app[STATE] = state
     app.router.add_post(RECORDS_PATH, records)
     app.router.add_get(FIELDS_PATH, fields)
+    if config.gateway_errors:  # after the real routes, so it only catches what they do not
+        app.router.add_route("*", "/api/{tail:.*}", missing_token)
+    app.on_cleanup.append(_stop_listener)
     if config.admin:
         from harvester.sim.admin import add_admin_routes
 
@@ -251,4 +382,11 @@ async def start(config: SimConfig, corpus: Corpus | None = None) -> tuple[web.Ap
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     port = runner.addresses[0][1]
+    runner.app[STATE].listener = Listener(runner, site, config.host, port)
     return runner, f"http://{_url_host(config.host)}:{port}"
+
+
+async def _stop_listener(app: web.Application) -> None:
+    listener = app[STATE].listener
+    if listener is not None:
+        await listener.close()

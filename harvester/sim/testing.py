@@ -17,7 +17,7 @@ import threading
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from harvester.sim.config import SimConfig
@@ -113,11 +113,20 @@ def run_simulator_process(*args: str, env: Mapping[str, str] | None = None) -> I
 
 
 @asynccontextmanager
-async def run_simulator_inprocess(config: SimConfig) -> AsyncIterator[str]:
+async def run_simulator_inprocess(
+    config: SimConfig | None = None, /, **overrides: Any
+) -> AsyncIterator[str]:
     """Serve ``config`` on the running event loop; yields the base URL.
 
-    ``config.port`` is used as given: pass ``port=0`` for a free port.
+    ``config.port`` is used as given: pass ``port=0`` for a free port. Keyword arguments
+    are ``SimConfig`` fields replaced in ``config`` (or, without one, in a default config
+    on a free port), so ``run_simulator_inprocess(BASE, sort="honour")`` or
+    ``run_simulator_inprocess(records=500, window_error=500)`` need no ``replace``.
     """
+    if config is None:
+        config = SimConfig(**{"port": 0, **overrides})
+    elif overrides:
+        config = replace(config, **overrides)
     runner, url = await start(config)
     try:
         yield url
