@@ -1,4 +1,5 @@
-"""The five scenarios of issue #6, plus the profile. Each returns a JSON-ready dict.
+"""The benchmark scenarios (rate limit, throughput, scale, output, resume) and the profile.
+Each returns a JSON-ready dict.
 
 Every measured run starts its own simulator process (``harvester.sim.testing``), so the
 server side starts equal for everyone (cold row cache, fresh rate-limit buckets) and its

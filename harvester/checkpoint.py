@@ -7,10 +7,10 @@ quota. Each accepted page is therefore kept as it arrives (the body as served, z
 to about 1/14 of its size by pyarrow's codec, which runs outside the GIL) and dropped once
 the shard's marker is written:
 
-- on local disk, appended to one log per shard, ``_harvest/pages/<slug>.log``: a file per
+- on local disk, appended to one log per shard, ``<PAGES>/<slug>.log``: a file per
   page (create, rename, unlink: journaled metadata) cost an unthrottled harvest a fifth
   of its speed, an append costs one ``write``;
-- on S3, which cannot append, one object per page, ``_harvest/pages/<slug>/<start>.zst``,
+- on S3, which cannot append, one object per page, ``<PAGES>/<slug>/<start>.zst``,
   written from a thread (a PUT is a network round trip).
 
 A resumed fetch starts from the kept pages and asks only for the rest.
@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from harvester.lake import Lake
+from harvester.state import PAGES
 
-PAGES_ROOT = "_harvest/pages"
 SUFFIX = ".zst"
 LOG_SUFFIX = ".log"
 
@@ -71,13 +71,13 @@ def page_store(lake: Lake, slug: str) -> PageStore:
 
 
 class LocalPageLog:
-    """The pages of one shard appended to ``_harvest/pages/<slug>.log``; each record is a
+    """The pages of one shard appended to ``<PAGES>/<slug>.log``; each record is a
     header (tag, start, size, compressed size) and the compressed body."""
 
     inline = True  # an append of a few KB costs less than a hand-off to a thread
 
     def __init__(self, root: str, slug: str) -> None:
-        self._directory = os.path.join(root, *PAGES_ROOT.split("/"))
+        self._directory = os.path.join(root, *PAGES.split("/"))
         self._path = os.path.join(self._directory, slug + LOG_SUFFIX)
         self._ready = False
 
@@ -122,13 +122,13 @@ class LocalPageLog:
 
 
 class ObjectPageStore:
-    """The pages of one shard as objects ``_harvest/pages/<slug>/<start>.zst`` (S3)."""
+    """The pages of one shard as objects ``<PAGES>/<slug>/<start>.zst`` (S3)."""
 
     inline = False  # a PUT is a network round trip: not on the event loop
 
     def __init__(self, lake: Lake, slug: str) -> None:
         self._lake = lake
-        self._directory = f"{PAGES_ROOT}/{slug}"
+        self._directory = f"{PAGES}/{slug}"
 
     def load(self) -> list[tuple[int, bytes]]:
         """The kept bodies by start, up to the first that cannot be read (a torn write)."""
@@ -216,11 +216,11 @@ def sweep_page_stores(lake: Lake, keep: set[str]) -> int:
     """Remove kept pages of shards not in ``keep`` (slugs): shards committed or split by a
     run killed before it could drop them. Returns how many files went."""
     removed = 0
-    for path in lake.list_files(PAGES_ROOT):
-        slug = path[len(PAGES_ROOT) + 1 :].split("/", 1)[0].removesuffix(LOG_SUFFIX)
+    for path in lake.list_files(PAGES):
+        slug = path[len(PAGES) + 1 :].split("/", 1)[0].removesuffix(LOG_SUFFIX)
         if slug not in keep:
             lake.delete(path)
             removed += 1
     if removed:
-        lake.remove_empty_dirs(PAGES_ROOT)
+        lake.remove_empty_dirs(PAGES)
     return removed

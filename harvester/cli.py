@@ -1,9 +1,11 @@
 """The ``harvester`` command: one sub-command per job, one clear line per error.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad settings; 3 the API refused (bad key,
-bad query, unreachable); 4 the lake cannot be used; 5 the run finished but some shards
-failed (named in the output); 6 `verify` found differences (named in the output);
-130 interrupted (progress is saved).
+The settings flags are generated from ``harvester.config.SPECS`` (``add_settings_flags``), so
+a flag, its setting, its variable and its TOML key are declared once. Exit codes are the
+``EXIT_*`` constants of ``harvester.errors`` (its docstring has the table): 0 success;
+1 unexpected error; 2 bad settings; 3 the API refused (bad key, bad query, unreachable);
+4 the lake cannot be used; 5 the run finished but some shards failed (named in the output);
+6 `verify` found differences (named in the output); 130 interrupted (progress is saved).
 """
 
 from __future__ import annotations
@@ -15,12 +17,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from harvester.config import API_KEY_ENV, Settings, resolve
-from harvester.errors import HarvesterError
-
-EXIT_FAILED_SHARDS = 5
-EXIT_MISMATCH = 6
-EXIT_INTERRUPTED = 130
+from harvester.config import API_KEY_ENV, RUN_COMMANDS, SETTINGS_COMMANDS, SPECS, Settings, resolve
+from harvester.errors import EXIT_FAILED_SHARDS, EXIT_INTERRUPTED, EXIT_MISMATCH, HarvesterError
 
 
 class RedactingFilter(logging.Filter):
@@ -62,55 +60,48 @@ def setup_logging(log_format: str, verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, *, dates: bool = True) -> None:
-    """Flags shared by the commands that talk to the API; None means 'not given'."""
-    parser.add_argument("--config", help="TOML config file (see configs/)")
-    parser.add_argument("--api-url", dest="api_url", help="service base URL")
-    parser.add_argument("--out", help="lake root: a local path or s3://bucket/prefix")
-    if dates:
-        parser.add_argument("--from", dest="date_from", help="first mail date, YYYY-MM-DD")
-        parser.add_argument("--to", dest="date_to", help="last mail date, YYYY-MM-DD")
-    parser.add_argument("--concurrency", help="requests in flight at most (ODP: 1)")
-    parser.add_argument("--rate", help="requests per second at most (0 = unlimited)")
-    parser.add_argument("--rows", help="rows asked for per request")
-    parser.add_argument("--quiet", action="store_const", const=True, default=None)
-    parser.add_argument("--log-format", dest="log_format", choices=["text", "json"])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log retries and progress")
+def add_settings_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add ``command``'s flags: ``--config``, one per setting whose ``Spec`` lists the command
+    (generated from ``SPECS``), and ``-v``. A flag not given is None, so ``config.resolve``
+    falls back to the environment, the config file, then the default."""
+    if command not in SETTINGS_COMMANDS:
+        raise ValueError(f"{command!r} takes no settings flags")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (see configs/)")
+    for spec in SPECS:
+        if spec.flag is None or command not in spec.commands:
+            continue
+        help_text = spec.help.replace("%", "%%")  # argparse formats help with %
+        if spec.switch:
+            parser.add_argument(
+                spec.flag, dest=spec.name, action="store_const", const=True, default=None,
+                help=help_text,
+            )  # fmt: skip
+        else:
+            parser.add_argument(spec.flag, dest=spec.name, metavar=spec.metavar, help=help_text)
+    verbose_help = "log retries and progress" if command in RUN_COMMANDS else "log what is done"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    keys = (
-        "api_url",
-        "out",
-        "date_from",
-        "date_to",
-        "concurrency",
-        "rate",
-        "rows",
-        "quiet",
-        "log_format",
-        "lookback_days",
-        "reconcile_days",
-    )
-    flags = {key: getattr(args, key, None) for key in keys}
+    """Resolve the settings from the parsed flags (those of ``add_settings_flags``)."""
+    flags = {spec.name: getattr(args, spec.name, None) for spec in SPECS if spec.flag}
     return resolve(flags, getattr(args, "config", None))
 
 
 def _run_job(args: argparse.Namespace, job: str) -> int:
     """Run harvest or refresh with progress, print the report, map the outcome to an exit code."""
+    settings = settings_from(args)  # first: bad settings fail before anything is loaded
+    setup_logging(settings.log_format, args.verbose)
     from harvester.progress import make_progress
 
-    settings = settings_from(args)
-    setup_logging(settings.log_format, args.verbose)
     progress = make_progress(settings.quiet, settings.log_format)
     from harvester.harvest import run_harvest
     from harvester.refresh import run_refresh
 
     try:
-        if job == "harvest":
-            report, complete = asyncio.run(run_harvest(settings, progress)).astuple()
-        else:
-            report, complete = asyncio.run(run_refresh(settings, progress)).astuple()
+        run = run_harvest if job == "harvest" else run_refresh
+        outcome = asyncio.run(run(settings, progress))
+        report, complete = outcome.report, outcome.complete
     except KeyboardInterrupt:
         print(
             f"interrupted: finished work is saved in the lake's _harvest/;"
@@ -146,10 +137,10 @@ def _print_json(data: object) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from harvester.ops.plan_cmd import plan_job
-
     settings = settings_from(args)
     setup_logging(settings.log_format, args.verbose)
+    from harvester.ops.plan_cmd import plan_job
+
     plan = asyncio.run(plan_job(settings, args.job))
     if args.json:
         _print_json(plan.to_json())
@@ -159,10 +150,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harvester.ops.status import lake_status
-
     settings = settings_from(args)
     setup_logging(settings.log_format, args.verbose)
+    from harvester.ops.status import lake_status
+
     status = lake_status(settings)
     if args.json:
         _print_json(status.to_json())
@@ -172,11 +163,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose)
     from harvester.ops.verify import verify_lake
     from harvester.progress import make_progress
 
-    settings = settings_from(args)
-    setup_logging(settings.log_format, args.verbose)
     progress = make_progress(settings.quiet or not args.repair, settings.log_format)
     try:
         outcome = asyncio.run(verify_lake(settings, args.repair, progress))
@@ -189,20 +180,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from harvester.ops.compact import compact_lake
-
     settings = settings_from(args)
     setup_logging(settings.log_format, args.verbose)
+    from harvester.ops.compact import compact_lake
+
     print("\n".join(compact_lake(settings).lines()))
     return 0
-
-
-def add_lake_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the commands that only read or rewrite the lake (no API)."""
-    parser.add_argument("--config", help="TOML config file (see configs/)")
-    parser.add_argument("--out", help="lake root: a local path or s3://bucket/prefix")
-    parser.add_argument("--log-format", dest="log_format", choices=["text", "json"])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -225,65 +208,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harvester {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    harvest = sub.add_parser("harvest", help="download everything into the lake (resumable)")
-    add_run_arguments(harvest)
-    harvest.set_defaults(func=cmd_harvest)
+    def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
+        command_parser = sub.add_parser(name, help=help_text)
+        if name in SETTINGS_COMMANDS:
+            add_settings_flags(command_parser, name)
+        # main() reports an unknown flag with the usage of the command it was given to.
+        command_parser.set_defaults(func=func, command_parser=command_parser)
+        return command_parser
 
-    refresh = sub.add_parser("refresh", help="bring a harvested lake up to date (daily)")
-    add_run_arguments(refresh, dates=False)
-    refresh.add_argument(
-        "--lookback", dest="lookback_days", help="days of overlap below the watermark"
+    command("harvest", "download everything into the lake (resumable)", cmd_harvest)
+    command("refresh", "bring a harvested lake up to date (daily)", cmd_refresh)
+    plan = command(
+        "plan",
+        "shards, requests and time a harvest or refresh would take (writes nothing)",
+        cmd_plan,
     )
-    refresh.add_argument(
-        "--reconcile-days",
-        dest="reconcile_days",
-        help="recent mail days to check against the service",
-    )
-    refresh.set_defaults(func=cmd_refresh)
-
-    plan = sub.add_parser(
-        "plan", help="shards, requests and time a harvest or refresh would take (writes nothing)"
-    )
-    add_run_arguments(plan)
     plan.add_argument(
         "--job",
         choices=["auto", "harvest", "refresh"],
         default="auto",
         help="auto (default): refresh if the lake holds a completed harvest, else harvest",
     )
-    plan.add_argument("--lookback", dest="lookback_days", help="as for refresh")
-    plan.add_argument("--reconcile-days", dest="reconcile_days", help="as for refresh")
     plan.add_argument("--shards", action="store_true", help="list every shard")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    plan.set_defaults(func=cmd_plan)
-
-    status = sub.add_parser("status", help="what the lake's _harvest/ says (no API call)")
-    add_lake_arguments(status)
+    status = command("status", "what the lake's _harvest/ says (no API call)", cmd_status)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.set_defaults(func=cmd_status)
-
-    verify = sub.add_parser(
-        "verify", help="compare the lake with the service; --repair fetches what differs"
+    verify = command(
+        "verify", "compare the lake with the service; --repair fetches what differs", cmd_verify
     )
-    add_run_arguments(verify)
     verify.add_argument(
         "--repair", action="store_true", help="fetch the days that differ again, then re-check"
     )
-    verify.set_defaults(func=cmd_verify)
-
-    compact = sub.add_parser("compact", help="merge each partition's small files (no API call)")
-    add_lake_arguments(compact)
-    compact.set_defaults(func=cmd_compact)
-
-    simulate = sub.add_parser("simulate", help="run the offline API simulator")
-    add_sim_arguments(simulate)
-    simulate.set_defaults(func=cmd_simulate)
+    command("compact", "merge each partition's small files (no API call)", cmd_compact)
+    add_sim_arguments(command("simulate", "run the offline API simulator", cmd_simulate))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        # parse_args would report a sub-command's unknown flag with the top-level usage
+        # ("usage: harvester [-h] [--version] COMMAND ..."); report it with the usage of the
+        # sub-command it was given to. Words before the command belong to the top level.
+        target: argparse.ArgumentParser = args.command_parser
+        if extras[0] in words and words.index(extras[0]) < words.index(args.command):
+            target = parser
+        target.error(f"unrecognized arguments: {' '.join(extras)}")
     func: Command = args.func
     try:
         return func(args)

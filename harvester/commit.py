@@ -1,8 +1,9 @@
 """What the committed lake is, and how a partition is replaced without losing a row.
 
-During a harvest each data file is owned by the ``done`` marker of its shard. Once refresh
-or compact rewrites a partition, a manifest (``_harvest/partitions/<partition>.json``)
-names that partition's files instead, and it wins over the markers. Any data file that
+During a harvest each data file is owned by the ``done`` marker of its shard, and
+``LakeSink`` is the harvest's commit protocol: data files, quarantine, then the marker. Once
+refresh or compact rewrites a partition, its manifest (``state.PartitionManifest``) names
+that partition's files instead, and it wins over the markers. Any data file that
 neither names is uncommitted: a leftover of a killed run, removed by ``sweep``.
 
 Replacing a partition (refresh, compact) goes: write the new files under new names, write
@@ -15,39 +16,23 @@ Readers that want a stable view can read the manifest's file list.
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 
-import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harvester import quarantine
+from harvester.checkpoint import NoPageStore, PageStore, page_store
+from harvester.decode import decode_docs
+from harvester.fetch import FetchedShard
 from harvester.lake import Lake
+from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA
-from harvester.state import ROOT, HarvestState, ShardMarker, StoredPlan, utc_now
-
-MANIFESTS = f"{ROOT}/partitions"
-_PARTITION = re.compile(r"^(year=\d{4}/month=(?:[1-9]|1[0-2]))/[^/]+\.parquet$")
-
-
-def partition_of_path(path: str) -> str:
-    match = _PARTITION.match(path)
-    if match is None:
-        raise ValueError(f"not a data file path: {path}")
-    return match[1]
-
-
-def manifest_path(partition: str) -> str:
-    return f"{MANIFESTS}/{partition.replace('/', '_')}.json"
-
-
-def load_manifests(lake: Lake) -> dict[str, list[str]]:
-    paths = lake.list_files(MANIFESTS, suffix=".json")
-    out: dict[str, list[str]] = {}
-    for raw in lake.read_many(paths):
-        data = orjson.loads(raw)
-        out[data["partition"]] = list(data["files"])
-    return out
+from harvester.shard import Shard
+from harvester.state import HarvestState, PartitionManifest, ShardMarker, StoredPlan
+from harvester.writer import write_partition_files, write_shard
 
 
 def committed_files(
@@ -57,10 +42,10 @@ def committed_files(
     files: dict[str, list[str]] = defaultdict(list)
     for leaf in state.leaves(plan, markers):
         marker = markers.get(leaf.key)
-        if marker is not None and marker.status == "done":
+        if marker is not None and marker.done:
             for path in marker.files:
-                files[partition_of_path(path)].append(path)
-    files.update(load_manifests(state.lake))
+                files[Partition.of_file(path).path].append(path)
+    files.update(state.load_manifests())
     return {p: sorted(f) for p, f in files.items() if f}
 
 
@@ -82,14 +67,12 @@ def sweep(lake: Lake, committed: dict[str, list[str]]) -> int:
 
 
 def replace_partition(
-    lake: Lake, partition: str, old_files: list[str], table: pa.Table, name_prefix: str
+    state: HarvestState, partition: str, old_files: list[str], table: pa.Table, name_prefix: str
 ) -> list[str]:
     """New files first, then the manifest (commit), then the old files go."""
-    from harvester.writer import write_partition_files
-
+    lake = state.lake
     written = [w.path for w in write_partition_files(lake, partition, table, name_prefix)]
-    manifest = {"partition": partition, "files": sorted(written), "written_at": utc_now()}
-    lake.write_bytes(manifest_path(partition), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    state.save_manifest(PartitionManifest(partition, sorted(written)))
     for path in old_files:
         if path not in written:
             lake.delete(path)
@@ -105,3 +88,68 @@ def read_files(lake: Lake, files: list[str], columns: list[str] | None = None) -
         for data in lake.read_many(files)
     ]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+@dataclass
+class Committed:
+    """What committing one shard produced."""
+
+    rows: int
+    quarantined: int
+    unknown_fields: Counter[str]
+
+
+def max_create_of(table: pa.Table) -> str | None:
+    if table.num_rows == 0:
+        return None
+    value = pc.max(table.column("createDateTime")).as_py()
+    return value.isoformat() if value is not None else None
+
+
+class LakeSink:
+    """The harvest's commit protocol (a ``pipeline.ShardSink``): Parquet files into the
+    partitions, quarantine, then the marker. A refresh uses one per staging area."""
+
+    def __init__(self, state: HarvestState, *, page_checkpoints: bool = True) -> None:
+        self._state = state
+        self._page_checkpoints = page_checkpoints
+
+    def page_store(self, shard: Shard) -> PageStore:
+        if not self._page_checkpoints:
+            return NoPageStore()
+        return page_store(self._state.lake, shard.slug)
+
+    def commit(self, shard: Shard, fetched: FetchedShard) -> Committed:
+        result = decode_docs(fetched.docs, source=shard.key)
+        files = write_shard(self._state.lake, shard.file_name, result.table)
+        quarantine.write(self._state, shard, [q.to_json() for q in result.quarantined])
+        marker = ShardMarker(
+            shard.key,
+            "done",
+            rows=result.table.num_rows,
+            num_found=fetched.num_found,
+            quarantined=len(result.quarantined),
+            files=[f.path for f in files],
+            attempts=fetched.attempts,
+            events=fetched.events,
+            max_create=max_create_of(result.table),
+        )
+        # The marker is the commit point: written only once the files are complete.
+        self._state.save_marker(shard, marker)
+        self.page_store(shard).clear()  # a crash before this leaves them to the next sweep
+        return Committed(result.table.num_rows, len(result.quarantined), result.unknown_fields)
+
+    def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None:
+        previous = self._state.load_marker(shard)
+        marker = ShardMarker(
+            shard.key, "split", num_found=num_found, children=[c.to_json() for c in children]
+        )
+        self._state.save_marker(shard, marker)
+        # Files of an earlier, smaller version of this shard are no longer owned by any
+        # marker; drop them now (a crash here leaves them to the next run's sweep).
+        if previous is not None:
+            for path in previous.files:
+                self._state.lake.delete(path)
+
+    def record_failure(self, shard: Shard, cause: str) -> None:
+        self._state.save_marker(shard, ShardMarker(shard.key, "failed", cause=cause))

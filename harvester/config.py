@@ -1,8 +1,10 @@
 """Settings: what a run needs to know, resolved as flag > environment > config file > default.
 
-Every setting is declared once in ``SPECS`` with its TOML location, its environment variable
-and its parser, so the three sources cannot drift apart. A bad value fails at start with a
-``ConfigError`` naming the setting and where the value came from. The API key is the one
+Every setting is declared once in ``SPECS`` with its TOML location, its environment variable,
+its command-line flag (and the sub-commands taking it), its help text and its parser, so the
+three sources cannot drift apart: ``harvester.cli`` generates its flags from ``SPECS``. A bad
+value fails at start with a one-line ``ConfigError`` naming the setting and where the value
+came from (``--from``, ``$HARVESTER_FROM`` or ``[harvest] from in FILE``), in our words. The API key is the one
 exception: it is read from ``USPTO_API_KEY`` only (never a flag or a file, so it cannot end up
 in shell history or a committed config) and is wrapped in ``Secret`` so it never prints.
 """
@@ -10,6 +12,7 @@ in shell history or a committed config) and is wrapped in ``Secret`` so it never
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -95,62 +98,115 @@ class Settings:
         return out
 
 
-def _positive_int(text: Any) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a whole number >= 1")
+def _whole(text: Any, minimum: int) -> int:
+    """Text or a TOML integer as an int >= ``minimum``; anything else fails with our words."""
+    rule = f"must be a whole number >= {minimum}"
+    if isinstance(text, bool):
+        raise ValueError(rule)
+    if isinstance(text, int):
+        value = text
+    elif isinstance(text, float) and text.is_integer():
+        value = int(text)
+    elif isinstance(text, str):
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(rule) from None
+    else:
+        raise ValueError(rule)
+    if value < minimum:
+        raise ValueError(rule)
     return value
+
+
+def _number(text: Any, rule: str) -> float:
+    """Text or a TOML number as a finite float; anything else fails with ``rule``."""
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ValueError(rule)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(rule) from None
+    if not math.isfinite(value):
+        raise ValueError(rule)
+    return value
+
+
+def _positive_int(text: Any) -> int:
+    return _whole(text, 1)
 
 
 def _non_negative_int(text: Any) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be a whole number >= 0")
-    return value
+    return _whole(text, 0)
 
 
 def _positive_float(text: Any) -> float:
-    value = float(text)
+    rule = "must be a number > 0"
+    value = _number(text, rule)
     if not value > 0:
-        raise ValueError("must be a number > 0")
+        raise ValueError(rule)
     return value
 
 
 def _non_negative_float(text: Any) -> float:
-    value = float(text)
+    rule = "must be a number >= 0"
+    value = _number(text, rule)
     if not value >= 0:
-        raise ValueError("must be a number >= 0")
+        raise ValueError(rule)
     return value
 
 
 def _date(text: Any) -> dt.date:
+    rule = "must be a date like 2019-01-31"
+    if isinstance(text, dt.datetime):  # a TOML date-time: the time would be dropped silently
+        raise ValueError(rule)
     if isinstance(text, dt.date):
         return text
+    if not isinstance(text, str):
+        raise ValueError(rule)
     try:
-        return dt.date.fromisoformat(str(text))
+        return dt.date.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError("must be a date like 2019-01-31") from None
+        raise ValueError(rule) from None
+
+
+def _text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError("must be text")
+    return text
 
 
 def _url(text: Any) -> str:
-    value = str(text).rstrip("/")
+    rule = "must start with http:// or https://"
+    if not isinstance(text, str):
+        raise ValueError(rule)
+    value = text.strip().rstrip("/")
     if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
+        raise ValueError(rule)
     return value
 
 
 def _template(text: Any) -> str:
-    value = str(text)
+    value = _text(text)
     if "{start}" not in value or "{end}" not in value:
         raise ValueError("must contain {start} and {end}")
     return value
 
 
+def _lake_uri(text: Any) -> str:
+    value = _text(text)
+    if not value:
+        raise ValueError("must not be empty")
+    if "://" in value and not value.startswith(("s3://", "file://")):
+        raise ValueError("must be a local path or s3://bucket/prefix")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(text: Any) -> str:
-        if str(text) not in allowed:
+        if not isinstance(text, str) or text not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
-        return str(text)
+        return text
 
     return parse
 
@@ -158,65 +214,105 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _bool(text: Any) -> bool:
     if isinstance(text, bool):
         return text
-    lowered = str(text).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
+    if isinstance(text, str):
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
     raise ValueError("must be true or false")
 
 
-def _str(text: Any) -> str:
-    return str(text)
+# The sub-commands that take settings, and which of them take which flags.
+RUN_COMMANDS = ("harvest", "refresh", "plan", "verify")  # they talk to the API
+LAKE_COMMANDS = ("status", "compact")  # they only read or rewrite the lake
+SETTINGS_COMMANDS = RUN_COMMANDS + LAKE_COMMANDS
+_DATED = ("harvest", "plan", "verify")
+_REFRESHING = ("refresh", "plan")
 
 
 @dataclass(frozen=True)
 class Spec:
-    """Where one setting may come from and how its text becomes a value."""
+    """One setting: where it may come from, how its text becomes a value, what it means.
+
+    ``flag`` is its command-line option (None: config file and environment only) and
+    ``commands`` the sub-commands that take that flag; ``harvester.cli`` generates its
+    options from these, so a flag cannot exist without its setting or drift from it.
+    """
 
     name: str
     toml: tuple[str, str]
     env: str
     parse: Callable[[Any], Any]
+    help: str
+    flag: str | None = None
+    commands: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    @property
+    def switch(self) -> bool:
+        """A flag that takes no value: giving it means true."""
+        return self.parse is _bool
+
+    def origin_of_flag(self) -> str:
+        return self.flag or f"the {self.name} argument"
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("api_url", ("api", "url"), "HARVESTER_API_URL", _url),
-    Spec("rate", ("api", "rate"), "HARVESTER_RATE", _non_negative_float),
-    Spec("concurrency", ("api", "concurrency"), "HARVESTER_CONCURRENCY", _positive_int),
-    Spec("rows", ("api", "rows"), "HARVESTER_ROWS", _positive_int),
-    Spec("max_window", ("api", "max_window"), "HARVESTER_MAX_WINDOW", _positive_int),
-    Spec("timeout", ("api", "timeout"), "HARVESTER_TIMEOUT", _positive_float),
-    Spec("max_attempts", ("api", "max_attempts"), "HARVESTER_MAX_ATTEMPTS", _positive_int),
-    Spec("min_429_wait", ("api", "min_429_wait"), "HARVESTER_MIN_429_WAIT", _non_negative_float),
-    Spec("backoff_base", ("api", "backoff_base"), "HARVESTER_BACKOFF_BASE", _positive_float),
-    Spec("backoff_max", ("api", "backoff_max"), "HARVESTER_BACKOFF_MAX", _positive_float),
-    Spec("date_template", ("api", "date_template"), "HARVESTER_DATE_TEMPLATE", _template),
-    Spec("out", ("lake", "out"), "HARVESTER_OUT", _str),
-    Spec("s3_endpoint_url", ("lake", "endpoint_url"), "HARVESTER_S3_ENDPOINT_URL", _url),
-    Spec("s3_region", ("lake", "region"), "HARVESTER_S3_REGION", _str),
-    Spec("date_from", ("harvest", "from"), "HARVESTER_FROM", _date),
-    Spec("date_to", ("harvest", "to"), "HARVESTER_TO", _date),
-    Spec("shard_size", ("harvest", "shard_size"), "HARVESTER_SHARD_SIZE", _positive_int),
-    Spec(
-        "shard_attempts", ("harvest", "shard_attempts"), "HARVESTER_SHARD_ATTEMPTS", _positive_int
-    ),
-    Spec(
-        "page_checkpoints",
-        ("harvest", "page_checkpoints"),
-        "HARVESTER_PAGE_CHECKPOINTS",
-        _bool,
-    ),
-    Spec("lookback_days", ("refresh", "lookback"), "HARVESTER_LOOKBACK", _non_negative_int),
-    Spec(
-        "reconcile_days",
-        ("refresh", "reconcile_days"),
-        "HARVESTER_RECONCILE_DAYS",
-        _non_negative_int,
-    ),
-    Spec("log_format", ("log", "format"), "HARVESTER_LOG_FORMAT", _choice("text", "json")),
-    Spec("quiet", ("log", "quiet"), "HARVESTER_QUIET", _bool),
-)
+    Spec("api_url", ("api", "url"), "HARVESTER_API_URL", _url, "service base URL",
+         flag="--api-url", commands=RUN_COMMANDS, metavar="URL"),
+    Spec("rate", ("api", "rate"), "HARVESTER_RATE", _non_negative_float,
+         "requests per second at most (0 = unlimited)",
+         flag="--rate", commands=RUN_COMMANDS, metavar="R"),
+    Spec("concurrency", ("api", "concurrency"), "HARVESTER_CONCURRENCY", _positive_int,
+         "requests in flight at most (ODP: 1)",
+         flag="--concurrency", commands=RUN_COMMANDS, metavar="N"),
+    Spec("rows", ("api", "rows"), "HARVESTER_ROWS", _positive_int,
+         "rows asked for per request", flag="--rows", commands=RUN_COMMANDS, metavar="N"),
+    Spec("max_window", ("api", "max_window"), "HARVESTER_MAX_WINDOW", _positive_int,
+         "deepest start+rows ever asked for; shards are split to stay below it"),
+    Spec("timeout", ("api", "timeout"), "HARVESTER_TIMEOUT", _positive_float,
+         "seconds per request"),
+    Spec("max_attempts", ("api", "max_attempts"), "HARVESTER_MAX_ATTEMPTS", _positive_int,
+         "attempts per request for retryable failures"),
+    Spec("min_429_wait", ("api", "min_429_wait"), "HARVESTER_MIN_429_WAIT", _non_negative_float,
+         "seconds to wait at least after a 429"),
+    Spec("backoff_base", ("api", "backoff_base"), "HARVESTER_BACKOFF_BASE", _positive_float,
+         "first retry backoff in seconds (doubles, jittered)"),
+    Spec("backoff_max", ("api", "backoff_max"), "HARVESTER_BACKOFF_MAX", _positive_float,
+         "longest retry backoff in seconds"),
+    Spec("date_template", ("api", "date_template"), "HARVESTER_DATE_TEMPLATE", _template,
+         "query of one date range, with {start} and {end}"),
+    Spec("out", ("lake", "out"), "HARVESTER_OUT", _lake_uri,
+         "lake root: a local path or s3://bucket/prefix",
+         flag="--out", commands=SETTINGS_COMMANDS, metavar="URI"),
+    Spec("s3_endpoint_url", ("lake", "endpoint_url"), "HARVESTER_S3_ENDPOINT_URL", _url,
+         "S3-compatible endpoint (MinIO, moto)"),
+    Spec("s3_region", ("lake", "region"), "HARVESTER_S3_REGION", _text, "S3 region"),
+    Spec("date_from", ("harvest", "from"), "HARVESTER_FROM", _date,
+         "first mail date, YYYY-MM-DD (default: probed)",
+         flag="--from", commands=_DATED, metavar="DATE"),
+    Spec("date_to", ("harvest", "to"), "HARVESTER_TO", _date,
+         "last mail date, YYYY-MM-DD (default: today)",
+         flag="--to", commands=_DATED, metavar="DATE"),
+    Spec("shard_size", ("harvest", "shard_size"), "HARVESTER_SHARD_SIZE", _positive_int,
+         "rows per shard at most (<= max_window)"),
+    Spec("shard_attempts", ("harvest", "shard_attempts"), "HARVESTER_SHARD_ATTEMPTS",
+         _positive_int, "fetches of one shard when the index moves under it"),
+    Spec("page_checkpoints", ("harvest", "page_checkpoints"), "HARVESTER_PAGE_CHECKPOINTS",
+         _bool, "keep each page until its shard is committed"),
+    Spec("lookback_days", ("refresh", "lookback"), "HARVESTER_LOOKBACK", _non_negative_int,
+         "days of overlap below the watermark",
+         flag="--lookback", commands=_REFRESHING, metavar="DAYS"),
+    Spec("reconcile_days", ("refresh", "reconcile_days"), "HARVESTER_RECONCILE_DAYS",
+         _non_negative_int, "recent mail days to check against the service",
+         flag="--reconcile-days", commands=_REFRESHING, metavar="DAYS"),
+    Spec("log_format", ("log", "format"), "HARVESTER_LOG_FORMAT", _choice("text", "json"),
+         "log lines as text or JSON",
+         flag="--log-format", commands=SETTINGS_COMMANDS, metavar="{text,json}"),
+    Spec("quiet", ("log", "quiet"), "HARVESTER_QUIET", _bool, "show no progress (bar or lines)",
+         flag="--quiet", commands=RUN_COMMANDS),
+)  # fmt: skip
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
@@ -244,16 +340,22 @@ def resolve(
     config_path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve settings: ``flags`` (None = not given) > environment > config file > defaults."""
+    """Resolve settings: ``flags`` (None = not given) > environment > config file > defaults.
+
+    ``flags`` is keyed by setting name (``date_from``), as ``harvester.cli`` fills it; a bad
+    value is reported with where it came from: the flag (``--from``), the variable
+    (``$HARVESTER_FROM``) or the file (``[harvest] from in c.toml``).
+    """
     env = os.environ if environ is None else environ
     file_data = load_toml(config_path) if config_path else {}
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for spec in SPECS:
         section, key = spec.toml
         raw: Any = None
         origin = ""
         if flags.get(spec.name) is not None:
-            raw, origin = flags[spec.name], f"--{spec.name.replace('_', '-')}"
+            raw, origin = flags[spec.name], spec.origin_of_flag()
         elif env.get(spec.env):
             raw, origin = env[spec.env], f"${spec.env}"
         elif key in file_data.get(section, {}):
@@ -262,32 +364,33 @@ def resolve(
             continue
         try:
             values[spec.name] = spec.parse(raw)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             raise ConfigError(f"invalid {spec.name} from {origin}: {raw!r} {exc}") from None
+        except TypeError:  # a parser's own bug: still one line, never Python's wording
+            raise ConfigError(f"invalid {spec.name} from {origin}: {raw!r}") from None
+        origins[spec.name] = origin
     key_text = env.get(API_KEY_ENV, "").strip()
     settings = replace(Settings(), **values, api_key=Secret(key_text) if key_text else None)
-    return validate(settings)
+    return validate(settings, origins)
 
 
-def validate(settings: Settings) -> Settings:
-    """Checks that involve more than one setting."""
+def validate(settings: Settings, origins: Mapping[str, str] | None = None) -> Settings:
+    """Checks that involve more than one setting; ``origins`` (setting name -> where its
+    value came from, as ``resolve`` records it) lets the message say where to fix it."""
+
+    def show(name: str) -> str:
+        where = (origins or {}).get(name)
+        return f"{name} {getattr(settings, name)} ({'from ' + where if where else 'default'})"
+
     if settings.date_from and settings.date_to and settings.date_from > settings.date_to:
-        raise ConfigError(
-            f"invalid date range: --from {settings.date_from} is after --to {settings.date_to}"
-        )
+        raise ConfigError(f"invalid date range: {show('date_from')} is after {show('date_to')}")
     if settings.rows > settings.max_window:
-        raise ConfigError(
-            f"rows ({settings.rows}) cannot exceed max_window ({settings.max_window})"
-        )
+        raise ConfigError(f"{show('rows')} cannot exceed {show('max_window')}")
     if settings.shard_size > settings.max_window:
         raise ConfigError(
-            f"shard_size ({settings.shard_size}) cannot exceed max_window ({settings.max_window}):"
+            f"{show('shard_size')} cannot exceed {show('max_window')}:"
             " a shard must be readable without paging past the window"
         )
-    if not settings.out:
-        raise ConfigError("out (the lake URI) must not be empty")
-    if "://" in settings.out and not settings.out.startswith(("s3://", "file://")):
-        raise ConfigError(f"out must be a local path or s3://bucket/prefix, not {settings.out!r}")
     return settings
 
 

@@ -39,10 +39,9 @@ import orjson
 import pyarrow as pa
 
 from harvester.fields import BOOL_FIELDS, FIELD_SET, FIELDS, INT_FIELDS, LIST_FIELDS, STRING_FIELDS
+from harvester.partition import MAX_YEAR, MIN_YEAR
 from harvester.schema import ARROW_SCHEMA, COLUMNS
 
-MIN_YEAR: Final = 1900
-MAX_YEAR: Final = 2999
 _INT32_MAX: Final = 2**31 - 1
 _REPR_MAX: Final = 80
 

@@ -1,36 +1,90 @@
-"""Error classes shared across the pipeline.
+"""Every error of the harvester and every exit code of the ``harvester`` command.
 
 Every failure a user can cause or meet has its own class, so the CLI can print one clear
 line and pick an exit code without parsing messages. None of them ever carries the API key.
+Foreign exceptions (aiohttp's, fsspec's) are mapped to these where they are met: the HTTP
+client maps transport errors, the lake maps storage errors.
+
+The hierarchy::
+
+    Exception
+    ├── HarvesterError            one line to the user; ``exit_code``
+    │   ├── ConfigError           2: a setting is missing or invalid
+    │   ├── ApiError              3: the API stops the run (no retry would help)
+    │   │   ├── AuthError         401/403: the key is missing, wrong or not active yet
+    │   │   ├── QueryError        400/413: the query, its window or its page size refused
+    │   │   └── ApiUnreachable    the service cannot be reached at start-up
+    │   ├── LakeError             4: the lake cannot be used for this command
+    │   ├── RetriesExhausted      a request kept failing: its shard is marked failed (5)
+    │   └── ShardUnstable         a shard's index kept moving: marked failed (5)
+    └── ShardTooLarge             not an error: a shard outgrew the window, split it
+
+Exit codes (the constants below; ``harvester.cli`` returns them, the error classes carry
+theirs as ``exit_code``):
+
+====  ======================  ============================================================
+code  constant                meaning
+====  ======================  ============================================================
+0     ``EXIT_OK``             success
+1     ``EXIT_UNEXPECTED``     unexpected error (``HarvesterError`` and anything unforeseen)
+2     ``EXIT_CONFIG``         bad settings, named in the message (``ConfigError``; also a
+                              wrong flag, reported by argparse)
+3     ``EXIT_API``            the API refused or could not be reached: bad key, bad query,
+                              unreachable (``ApiError`` and its subclasses)
+4     ``EXIT_LAKE``           the lake cannot be used for this command (``LakeError``)
+5     ``EXIT_FAILED_SHARDS``  the run finished but some shards failed (named in the output),
+                              or ``verify --repair`` could not fetch what differs
+6     ``EXIT_MISMATCH``       ``verify`` found differences (named in the output)
+130   ``EXIT_INTERRUPTED``    interrupted (Ctrl-C); finished work is saved
+====  ======================  ============================================================
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_CONFIG = 2
+EXIT_API = 3
+EXIT_LAKE = 4
+EXIT_FAILED_SHARDS = 5
+EXIT_MISMATCH = 6
+EXIT_INTERRUPTED = 130
 
 
 class HarvesterError(Exception):
     """Base of every error the harvester reports to its user as one line."""
 
-    exit_code: int = 1
+    exit_code: int = EXIT_UNEXPECTED
 
 
 class ConfigError(HarvesterError):
     """A setting is missing or invalid (named in the message). Raised before any work."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 class ApiError(HarvesterError):
     """The API answered in a way that stops the run at once (no retry would help)."""
 
-    exit_code = 3
+    exit_code = EXIT_API
 
 
 class AuthError(ApiError):
-    """403: the API key is missing or wrong."""
+    """401 or 403: the API key is missing, wrong or not active yet (or the URL is wrong:
+    gateways answer 403 for unknown routes)."""
 
 
 class QueryError(ApiError):
-    """400: the service could not parse a query or refused its paging window."""
+    """400 or 413: the service refused a query, its paging window or its page size.
+
+    ``status`` and ``server_message`` (the service's own words) let ``service`` tell a
+    window error or a payload cap, which a run learns from, from a bad query, which stops
+    it."""
+
+    def __init__(self, message: str, status: int = 400, server_message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_message = server_message or message
 
 
 class ApiUnreachable(ApiError):
@@ -49,4 +103,19 @@ class RetriesExhausted(HarvesterError):
 class LakeError(HarvesterError):
     """The lake is not in a state this command can work on (e.g. no completed harvest)."""
 
-    exit_code = 4
+    exit_code = EXIT_LAKE
+
+
+class ShardUnstable(HarvesterError):
+    """Every attempt at a shard saw the index move under it; the shard is marked failed."""
+
+    exit_code = EXIT_FAILED_SHARDS
+
+
+class ShardTooLarge(Exception):
+    """A shard's numFound no longer fits in the paging window: it must be split. Control
+    flow between the fetch and the pipeline, never shown to a user."""
+
+    def __init__(self, num_found: int) -> None:
+        super().__init__(f"numFound {num_found} exceeds the paging window")
+        self.num_found = num_found

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harvester.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
-from harvester.errors import HarvesterError
+from harvester.errors import ShardTooLarge, ShardUnstable
 
 
 class PageLike(Protocol):
@@ -41,18 +41,6 @@ class PageSource(Protocol):
     def parse_page(self, body: bytes, start: int) -> PageLike:
         """A kept body read again; ``ValueError`` when it is not a whole page."""
         ...
-
-
-class ShardTooLarge(Exception):
-    """The shard's numFound no longer fits in the paging window: it must be split."""
-
-    def __init__(self, num_found: int) -> None:
-        super().__init__(f"numFound {num_found} exceeds the paging window")
-        self.num_found = num_found
-
-
-class ShardUnstable(HarvesterError):
-    """Every attempt at the shard saw the index move under it."""
 
 
 @dataclass

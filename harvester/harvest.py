@@ -15,59 +15,32 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
-from dataclasses import dataclass
 
-from harvester.checkpoint import sweep_page_stores
 from harvester.client import ApiClient
 from harvester.commit import committed_files, sweep
 from harvester.config import Settings
 from harvester.errors import ConfigError, QueryError, RetriesExhausted
-from harvester.lake import Lake
 from harvester.lock import holding
-from harvester.pipeline import LakeSink, PipelineConfig, ShardPipeline
-from harvester.plan import UNDATED_KEY, Planner, Shard
+from harvester.plan import Planner
 from harvester.progress import Progress
-from harvester.report import RunReport
-from harvester.state import HarvestState, ShardMarker, StoredPlan, utc_now
+from harvester.report import RunOutcome, RunReport
+from harvester.runner import (
+    ShardRunner,
+    committed_rows,
+    make_client,
+    make_planner,
+    open_lake,
+    preflight,
+)
+from harvester.shard import Shard
+from harvester.state import CompleteRecord, HarvestState, ShardMarker, StoredPlan, utc_now
 
 log = logging.getLogger("harvester.harvest")
 
 
-def make_client(settings: Settings) -> ApiClient:
-    return ApiClient(
-        settings.api_url,
-        settings.api_key.reveal() if settings.api_key else None,
-        rate=settings.rate,
-        concurrency=settings.concurrency,
-        timeout=settings.timeout,
-        max_attempts=settings.max_attempts,
-        min_429_wait=settings.min_429_wait,
-        backoff_base=settings.backoff_base,
-        backoff_max=settings.backoff_max,
-    )
-
-
-async def preflight(client: ApiClient) -> None:
-    """Prove the URL, the path and the key before the lake is touched. The field list must
-    exist, so its 404 means a wrong --api-url (a search's 404 would look like "no rows")."""
-    await client.fields()
-
-
-def open_lake(settings: Settings) -> Lake:
-    return Lake.open(settings.out, settings.storage_options())
-
-
-@dataclass
-class HarvestOutcome:
-    report: RunReport
-    complete: bool
-
-    def astuple(self) -> tuple[RunReport, bool]:
-        return self.report, self.complete
-
-
-async def _make_plan(settings: Settings, planner: Planner, client: ApiClient) -> StoredPlan:
+async def make_plan(settings: Settings, planner: Planner, client: ApiClient) -> StoredPlan:
+    """The shards of a new harvest of ``settings``' range (the first day probed when not
+    given), plus the shard for rows without a mail date. ``plan`` shows exactly this."""
     last = settings.date_to or dt.datetime.now(dt.UTC).date()
     first = settings.date_from or await planner.probe_first_day(last)
     if first is None:
@@ -100,127 +73,67 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
         )
 
 
-async def run_harvest(settings: Settings, progress: Progress) -> HarvestOutcome:
+async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
     lake = open_lake(settings)
     state = HarvestState(lake)
     state.check_compatible()
     report = RunReport.begin("harvest", settings)
-    started = time.monotonic()
     async with make_client(settings) as client:
         progress.bind_stats(client.progress_counters)
-        planner = Planner(client, settings.date_template, settings.shard_size)
+        planner = make_planner(settings, client)
         await preflight(client)
         plan = state.load_plan()
         new_plan = plan is None
         if plan is None:
-            plan = await _make_plan(settings, planner, client)
+            plan = await make_plan(settings, planner, client)
         else:
             _check_plan_matches(plan, settings)
             if state.load_complete() is not None:
                 # Re-harvesting a finished lake would fight refresh's partition rewrites.
                 report.status = "complete"
                 report.events.append("the harvest of this lake is already complete: use refresh")
-                return HarvestOutcome(report, True)
+                return RunOutcome(report, True)
         # Everything before this line only read; from here on the lake is written.
         async with holding(lake, "harvest"):
             if new_plan:
                 state.write_meta()
                 state.save_plan(plan)
-            complete = await _harvest_plan(settings, state, plan, planner, client, progress, report)
-        report.absorb_client(client.stats, time.monotonic() - started)
-    report.status = "complete" if complete else "incomplete"
-    report.saved_to = state.save_report(report.run_id, report.to_json())
-    return HarvestOutcome(report, complete)
+            runner = ShardRunner(settings, client, planner, state, plan, progress)
+            complete = await _harvest_plan(runner, client, report, settings.shard_attempts)
+        report.finish("complete" if complete else "incomplete", client.stats)
+    report.save(state)
+    return RunOutcome(report, complete)
 
 
 async def _harvest_plan(
-    settings: Settings,
-    state: HarvestState,
-    plan: StoredPlan,
-    planner: Planner,
-    client: ApiClient,
-    progress: Progress,
-    report: RunReport,
+    runner: ShardRunner, client: ApiClient, report: RunReport, rounds: int
 ) -> bool:
     """Fetch every pending shard, run the closing check, record completion."""
+    state, plan = runner.state, runner.plan
     report.plan_range = (plan.first.isoformat(), plan.last.isoformat())
-    markers = state.load_markers()
-    leaves = state.leaves(plan, markers)
+    leaves, markers = runner.leaves()
     report.swept_files = sweep(state.lake, committed_files(state, plan, markers))
-    todo = pending_shards(state, leaves, markers)
-    # Pages kept for shards no longer pending (committed or split by a killed run) go.
-    report.swept_files += sweep_page_stores(state.lake, {s.slug for s in todo})
-    pipeline_config = PipelineConfig(
-        settings.concurrency,
-        settings.rows,
-        settings.max_window,
-        settings.shard_attempts,
-        plan.date_template,
-    )
-    pipeline = ShardPipeline(
-        client,
-        planner,
-        LakeSink(state, page_checkpoints=settings.page_checkpoints),
-        pipeline_config,
-        progress,
-    )
-    progress.start(len(leaves), len(leaves) - len(todo), _committed_rows(leaves, markers))
-    await pipeline.run(todo)
+    report.swept_files += await runner.run_pending()
 
     # Closing check: recount and fetch again whatever moved, a bounded number of rounds.
-    for _ in range(settings.shard_attempts):
-        markers = state.load_markers()
-        leaves = state.leaves(plan, markers)
+    for _ in range(rounds):
+        leaves, markers = runner.leaves()
         moved = await _moved_shards(client, plan, leaves, markers)
         report.closing_check_requests += len(leaves)
         if not moved:
             break
         report.events.append(f"closing check: {len(moved)} shards changed; fetched again")
-        progress.add_shards(len(moved))
-        await pipeline.run(moved)
+        await runner.run(moved)
 
-    markers = state.load_markers()
-    leaves = state.leaves(plan, markers)
-    report.absorb_totals(pipeline.totals)
-    report.failures = {
-        s.key: m.cause or ""
-        for s in leaves
-        if (m := markers.get(s.key)) is not None and m.status == "failed"
-    }
-    report.rows_in_lake = _committed_rows(leaves, markers)
-    complete = all((m := markers.get(s.key)) is not None and m.status == "done" for s in leaves)
+    leaves, markers = runner.leaves()
+    report.absorb_totals(runner.pipeline.totals)
+    report.failures = runner.failures()
+    report.rows_in_lake = committed_rows(leaves, markers)
+    complete = all((m := markers.get(s.key)) is not None and m.done for s in leaves)
     if complete:
         watermark = max((m.max_create for m in markers.values() if m.max_create), default=None)
-        state.save_complete(
-            {
-                "completed_at": utc_now(),
-                "rows": report.rows_in_lake,
-                "shards": len(leaves),
-                "watermark": watermark,
-            }
-        )
+        state.save_complete(CompleteRecord(utc_now(), report.rows_in_lake, len(leaves), watermark))
     return complete
-
-
-def pending_shards(
-    state: HarvestState, leaves: list[Shard], markers: dict[str, ShardMarker]
-) -> list[Shard]:
-    """Shards not yet done. Shards planned empty are committed at once (no request): the
-    closing check recounts them, so rows that appear there later are still fetched."""
-    todo = []
-    for shard in leaves:
-        marker = markers.get(shard.key)
-        if marker is not None and marker.status == "done":
-            continue
-        if shard.expected == 0 and marker is None and shard.key != UNDATED_KEY:
-            state.save_marker(shard, ShardMarker(shard.key, "done"))
-            continue
-        todo.append(shard)
-    return todo
-
-
-def _committed_rows(leaves: list[Shard], markers: dict[str, ShardMarker]) -> int:
-    return sum(m.rows for s in leaves if (m := markers.get(s.key)) and m.status == "done")
 
 
 async def _moved_shards(
@@ -239,7 +152,7 @@ async def _moved_shards(
     moved = []
     for shard, counted in zip(leaves, counts, strict=True):
         marker = markers.get(shard.key)
-        if marker is None or marker.status != "done":
+        if marker is None or not marker.done:
             moved.append(shard if counted is None else shard.with_expected(counted))
         elif counted is not None and marker.num_found != counted:
             moved.append(shard.with_expected(counted))

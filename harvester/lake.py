@@ -114,6 +114,12 @@ class Lake:
 
     __str__ = __repr__
 
+    def child(self, prefix: str) -> Lake:
+        """The lake rooted at ``prefix`` under this one, on the same filesystem (and so with
+        the same credentials): refresh's staging areas are lakes of their own."""
+        full = self.full_path(prefix)
+        return Lake(self.fs, full, f"{self._uri.rstrip('/')}/{prefix}", self._local)
+
     def full_path(self, path: str) -> str:
         """The path in the filesystem's terms (what ``self.fs`` methods take)."""
         return f"{self.root}/{_check_relative(path)}"

@@ -1,4 +1,4 @@
-"""One writer per lake: a lock file in ``_harvest/`` that a second run refuses to ignore.
+"""One writer per lake: a lock file (``state.LOCK``) that a second run refuses to ignore.
 
 Two harvests (or a harvest and a refresh) writing one lake at once would overwrite each
 other's files and markers. The lock names its holder (host, pid, command) and carries a
@@ -18,14 +18,11 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-
-import orjson
 
 from harvester.errors import LakeError
 from harvester.lake import Lake
+from harvester.state import LOCK, HarvestState, LockRecord
 
-LOCK_PATH = "_harvest/lock.json"
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER = dt.timedelta(minutes=10)
 
@@ -44,55 +41,50 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def is_stale(holder: dict[str, Any], now: dt.datetime | None = None) -> bool:
-    if holder.get("host") == socket.gethostname():
-        return holder.get("pid") == os.getpid() or not _pid_alive(int(holder.get("pid", -1)))
+def is_stale(holder: LockRecord, now: dt.datetime | None = None) -> bool:
+    if holder.host == socket.gethostname():
+        return holder.pid == os.getpid() or not _pid_alive(int(holder.pid))
     try:
-        beat = dt.datetime.fromisoformat(str(holder["heartbeat"]))
-    except (KeyError, ValueError):
+        beat = dt.datetime.fromisoformat(holder.heartbeat)
+    except ValueError:
         return True
     return (now or _now()) - beat > STALE_AFTER
 
 
 class LakeLock:
     def __init__(self, lake: Lake, command: str) -> None:
+        self._state = HarvestState(lake)
         self._lake = lake
-        self._record = {"host": socket.gethostname(), "pid": os.getpid(), "command": command}
+        self._command = command
+        self._started = ""
 
-    def holder(self) -> dict[str, Any] | None:
-        if not self._lake.exists(LOCK_PATH):
-            return None
-        try:
-            return dict(orjson.loads(self._lake.read_bytes(LOCK_PATH)))
-        except orjson.JSONDecodeError:
-            return None
+    def holder(self) -> LockRecord | None:
+        return self._state.load_lock()
 
-    def _write(self, started: str) -> None:
-        record = {**self._record, "started_at": started, "heartbeat": _now().isoformat()}
-        self._lake.write_bytes(LOCK_PATH, orjson.dumps(record))
+    def _write(self) -> None:
+        record = LockRecord(
+            socket.gethostname(), os.getpid(), self._command, self._started, _now().isoformat()
+        )
+        self._state.save_lock(record)
 
     def acquire(self) -> None:
         holder = self.holder()
         if holder is not None and not is_stale(holder):
             raise LakeError(
-                f"{self._lake.uri} is in use by `harvester {holder.get('command')}` (pid"
-                f" {holder.get('pid')} on {holder.get('host')}, since {holder.get('started_at')});"
-                f" wait for it to finish, or delete {LOCK_PATH} if that run is gone"
+                f"{self._lake.uri} is in use by `harvester {holder.command}` (pid"
+                f" {holder.pid} on {holder.host}, since {holder.started_at});"
+                f" wait for it to finish, or delete {LOCK} if that run is gone"
             )
         self._started = _now().isoformat()
-        self._write(self._started)
+        self._write()
 
     def beat(self) -> None:
-        self._write(self._started)
+        self._write()
 
     def release(self) -> None:
         holder = self.holder()
-        if (
-            holder is not None
-            and holder.get("pid") == os.getpid()
-            and holder.get("host") == socket.gethostname()
-        ):
-            self._lake.delete(LOCK_PATH)
+        if holder is not None and holder.pid == os.getpid() and holder.host == socket.gethostname():
+            self._state.delete_lock()
 
 
 @asynccontextmanager

@@ -17,17 +17,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from harvester.checkpoint import NoPageStore, PageStore, page_store
-from harvester.decode import decode_docs
-from harvester.errors import RetriesExhausted
-from harvester.fetch import FetchedShard, PageSource, ShardTooLarge, ShardUnstable, fetch_shard
-from harvester.plan import Planner, Shard
+from harvester.checkpoint import PageStore
+from harvester.commit import Committed
+from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
+from harvester.fetch import FetchedShard, PageSource, fetch_shard
+from harvester.plan import Planner
 from harvester.progress import Progress
-from harvester.state import HarvestState, ShardMarker
-from harvester.writer import write_shard
+from harvester.shard import Shard
 
 log = logging.getLogger("harvester.pipeline")
 
@@ -75,17 +71,9 @@ class PipelineConfig:
     date_template: str
 
 
-@dataclass
-class Committed:
-    """What committing one shard produced."""
-
-    rows: int
-    quarantined: int
-    unknown_fields: Counter[str]
-
-
 class ShardSink(Protocol):
-    """Where finished shards go: the lake itself (harvest) or a staging area (refresh)."""
+    """Where finished shards go: ``commit.LakeSink`` over the lake itself (harvest) or over
+    a staging area (refresh)."""
 
     def page_store(self, shard: Shard) -> PageStore: ...
 
@@ -94,61 +82,6 @@ class ShardSink(Protocol):
     def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None: ...
 
     def record_failure(self, shard: Shard, cause: str) -> None: ...
-
-
-def max_create_of(table: pa.Table) -> str | None:
-    if table.num_rows == 0:
-        return None
-    value = pc.max(table.column("createDateTime")).as_py()
-    return value.isoformat() if value is not None else None
-
-
-class LakeSink:
-    """Harvest commit: Parquet files into the partitions, quarantine, then the marker."""
-
-    def __init__(self, state: HarvestState, *, page_checkpoints: bool = True) -> None:
-        self._state = state
-        self._page_checkpoints = page_checkpoints
-
-    def page_store(self, shard: Shard) -> PageStore:
-        if not self._page_checkpoints:
-            return NoPageStore()
-        return page_store(self._state.lake, shard.slug)
-
-    def commit(self, shard: Shard, fetched: FetchedShard) -> Committed:
-        result = decode_docs(fetched.docs, source=shard.key)
-        files = write_shard(self._state.lake, shard.slug, result.table)
-        self._state.write_quarantine(shard, [q.to_json() for q in result.quarantined])
-        marker = ShardMarker(
-            shard.key,
-            "done",
-            rows=result.table.num_rows,
-            num_found=fetched.num_found,
-            quarantined=len(result.quarantined),
-            files=[f.path for f in files],
-            attempts=fetched.attempts,
-            events=fetched.events,
-            max_create=max_create_of(result.table),
-        )
-        # The marker is the commit point: written only once the files are complete.
-        self._state.save_marker(shard, marker)
-        self.page_store(shard).clear()  # a crash before this leaves them to the next sweep
-        return Committed(result.table.num_rows, len(result.quarantined), result.unknown_fields)
-
-    def record_split(self, shard: Shard, num_found: int, children: list[Shard]) -> None:
-        previous = self._state.load_marker(shard)
-        marker = ShardMarker(
-            shard.key, "split", num_found=num_found, children=[c.to_json() for c in children]
-        )
-        self._state.save_marker(shard, marker)
-        # Files of an earlier, smaller version of this shard are no longer owned by any
-        # marker; drop them now (a crash here leaves them to the next run's sweep).
-        if previous is not None:
-            for path in previous.files:
-                self._state.lake.delete(path)
-
-    def record_failure(self, shard: Shard, cause: str) -> None:
-        self._state.save_marker(shard, ShardMarker(shard.key, "failed", cause=cause))
 
 
 class ShardPipeline:

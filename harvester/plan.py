@@ -8,120 +8,24 @@ back together while they fit), and a day that still holds too many is split by `
 beyond the window. Shards never cross a month, so every shard lands in exactly one
 ``year=/month=`` partition.
 
-Shard keys are deterministic and readable: ``2019-07-15``, ``2019-07-01..2019-07-09``,
-``2019-07-15/id[0-8)``, ``2019-07-15/id[8-)``. The planner knows nothing of HTTP beyond the
-``Counter`` protocol, and nothing of files.
+Shards and their keys are ``harvester.shard``'s. The planner knows nothing of HTTP beyond
+the ``Counter`` protocol, and nothing of files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
-UNDATED_KEY = "undated"
-UNDATED_CRITERIA = "*:* NOT submissionDate:[* TO *]"
-EARLIEST_PROBE = dt.date(1900, 1, 1)
-_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+from harvester.shard import EARLIEST_PROBE, Shard, month_spans
 
 
 class Counter(Protocol):
     """What the planner needs from the API: how many rows match a query."""
 
     async def count(self, criteria: str) -> int: ...
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One slice of the source. ``expected`` is the count seen when planned (not identity)."""
-
-    first: dt.date
-    last: dt.date
-    id_low: str | None = None
-    id_high: str | None = None
-    undated: bool = False
-    expected: int = field(default=-1, compare=False)
-    scope: str | None = None
-
-    @property
-    def key(self) -> str:
-        if self.undated:
-            return UNDATED_KEY
-        days = self.first.isoformat()
-        if self.last != self.first:
-            days = f"{days}..{self.last.isoformat()}"
-        if self.id_low is None and self.id_high is None:
-            return days
-        return f"{days}/id[{self.id_low or ''}-{self.id_high or ''})"
-
-    @property
-    def slug(self) -> str:
-        """The key as a file-name-safe string (injective for the keys this module makes)."""
-        key = self.key.replace("..", "_to_").replace("/id[", "_id").replace(")", "")
-        return _SLUG_UNSAFE.sub("_", key)
-
-    @property
-    def has_id_range(self) -> bool:
-        return self.id_low is not None or self.id_high is not None
-
-    def criteria(self, date_template: str) -> str:
-        if self.undated:
-            return UNDATED_CRITERIA
-        text = date_template.format(start=self.first.isoformat(), end=self.last.isoformat())
-        if self.scope:
-            text = f"({self.scope}) AND {text}"
-        if not self.has_id_range:
-            return text
-        high = f"{self.id_high}}}" if self.id_high else "*]"
-        return f"{text} AND id:[{self.id_low or '*'} TO {high}"
-
-    def with_expected(self, count: int) -> Shard:
-        return replace(self, expected=count)
-
-    def narrowed(
-        self, first: dt.date, last: dt.date, id_low: str | None = None, id_high: str | None = None
-    ) -> Shard:
-        """A piece of this shard (same scope), not yet counted."""
-        return replace(self, first=first, last=last, id_low=id_low, id_high=id_high, expected=-1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "first": self.first.isoformat(),
-            "last": self.last.isoformat(),
-            "id_low": self.id_low,
-            "id_high": self.id_high,
-            "undated": self.undated,
-            "expected": self.expected,
-            "scope": self.scope,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Shard:
-        return cls(
-            dt.date.fromisoformat(data["first"]),
-            dt.date.fromisoformat(data["last"]),
-            data.get("id_low"),
-            data.get("id_high"),
-            bool(data.get("undated", False)),
-            int(data.get("expected", -1)),
-            data.get("scope"),
-        )
-
-
-def month_spans(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date]]:
-    """Calendar months covering [first, last], clipped to it."""
-    spans = []
-    start = first
-    while start <= last:
-        next_month = (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-        end = min(last, next_month - dt.timedelta(days=1))
-        spans.append((start, end))
-        start = next_month
-    return spans
 
 
 def split_hex(low: str, high: str | None) -> str:

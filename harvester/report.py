@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harvester.config import Settings
+from harvester.state import HarvestState, utc_now
 
 
 class ClientCounters(Protocol):
@@ -43,6 +45,10 @@ def new_run_id(command: str) -> str:
 
 @dataclass
 class RunReport:
+    """One run's report. ``begin`` starts it, ``absorb_totals`` adds what a pipeline did,
+    ``finish`` closes it (status, duration, the client's counters) and ``save`` writes it:
+    every command finishes its report this one way."""
+
     command: str
     run_id: str
     settings: dict[str, Any]
@@ -72,15 +78,11 @@ class RunReport:
     events: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     saved_to: str = ""
+    started_monotonic: float = field(default_factory=time.monotonic, repr=False)
 
     @classmethod
     def begin(cls, command: str, settings: Settings) -> RunReport:
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        return cls(command, new_run_id(command), settings.public_dict(), now)
-
-    def absorb(self, totals: Totals, stats: ClientCounters, duration_s: float) -> None:
-        self.absorb_totals(totals)
-        self.absorb_client(stats, duration_s)
+        return cls(command, new_run_id(command), settings.public_dict(), utc_now())
 
     def absorb_totals(self, totals: Totals) -> None:
         """What the pipeline did (shards, rows, quarantine)."""
@@ -94,10 +96,18 @@ class RunReport:
         self.unknown_fields = dict(totals.unknown_fields)
         self.events.extend(totals.events)
 
-    def absorb_client(self, stats: ClientCounters, duration_s: float) -> None:
-        """What the HTTP client spent, and how long the run took."""
-        self.finished_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        self.duration_s = round(duration_s, 3)
+    def finish(self, status: str, stats: ClientCounters | None = None) -> None:
+        """Close the report: its status, how long the run took, what the client spent."""
+        self.status = status
+        self.finished_at = utc_now()
+        self.duration_s = round(time.monotonic() - self.started_monotonic, 3)
+        if stats is not None:
+            self._absorb_client(stats)
+
+    def save(self, state: HarvestState) -> None:
+        self.saved_to = state.save_report(self.run_id, self.to_json())
+
+    def _absorb_client(self, stats: ClientCounters) -> None:
         self.requests = stats.requests
         self.pages_ok = stats.pages_ok
         self.throttled_429 = stats.throttled_429
@@ -106,7 +116,7 @@ class RunReport:
         self.retries_by_cause = dict(stats.retries_by_cause)
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items() if k != "saved_to"}
+        data = {k: v for k, v in vars(self).items() if k not in ("saved_to", "started_monotonic")}
         duration = self.duration_s or 0.0
         data["rows_per_s"] = round(self.rows_written / duration, 1) if duration else None
         data["requests_per_s"] = round(self.requests / duration, 2) if duration else None
@@ -139,3 +149,12 @@ class RunReport:
         if self.saved_to:
             lines.append(f"report: {self.saved_to}")
         return lines
+
+
+@dataclass
+class RunOutcome:
+    """What a harvest, refresh or repair ended with: its report, and whether its work is
+    complete (False: failed shards, re-run to retry them)."""
+
+    report: RunReport
+    complete: bool

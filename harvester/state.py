@@ -1,5 +1,9 @@
 """Everything the harvester remembers, kept under ``<lake>/_harvest/`` next to the data.
 
+This module is the one owner of that layout: every path under ``_harvest/`` is named here
+once, every state file has a typed record here, and each is read by one method of
+``HarvestState``. Other modules ask for a record or a path; none spells one.
+
 Keeping state in the lake (not on the machine that ran) means any machine can resume or
 inspect a harvest, on local disk and on S3 alike. Every file here is written whole and
 atomically (one object put, or temp + rename locally), and a shard's marker is written only
@@ -7,36 +11,78 @@ after its data files are complete, so a marker always tells the truth about the 
 
 Layout::
 
-    _harvest/lake.json                 format and schema version of the lake
-    _harvest/plan.json                 the harvest's range and shards (a resume reuses them)
-    _harvest/shards/<slug>.json        one marker per finished shard: done, split or failed
-    _harvest/quarantine/<slug>.jsonl   rows that could not be decoded, with the reason
-    _harvest/pages/<slug>.log          pages of a shard not yet committed (``checkpoint``;
-                                       on S3 one object per page, <slug>/<start>.zst)
-    _harvest/runs/<run-id>.json        one report per run
-    _harvest/complete.json             written when every shard of the plan is done
+    _harvest/lake.json                   LakeMeta: format and schema version of the lake
+    _harvest/plan.json                   StoredPlan: the harvest's range and shards
+    _harvest/shards/<slug>.json          ShardMarker: one per finished shard (done/split/failed)
+    _harvest/quarantine/<name>.jsonl     rows that could not be decoded (``quarantine``)
+    _harvest/pages/<slug>.log            pages of a shard not yet committed (``checkpoint``;
+                                         on S3 one object per page, <slug>/<start>.zst)
+    _harvest/partitions/<y>_<m>.json     PartitionManifest: a rewritten partition's files
+    _harvest/complete.json               CompleteRecord: every shard of the plan is done
+    _harvest/watermark.json              WatermarkRecord: the last refresh's watermark
+    _harvest/lock.json                   LockRecord: the one writer (``lock``)
+    _harvest/refresh/run.json            RefreshRun: an unfinished refresh or repair
+    _harvest/refresh/<stage>/...         a refresh's staging areas (lakes of their own)
+    _harvest/runs/<run-id>.json          one report per run (``report.RunReport``)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import orjson
 
 from harvester.errors import LakeError
 from harvester.lake import Lake
-from harvester.plan import Shard
+from harvester.partition import Partition
 from harvester.schema import SCHEMA_VERSION
+from harvester.shard import Shard
 
-ROOT = "_harvest"
-LAKE_FORMAT = "harvester-lake"
+ROOT: Final = "_harvest"
+LAKE_META: Final = f"{ROOT}/lake.json"
+PLAN: Final = f"{ROOT}/plan.json"
+SHARDS: Final = f"{ROOT}/shards"
+QUARANTINE: Final = f"{ROOT}/quarantine"
+PAGES: Final = f"{ROOT}/pages"
+PARTITIONS: Final = f"{ROOT}/partitions"
+COMPLETE: Final = f"{ROOT}/complete.json"
+WATERMARK: Final = f"{ROOT}/watermark.json"
+LOCK: Final = f"{ROOT}/lock.json"
+REFRESH: Final = f"{ROOT}/refresh"
+REFRESH_RUN: Final = f"{REFRESH}/run.json"
+RUNS: Final = f"{ROOT}/runs"
+QUARANTINE_SUFFIX: Final = ".jsonl"
+
+LAKE_FORMAT: Final = "harvester-lake"
 MarkerStatus = Literal["done", "split", "failed"]
+RefreshPhase = Literal["fetch-changed", "merge-changed", "reconcile", "merge-days", "finish"]
+RefreshKind = Literal["refresh", "repair"]
+StageName = Literal["changed", "days"]
+
+R = TypeVar("R")
 
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _record(cls: type[R], data: Any) -> R:
+    """A record from its JSON object, ignoring keys a newer version may have added."""
+    if not isinstance(data, dict):
+        raise LakeError(f"damaged state file: expected an object for {cls.__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# -- records ------------------------------------------------------------------------------
+@dataclass
+class LakeMeta:
+    format: str
+    schema_version: int
+    created_at: str = field(default_factory=utc_now)
 
 
 @dataclass
@@ -89,22 +135,66 @@ class ShardMarker:
     max_create: str | None = None
     finished_at: str = field(default_factory=utc_now)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ShardMarker:
-        return cls(**data)
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
 
 
-def _quarantine_day(line: bytes) -> dt.date | None:
-    """The mail date of a quarantined row, when it has a readable one."""
-    doc = orjson.loads(line).get("doc") or {}
-    try:
-        return dt.date.fromisoformat(str(doc.get("submissionDate", ""))[:10])
-    except ValueError:
-        return None
+@dataclass
+class CompleteRecord:
+    """Written once, when every shard of the harvest's plan is done."""
+
+    completed_at: str
+    rows: int
+    shards: int
+    watermark: str | None
 
 
+@dataclass
+class WatermarkRecord:
+    """The newest ``createDateTime`` a refresh has brought into the lake."""
+
+    watermark: str
+    updated_at: str
+    run_id: str
+
+
+@dataclass
+class LockRecord:
+    """Who writes the lake now, with a heartbeat (see ``lock``)."""
+
+    host: str
+    pid: int
+    command: str
+    started_at: str = ""
+    heartbeat: str = ""
+
+
+@dataclass
+class PartitionManifest:
+    """The files of a partition that refresh or compact rewrote; wins over shard markers."""
+
+    partition: str
+    files: list[str]
+    written_at: str = field(default_factory=utc_now)
+
+
+@dataclass
+class RefreshRun:
+    """The checkpoint of one refresh (or repair): survives a crash, deleted when it ends."""
+
+    run_id: str
+    since: str
+    phase: RefreshPhase = "fetch-changed"
+    repair_days: dict[str, str] | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    partitions_rewritten: list[str] = field(default_factory=list)
+    kind: RefreshKind = "refresh"  # "repair": verify --repair, given days only
+
+
+# -- the store ----------------------------------------------------------------------------
 class HarvestState:
-    """Reads and writes ``_harvest/`` through a ``Lake``."""
+    """Reads and writes ``_harvest/`` through a ``Lake``: one method per state file."""
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
@@ -118,50 +208,53 @@ class HarvestState:
         self.lake.write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
     # -- the lake itself ---------------------------------------------------------------
-    def check_compatible(self) -> dict[str, Any] | None:
+    def check_compatible(self) -> LakeMeta | None:
         """Refuse a lake written by an incompatible schema version; None for a new lake."""
-        meta = self._read(f"{ROOT}/lake.json")
-        if meta is None:
+        data = self._read(LAKE_META)
+        if data is None:
             return None
-        if meta.get("format") != LAKE_FORMAT:
-            raise LakeError(f"{self.lake.uri} is not a harvester lake (_harvest/lake.json)")
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        if not isinstance(data, dict) or data.get("format") != LAKE_FORMAT:
+            raise LakeError(f"{self.lake.uri} is not a harvester lake ({LAKE_META})")
+        meta = _record(LakeMeta, data)
+        if meta.schema_version != SCHEMA_VERSION:
             raise LakeError(
-                f"{self.lake.uri} was written with schema version {meta.get('schema_version')},"
+                f"{self.lake.uri} was written with schema version {meta.schema_version},"
                 f" this harvester writes version {SCHEMA_VERSION}: harvest into a new lake"
             )
-        return dict(meta)
+        return meta
+
+    def require_lake(self) -> LakeMeta:
+        """The lake's meta; LakeError when ``_harvest/lake.json`` is not there."""
+        meta = self.check_compatible()
+        if meta is None:
+            raise LakeError(f"{self.lake.uri} is not a harvester lake (no {LAKE_META})")
+        return meta
 
     def write_meta(self) -> None:
-        if self._read(f"{ROOT}/lake.json") is None:
-            meta = {
-                "format": LAKE_FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "created_at": utc_now(),
-            }
-            self._write(f"{ROOT}/lake.json", meta)
+        if self._read(LAKE_META) is None:
+            self._write(LAKE_META, asdict(LakeMeta(LAKE_FORMAT, SCHEMA_VERSION)))
 
     # -- plan and markers --------------------------------------------------------------
     def load_plan(self) -> StoredPlan | None:
-        data = self._read(f"{ROOT}/plan.json")
+        data = self._read(PLAN)
         return None if data is None else StoredPlan.from_json(data)
 
     def save_plan(self, plan: StoredPlan) -> None:
-        self._write(f"{ROOT}/plan.json", plan.to_json())
+        self._write(PLAN, plan.to_json())
 
     def marker_path(self, shard: Shard) -> str:
-        return f"{ROOT}/shards/{shard.slug}.json"
+        return f"{SHARDS}/{shard.slug}.json"
 
     def save_marker(self, shard: Shard, marker: ShardMarker) -> None:
         self._write(self.marker_path(shard), asdict(marker))
 
     def load_marker(self, shard: Shard) -> ShardMarker | None:
         data = self._read(self.marker_path(shard))
-        return None if data is None else ShardMarker.from_json(data)
+        return None if data is None else _record(ShardMarker, data)
 
     def load_markers(self) -> dict[str, ShardMarker]:
-        paths = self.lake.list_files(f"{ROOT}/shards", suffix=".json")
-        markers = [ShardMarker.from_json(orjson.loads(b)) for b in self.lake.read_many(paths)]
+        paths = self.lake.list_files(SHARDS, suffix=".json")
+        markers = [_record(ShardMarker, orjson.loads(b)) for b in self.lake.read_many(paths)]
         return {m.key: m for m in markers}
 
     def leaves(self, plan: StoredPlan, markers: dict[str, ShardMarker]) -> list[Shard]:
@@ -177,54 +270,113 @@ class HarvestState:
                 out.append(shard)
         return out
 
-    # -- quarantine, reports, completion -----------------------------------------------
-    def quarantine_path(self, shard: Shard) -> str:
-        return f"{ROOT}/quarantine/{shard.slug}.jsonl"
+    # -- completion and watermark ------------------------------------------------------
+    def load_complete(self) -> CompleteRecord | None:
+        data = self._read(COMPLETE)
+        return None if data is None else _record(CompleteRecord, data)
 
-    def write_quarantine(self, shard: Shard, rows: list[dict[str, Any]]) -> None:
-        path = self.quarantine_path(shard)
-        if rows:
-            self.lake.write_bytes(path, b"".join(orjson.dumps(r) + b"\n" for r in rows))
-        else:
-            self.lake.delete(path)
+    def save_complete(self, record: CompleteRecord) -> None:
+        self._write(COMPLETE, asdict(record))
 
-    def quarantined_per_day(self) -> dict[dt.date, int]:
-        """Distinct quarantined rows per mail date (rows with no readable date are left out)."""
-        seen: dict[dt.date, set[bytes]] = {}
-        paths = self.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl")
-        for raw in self.lake.read_many(paths):
-            for line in raw.splitlines():
-                day = _quarantine_day(line)
-                if day is not None:
-                    doc = orjson.loads(line).get("doc") or {}
-                    seen.setdefault(day, set()).add(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
-        return {day: len(docs) for day, docs in seen.items()}
+    def load_watermark(self) -> WatermarkRecord | None:
+        """The last refresh's watermark record (None before the first refresh)."""
+        data = self._read(WATERMARK)
+        return None if data is None else _record(WatermarkRecord, data)
 
-    def drop_quarantined_days(self, days: set[dt.date], keep_prefix: str) -> None:
-        """Forget quarantined rows of days that were just fetched again whole: the new fetch
-        quarantined whatever is still bad there (files named ``keep_prefix``...)."""
-        if not days:
-            return
-        for path in self.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl"):
-            if path.rsplit("/", 1)[-1].startswith(keep_prefix):
-                continue
-            lines = self.lake.read_bytes(path).splitlines()
-            kept = [line for line in lines if line and _quarantine_day(line) not in days]
-            if len(kept) == len(lines):
-                continue
-            if kept:
-                self.lake.write_bytes(path, b"".join(line + b"\n" for line in kept))
-            else:
+    def watermark(self) -> str | None:
+        """The newest ``createDateTime`` the lake is known to hold everything up to: the last
+        refresh's, else the completed harvest's. Every command asks this."""
+        record = self.load_watermark()
+        if record is not None:
+            return record.watermark
+        complete = self.load_complete()
+        return None if complete is None else complete.watermark
+
+    def save_watermark(self, record: WatermarkRecord) -> None:
+        self._write(WATERMARK, asdict(record))
+
+    # -- partition manifests -----------------------------------------------------------
+    def manifest_path(self, partition: str) -> str:
+        return f"{PARTITIONS}/{Partition.parse(partition).path.replace('/', '_')}.json"
+
+    def load_manifests(self) -> dict[str, list[str]]:
+        """Partition -> its files, for every partition refresh or compact rewrote."""
+        paths = self.lake.list_files(PARTITIONS, suffix=".json")
+        manifests = [
+            _record(PartitionManifest, orjson.loads(b)) for b in self.lake.read_many(paths)
+        ]
+        return {m.partition: list(m.files) for m in manifests}
+
+    def save_manifest(self, manifest: PartitionManifest) -> None:
+        self._write(self.manifest_path(manifest.partition), asdict(manifest))
+
+    # -- the lock ------------------------------------------------------------------------
+    def load_lock(self) -> LockRecord | None:
+        """The lock's holder; None when there is no lock or it cannot be read (a torn one)."""
+        try:
+            data = self._read(LOCK)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        try:
+            return _record(LockRecord, data)
+        except TypeError:
+            return None
+
+    def save_lock(self, record: LockRecord) -> None:
+        self.lake.write_bytes(LOCK, orjson.dumps(asdict(record)))
+
+    def delete_lock(self) -> None:
+        self.lake.delete(LOCK)
+
+    # -- refresh: its checkpoint and staging areas ----------------------------------------
+    def load_refresh_run(self) -> RefreshRun | None:
+        data = self._read(REFRESH_RUN)
+        return None if data is None else _record(RefreshRun, data)
+
+    def save_refresh_run(self, run: RefreshRun) -> None:
+        self._write(REFRESH_RUN, asdict(run))
+
+    def refresh_interrupted(self) -> bool:
+        return self.lake.exists(REFRESH_RUN)
+
+    def stage(self, name: StageName) -> HarvestState:
+        """A refresh staging area: a small lake of its own under ``_harvest/refresh/``."""
+        return HarvestState(self.lake.child(f"{REFRESH}/{name}"))
+
+    def clear_refresh(self) -> None:
+        """Drop the staging areas, then the checkpoint (last: the refresh is over)."""
+        for path in self.lake.list_files(REFRESH):
+            if path != REFRESH_RUN:
                 self.lake.delete(path)
+        self.lake.delete(REFRESH_RUN)
+        self.lake.remove_empty_dirs(REFRESH)
 
+    # -- quarantine files (their content is ``quarantine``'s) -------------------------------
+    def quarantine_path(self, shard: Shard) -> str:
+        return f"{QUARANTINE}/{shard.slug}{QUARANTINE_SUFFIX}"
+
+    def promoted_quarantine_path(self, run_id: str, stage: StageName, staged_path: str) -> str:
+        """Where a refresh keeps a staging area's quarantine file in the lake."""
+        return f"{QUARANTINE}/refresh-{run_id}-{stage}-{staged_path.rsplit('/', 1)[-1]}"
+
+    def promoted_prefix(self, run_id: str) -> str:
+        """The file-name prefix of everything ``promoted_quarantine_path`` makes for a run."""
+        return f"refresh-{run_id}-"
+
+    def quarantine_files(self) -> list[str]:
+        return self.lake.list_files(QUARANTINE, suffix=QUARANTINE_SUFFIX)
+
+    # -- reports -------------------------------------------------------------------------
     def save_report(self, run_id: str, report: dict[str, Any]) -> str:
-        path = f"{ROOT}/runs/{run_id}.json"
+        path = f"{RUNS}/{run_id}.json"
         self._write(path, report)
         return f"{self.lake.uri.rstrip('/')}/{path}"
 
-    def load_complete(self) -> dict[str, Any] | None:
-        data = self._read(f"{ROOT}/complete.json")
-        return None if data is None else dict(data)
+    def load_reports(self) -> list[dict[str, Any]]:
+        paths = self.lake.list_files(RUNS, suffix=".json")
+        return [dict(orjson.loads(raw)) for raw in self.lake.read_many(paths)]
 
-    def save_complete(self, data: dict[str, Any]) -> None:
-        self._write(f"{ROOT}/complete.json", data)
+    def has_plan(self) -> bool:
+        return self.lake.exists(PLAN)

@@ -1,10 +1,10 @@
 """Arrow tables -> Parquet files in ``year=YYYY/month=M`` partitions, with deterministic names.
 
 A shard's rows are split by each row's *own* ``submissionDate`` (not by what the shard asked
-for), and each part goes to ``<partition>/part-<shard>.parquet``. The name depends only on
-the shard key, so writing a shard again (a retry, a resume, a re-harvest) replaces its files
-instead of adding duplicates. Values from the data reach a path only through
-``partition_of``, which accepts nothing but a validated year and month.
+for), and each part goes to ``<partition>/<Shard.file_name>``. The name depends only on the
+shard key, so writing a shard again (a retry, a resume, a re-harvest) replaces its files
+instead of adding duplicates. Values from the data reach a path only through ``Partition``,
+which accepts nothing but a validated year and month.
 
 Files are written for both readers: zstd, ~128k-row row groups, rows sorted by
 ``(submissionDate, id)`` (similar rows together compress better and give tight min/max
@@ -15,8 +15,6 @@ mishandles nanoseconds and int96 is deprecated). Each file is built in memory an
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -27,20 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harvester.lake import Lake
+from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA, COLUMNS
 
 ROW_GROUP_ROWS: Final = 128 * 1024
 PARTITION_FILE_ROWS: Final = 1_000_000
 SORT_KEYS: Final = [("submissionDate", "ascending"), ("id", "ascending")]
-MIN_YEAR: Final = 1900
-MAX_YEAR: Final = 2999
-
-_PARTITION_RE: Final = re.compile(r"year=(\d{4})/month=([1-9]|1[0-2])")
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_DAY: Final = r"\d{4}-\d{2}-\d{2}"
-_BOUND: Final = r"[0-9A-Za-z]*"
-# Shard keys as harvester.plan makes them: a day or a day range, then an optional id range.
-_KEY_RE: Final = re.compile(rf"({_DAY})(?:\.\.({_DAY}))?(?:/id\[({_BOUND})-({_BOUND})\))?")
 
 
 @dataclass(frozen=True)
@@ -50,53 +41,11 @@ class WrittenFile:
     bytes: int
 
 
-def partition_of(day: dt.date) -> str:
-    """``year=2019/month=7`` for a date whose year is within 1900..2999."""
-    if not isinstance(day, dt.date):
-        raise TypeError(f"partition_of takes a date, not {type(day).__name__}")
-    return _partition(day.year, day.month)
-
-
-def _partition(year: int, month: int) -> str:
-    if not (MIN_YEAR <= year <= MAX_YEAR and 1 <= month <= 12):
-        raise ValueError(f"no partition for year {year} month {month}")
-    return f"year={year:04d}/month={month}"
-
-
-def parse_partition(partition: str) -> tuple[int, int]:
-    """The (year, month) of a partition path; anything else is refused."""
-    match = _PARTITION_RE.fullmatch(partition)
-    if match is None:
-        raise ValueError(f"not a partition path: {partition!r}")
-    year, month = int(match[1]), int(match[2])
-    _partition(year, month)
-    return year, month
-
-
-def file_name_for(shard_key: str) -> str:
-    """A safe, deterministic Parquet file name for a shard key (or its plan slug).
-
-    ``2019-07-15`` -> ``part-2019-07-15.parquet``; ``2019-07-01..2019-07-09`` ->
-    ``part-2019-07-01_to_2019-07-09.parquet``; ``2019-07-15/id[0-8)`` ->
-    ``part-2019-07-15_id0-8.parquet``; ``2019-07-15/id[8-)`` -> ``part-2019-07-15_id8-.parquet``.
-    This is injective on such keys (``_to_`` and ``_id`` mark the parts, and the bounds hold
-    no ``-``), and it maps a key and its ``Shard.slug`` to the same name, as they name the
-    same shard. A string that is neither a key nor already a safe name is sanitised and
-    suffixed with a hash of itself, so distinct inputs still get distinct names.
-    """
-    match = _KEY_RE.fullmatch(shard_key)
-    if match is not None:
-        first, last, low, high = match.groups()
-        stem = first + (f"_to_{last}" if last else "")
-        if low is not None:
-            stem += f"_id{low}-{high}"
-    elif _SAFE_NAME.fullmatch(shard_key) and ".." not in shard_key and len(shard_key) <= 120:
-        stem = shard_key
-    else:
-        digest = hashlib.sha256(shard_key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        cleaned = re.sub(r"[^A-Za-z0-9-]+", "_", shard_key).strip("_-")[:60]
-        stem = f"{cleaned}_h{digest}" if cleaned else f"h{digest}"
-    return f"part-{stem}.parquet"
+def _check_name(name: str, what: str = "data file name") -> str:
+    """A file name that cannot climb out of its partition or hide from readers."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name or len(name) > 200:
+        raise ValueError(f"unsafe {what}: {name!r}")
+    return name
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -117,7 +66,8 @@ def _split_by_month(table: pa.Table) -> list[tuple[str, pa.Table]]:
     out: list[tuple[str, pa.Table]] = []
     start = 0
     for yyyymm, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
-        out.append((_partition(yyyymm // 100, yyyymm % 100), table.slice(start, end - start)))
+        partition = Partition(yyyymm // 100, yyyymm % 100)
+        out.append((partition.path, table.slice(start, end - start)))
         start = end
     return out
 
@@ -142,8 +92,9 @@ def _write(lake: Lake, path: str, table: pa.Table) -> WrittenFile:
     return WrittenFile(path, table.num_rows, len(data))
 
 
-def write_shard(lake: Lake, shard_key: str, table: pa.Table) -> list[WrittenFile]:
-    """Write one shard's rows, one file per partition its rows fall in; replaces a rewrite.
+def write_shard(lake: Lake, file_name: str, table: pa.Table) -> list[WrittenFile]:
+    """Write one shard's rows as ``<partition>/<file_name>`` (``Shard.file_name``), one file
+    per partition its rows fall in; a rewrite replaces the earlier files of the same name.
 
     An empty table writes nothing. A rewrite whose rows no longer reach a partition the
     earlier write reached leaves that earlier file: the caller knows the earlier files (the
@@ -151,7 +102,7 @@ def write_shard(lake: Lake, shard_key: str, table: pa.Table) -> list[WrittenFile
     """
     if table.num_rows == 0:
         return []
-    name = file_name_for(shard_key)
+    name = _check_name(file_name)
     parts = _split_by_month(_sorted(table))
     return [_write(lake, f"{partition}/{name}", part) for partition, part in parts]
 
@@ -166,9 +117,8 @@ def write_partition_files(
     see the rows at least once; a caller that must avoid seeing them twice picks a prefix
     that sorts apart and lists files explicitly.
     """
-    parse_partition(partition)
-    if not _SAFE_NAME.fullmatch(name_prefix) or ".." in name_prefix:
-        raise ValueError(f"unsafe file name prefix: {name_prefix!r}")
+    Partition.parse(partition)
+    _check_name(name_prefix, "file name prefix")
     table = _sorted(table)
     if table.num_rows == 0:
         return []
@@ -184,7 +134,7 @@ def write_partition_files(
 
 def read_partition(lake: Lake, partition: str) -> pa.Table:
     """All rows of one partition (every visible ``.parquet`` file in it), as ARROW_SCHEMA."""
-    parse_partition(partition)
+    Partition.parse(partition)
     paths = [
         p
         for p in lake.list_files(partition, suffix=".parquet")

@@ -30,7 +30,8 @@ SIM_ARGS = ["--records", "3000", "--seed", "3", "--max-window", "1000000000"]
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
+def bench_sim() -> Iterator[SimHandle]:
+    """The bench's corpus with no window limit, started with the bench's clean env."""
     with run_simulator_process(*SIM_ARGS, "--admin", env=clean_env()) as handle:
         yield handle
 
@@ -55,9 +56,9 @@ def _run(contender: Contender, sim: SimHandle, tmp_path: Path) -> tuple[Path, Pa
     ids=["naive", "dlt-parallel", "dlt-serial", "harvester-default", "harvester-tuned"],
 )
 def test_contender_output_is_the_truth(
-    contender: Contender, sim: SimHandle, truth: dict[str, Any], tmp_path: Path
+    contender: Contender, bench_sim: SimHandle, truth: dict[str, Any], tmp_path: Path
 ) -> None:
-    out, result, code, tail = _run(contender, sim, tmp_path)
+    out, result, code, tail = _run(contender, bench_sim, tmp_path)
     assert code == 0, tail
     con = verify.connect()
     got = verify.digest_of(con, verify.parquet_source(contender.parquet_glob(out)))
@@ -69,12 +70,12 @@ def test_contender_output_is_the_truth(
 
 
 def test_a_fast_wrong_answer_is_caught(
-    sim: SimHandle, truth: dict[str, Any], tmp_path: Path
+    bench_sim: SimHandle, truth: dict[str, Any], tmp_path: Path
 ) -> None:
     """The simulator caps rows at 100 silently; a naive script asking for 200 and adding
     200 to start skips half the rows. The check must say so, not report a fast run."""
     greedy = Contender("naive", "naive", rows=200)
-    out, _, code, tail = _run(greedy, sim, tmp_path)
+    out, _, code, tail = _run(greedy, bench_sim, tmp_path)
     assert code == 0, tail
     got = verify.digest_of(verify.connect(), verify.parquet_source(greedy.parquet_glob(out)))
     problems = verify.compare(truth, got)

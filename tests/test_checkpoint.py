@@ -17,7 +17,6 @@ import orjson
 import pytest
 
 from harvester.checkpoint import (
-    PAGES_ROOT,
     LocalPageLog,
     ObjectPageStore,
     PageStore,
@@ -25,11 +24,13 @@ from harvester.checkpoint import (
     sweep_page_stores,
     usable_prefix,
 )
-from harvester.fetch import ShardTooLarge, fetch_shard
+from harvester.errors import ShardTooLarge
+from harvester.fetch import fetch_shard
 from harvester.lake import Lake
 from harvester.sim.testing import run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth
-from tests.test_harvest_e2e import RANGE, run_harvest, start_harvest
+from harvester.state import PAGES
+from tests.support.harvest import RANGE, run_harvest, start_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
 
 
 class Index:
@@ -147,7 +148,7 @@ def test_a_damaged_page_and_those_after_it_are_fetched_again(
         kept = store.load()
         store.clear()
         store.save(*kept[0])
-        log = next((tmp_path / "lake" / PAGES_ROOT).glob("*.log"))
+        log = next((tmp_path / "lake" / PAGES).glob("*.log"))
         first_end = log.stat().st_size
         store.save(*kept[1])
         whole = log.read_bytes()
@@ -156,7 +157,7 @@ def test_a_damaged_page_and_those_after_it_are_fetched_again(
             whole[:first_end] + (b'{"start": 10, "num' if damage == "not ours" else tail)
         )
     else:  # the second page's object is damaged
-        target = sorted((tmp_path / "lake" / PAGES_ROOT).rglob("*.zst"))[1]
+        target = sorted((tmp_path / "lake" / PAGES).rglob("*.zst"))[1]
         whole = target.read_bytes()
         target.write_bytes(b'{"start": 10, "num' if damage == "not ours" else whole[:-9])
     assert [start for start, _ in store.load()] == [0]
@@ -186,9 +187,9 @@ def test_sweep_keeps_pending_shards_pages_only(tmp_path: Path) -> None:
         LocalPageLog(str(tmp_path / "lake"), slug).save(0, body)
         ObjectPageStore(lake, slug).save(0, body)
     assert sweep_page_stores(lake, {"2019-01-03"}) == 2
-    assert lake.list_files(PAGES_ROOT) == [
-        f"{PAGES_ROOT}/2019-01-03.log",
-        f"{PAGES_ROOT}/2019-01-03/0000000000.zst",
+    assert lake.list_files(PAGES) == [
+        f"{PAGES}/2019-01-03.log",
+        f"{PAGES}/2019-01-03/0000000000.zst",
     ]
 
 
@@ -197,7 +198,7 @@ SIM = ("--records", "12000", *RANGE, "--max-window", "300", "--seed", "5", "--ad
 
 
 def _kept_pages(lake: Path) -> int:
-    logs = list((lake / PAGES_ROOT).glob("*.log")) if (lake / PAGES_ROOT).exists() else []
+    logs = list((lake / PAGES).glob("*.log")) if (lake / PAGES).exists() else []
     return sum(len(LocalPageLog(str(lake), p.name.removesuffix(".log")).load()) for p in logs)
 
 
@@ -230,7 +231,7 @@ def test_kill_mid_shard_then_resume_reuses_the_kept_pages(tmp_path: Path) -> Non
         # the resumed run's own preflight (the field list).
         assert spent - uninterrupted <= 2, (spent, uninterrupted)
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
-        assert not (out / PAGES_ROOT).exists() or not list((out / PAGES_ROOT).rglob("*"))
+        assert not (out / PAGES).exists() or not list((out / PAGES).rglob("*"))
 
 
 def test_index_changing_between_kill_and_resume_still_ends_equal_to_truth(

@@ -6,12 +6,8 @@ one-line errors and SIGKILL behave as they do in production.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,77 +20,9 @@ import pytest
 
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
-
-# Two months of mail dates, ~340 rows a day on average: with a window of 300, many days
-# must be split by id range.
-RANGE = ("--start", "2019-01-01", "--end", "2019-02-28")
-WINDOW = "300"
-FAST_RETRIES = {
-    "HARVESTER_TIMEOUT": "1.5",
-    "HARVESTER_MIN_429_WAIT": "0.05",
-    "HARVESTER_BACKOFF_BASE": "0.02",
-    "HARVESTER_BACKOFF_MAX": "0.3",
-    "HARVESTER_MAX_ATTEMPTS": "20",
-    "HARVESTER_MAX_WINDOW": WINDOW,
-    "HARVESTER_SHARD_SIZE": WINDOW,
-    "HARVESTER_QUIET": "1",
-}
-
-
-def harvest_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARVESTER_", "USPTO_"))}
-    return {**env, **FAST_RETRIES, **extra}
-
-
-def harvest_cmd(url: str, out: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "harvester",
-        "harvest",
-        "--api-url",
-        url,
-        "--out",
-        out,
-        "--concurrency",
-        "4",
-        "--rate",
-        "0",
-        *extra,
-    ]
-
-
-def run_harvest(
-    url: str, out: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        harvest_cmd(url, out, *extra),
-        env=env or harvest_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _sigint_as_in_a_terminal() -> None:
-    # A shell that starts the test run in the background (`make test &`, CI runners)
-    # ignores SIGINT, and the ignoring is inherited: Python then never installs its
-    # Ctrl-C handler. A harvest in a terminal's foreground has the default action.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
-    """A harvest running in the background (output captured), to be killed or waited on."""
-    return subprocess.Popen(
-        harvest_cmd(url, str(out), *extra),
-        env=harvest_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_sigint_as_in_a_terminal,
-    )
+from tests.support.cli import snapshot
+from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest, start_harvest
+from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
 
 
 def wait_for(path: Path, timeout: float = 30) -> None:
@@ -165,14 +93,6 @@ def test_duckdb_reads_exact_counts_per_month_with_integer_partitions(
         [f"{out.as_posix()}/**/*.parquet"],
     ).fetchone()
     assert types is not None and all(t in ("BIGINT", "INTEGER") for t in types), types
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _visible_files_are_whole(root: Path) -> None:
@@ -254,7 +174,7 @@ def test_bad_start_is_one_line_error_and_leaves_lake_untouched(
     with run_simulator_process("--records", "3000", *RANGE, "--api-key", "right-key") as sim:
         first = run_harvest(sim.url, str(out), env=harvest_env(USPTO_API_KEY="right-key"))
         assert first.returncode == 0, first.stdout + first.stderr
-        before = _snapshot(out)
+        before = snapshot(out)
         url, env, extra = sim.url, harvest_env(USPTO_API_KEY="right-key"), ()
         if case == "wrong key":
             env = harvest_env(USPTO_API_KEY="wrong-key")
@@ -270,7 +190,7 @@ def test_bad_start_is_one_line_error_and_leaves_lake_untouched(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("harvester: error:"), result.stderr
     assert "right-key" not in result.stderr and "wrong-key" not in result.stderr
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     if case == "bad query":  # refused while planning a new lake: nothing was written there
         assert not (tmp_path / "other").exists() or not any((tmp_path / "other").rglob("*"))
 

@@ -7,10 +7,8 @@ from typing import Any
 
 from harvester.lake import Lake
 from harvester.sim.testing import run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-
-pytest_plugins = ["tests.s3server"]
+from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
 
 
 def test_hostile_harvest_into_s3_equals_truth(moto_s3: Any, s3_lake_uri: str) -> None:

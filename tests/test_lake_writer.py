@@ -9,7 +9,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -19,20 +19,11 @@ import pytest
 from harvester import writer
 from harvester.decode import decode_docs
 from harvester.lake import Lake, is_temp_name
+from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA, SCHEMA_VERSION
-from harvester.writer import (
-    file_name_for,
-    parse_partition,
-    partition_of,
-    read_partition,
-    write_partition_files,
-    write_shard,
-)
-
-if TYPE_CHECKING:  # imported for real by pytest_plugins (so pytest can rewrite its asserts)
-    from tests.s3server import MotoS3
-
-pytest_plugins = ["tests.s3server"]
+from harvester.shard import Shard
+from harvester.writer import read_partition, write_partition_files, write_shard
+from tests.support.s3server import MotoS3
 
 HIVE_TYPES = "{'year': INTEGER, 'month': INTEGER}"
 
@@ -169,46 +160,70 @@ def test_s3_repr_never_shows_credentials() -> None:
 
 
 # --- partitioning and names ---------------------------------------------------------------
-def test_partition_of() -> None:
-    assert partition_of(dt.date(2019, 7, 15)) == "year=2019/month=7"
-    assert partition_of(dt.date(1900, 1, 1)) == "year=1900/month=1"
-    assert partition_of(dt.date(2999, 12, 31)) == "year=2999/month=12"
+def test_partition_paths() -> None:
+    assert Partition.of(dt.date(2019, 7, 15)).path == "year=2019/month=7"
+    assert Partition.of(dt.date(1900, 1, 1)).path == "year=1900/month=1"
+    assert Partition.of(dt.date(2999, 12, 31)).path == "year=2999/month=12"
     for day in (dt.date(1899, 12, 31), dt.date(3000, 1, 1), dt.date(1, 1, 1)):
         with pytest.raises(ValueError):
-            partition_of(day)
+            Partition.of(day)
     with pytest.raises(TypeError):
-        partition_of("2019-07-15")  # type: ignore[arg-type]
-    assert parse_partition("year=2019/month=7") == (2019, 7)
+        Partition.of("2019-07-15")  # type: ignore[arg-type]
+    assert Partition.parse("year=2019/month=7") == Partition(2019, 7)
+    assert Partition.of_file("year=2019/month=7/part-x.parquet") == Partition(2019, 7)
     for bad in ("year=2019/month=13", "year=19/month=7", "year=2019/month=7/..", "x"):
         with pytest.raises(ValueError):
-            parse_partition(bad)
+            Partition.parse(bad)
+    for bad in ("year=2019/month=7/a/b.parquet", "year=2019/month=7/x.json", "x.parquet"):
+        with pytest.raises(ValueError):
+            Partition.of_file(bad)
+    assert Partition(2019, 12) < Partition(2020, 1)
 
 
 def test_file_names_for_shard_keys() -> None:
-    assert file_name_for("2019-07-15") == "part-2019-07-15.parquet"
-    assert file_name_for("2019-07-01..2019-07-09") == "part-2019-07-01_to_2019-07-09.parquet"
-    assert file_name_for("2019-07-15/id[0-8)") == "part-2019-07-15_id0-8.parquet"
-    assert file_name_for("2019-07-15/id[8-)") == "part-2019-07-15_id8-.parquet"
-    assert file_name_for("2019-07-15/id[-8)") == "part-2019-07-15_id-8.parquet"
-    assert file_name_for("undated") == "part-undated.parquet"
-    # A plan slug names the same shard as its key, so it gets the same file.
-    assert file_name_for("2019-07-15_id0-8") == file_name_for("2019-07-15/id[0-8)")
-    assert file_name_for("2019-07-01_to_2019-07-09") == file_name_for("2019-07-01..2019-07-09")
+    def name(key: str) -> str:
+        return Shard.parse_key(key).file_name
+
+    assert name("2019-07-15") == "part-2019-07-15.parquet"
+    assert name("2019-07-01..2019-07-09") == "part-2019-07-01_to_2019-07-09.parquet"
+    assert name("2019-07-15/id[0-8)") == "part-2019-07-15_id0-8.parquet"
+    assert name("2019-07-15/id[8-)") == "part-2019-07-15_id8-.parquet"
+    assert name("2019-07-15/id[-8)") == "part-2019-07-15_id-8.parquet"
+    assert name("undated") == "part-undated.parquet"
+    for key in ("2019-07-15", "2019-07-01..2019-07-09", "2019-07-15/id[0-8)", "undated"):
+        assert Shard.parse_key(key).key == key
+    for bad in ("../../etc/passwd", "2019-07-15/id[0-8", "2019-07-15..", ""):
+        with pytest.raises(ValueError):
+            Shard.parse_key(bad)
 
 
 def test_file_names_are_safe_and_injective() -> None:
     bounds = ["", "0", "4", "8", "08", "0c", "c", "f0", "ff"]
     keys = ["2019-07-15", "2019-07-01..2019-07-09", "2019-07-01..2019-07-15"]
-    keys += [f"{d}/id[{lo}-{hi})" for d in keys[:2] for lo, hi in itertools.product(bounds, bounds)]
-    weird = ["../../etc/passwd", "a/b", "a b", "", ".hidden", "_x", "é", "a..b", "a/b/c"]
-    names = [file_name_for(k) for k in keys + weird]
+    pairs = [(lo, hi) for lo, hi in itertools.product(bounds, bounds) if lo or hi]
+    keys += [f"{d}/id[{lo}-{hi})" for d in keys[:2] for lo, hi in pairs]
+    # "id[-)" bounds nothing: it is the whole day, the same shard (and file) as no range.
+    assert Shard.parse_key("2019-07-15/id[-)") == Shard.parse_key("2019-07-15")
+    names = [Shard.parse_key(k).file_name for k in keys]
     assert len(set(names)) == len(names)
     for name in names:
         assert re.fullmatch(r"part-[A-Za-z0-9._-]+\.parquet", name), name
         assert "/" not in name and ".." not in name.removeprefix("part-")
 
 
+def test_write_shard_refuses_unsafe_file_names(tmp_path: Path) -> None:
+    lake = Lake.open(str(tmp_path / "lake"))
+    for bad in ("../x.parquet", "a/b.parquet", ".hidden.parquet", "_x.parquet", ""):
+        with pytest.raises(ValueError):
+            write_shard(lake, bad, table_of({"2019-07-15": 1}))
+    assert lake.list_files() == []
+
+
 # --- writing shards ----------------------------------------------------------------------
+def name_of(key: str) -> str:
+    return Shard.parse_key(key).file_name
+
+
 def file_rows(lake: Lake, path: str) -> pa.Table:
     return pq.read_table(io.BytesIO(lake.read_bytes(path)))
 
@@ -217,7 +232,7 @@ def test_write_shard_partitions_by_each_rows_own_date(tmp_path: Path) -> None:
     lake = Lake.open(str(tmp_path))
     # The shard asked for July, but one row says June: it goes where its own date says.
     table = table_of({"2019-07-15": 5, "2019-06-30": 1, "2019-07-16": 2})
-    written = write_shard(lake, "2019-07-15/id[0-8)", table)
+    written = write_shard(lake, name_of("2019-07-15/id[0-8)"), table)
     assert sorted((w.path, w.rows) for w in written) == [
         ("year=2019/month=6/part-2019-07-15_id0-8.parquet", 1),
         ("year=2019/month=7/part-2019-07-15_id0-8.parquet", 7),
@@ -228,13 +243,13 @@ def test_write_shard_partitions_by_each_rows_own_date(tmp_path: Path) -> None:
     keys = list(zip(july["submissionDate"].to_pylist(), july["id"].to_pylist(), strict=True))
     assert keys == sorted(keys)  # sorted by (submissionDate, id)
     assert "year" not in july.column_names and "month" not in july.column_names
-    assert write_shard(lake, "2019-07-20", table_of({})) == []
+    assert write_shard(lake, name_of("2019-07-20"), table_of({})) == []
 
 
 def test_rewriting_a_shard_replaces_its_files(tmp_path: Path) -> None:
     lake = Lake.open(str(tmp_path))
-    write_shard(lake, "2019-07-15", table_of({"2019-07-15": 10}, tag="old"))
-    again = write_shard(lake, "2019-07-15", table_of({"2019-07-15": 4}, tag="new"))
+    write_shard(lake, name_of("2019-07-15"), table_of({"2019-07-15": 10}, tag="old"))
+    again = write_shard(lake, name_of("2019-07-15"), table_of({"2019-07-15": 4}, tag="new"))
     assert [w.path for w in again] == ["year=2019/month=7/part-2019-07-15.parquet"]
     assert lake.list_files("", suffix=".parquet") == [w.path for w in again]
     ids = file_rows(lake, again[0].path)["id"].to_pylist()
@@ -243,7 +258,7 @@ def test_rewriting_a_shard_replaces_its_files(tmp_path: Path) -> None:
 
 def test_parquet_file_format(tmp_path: Path) -> None:
     lake = Lake.open(str(tmp_path))
-    (written,) = write_shard(lake, "2019-07-15", table_of({"2019-07-15": 3}))
+    (written,) = write_shard(lake, name_of("2019-07-15"), table_of({"2019-07-15": 3}))
     data = lake.read_bytes(written.path)
     meta = pq.ParquetFile(io.BytesIO(data)).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
@@ -258,9 +273,13 @@ def test_parquet_file_format(tmp_path: Path) -> None:
 
 def test_duckdb_reads_the_lake_with_hive_partitions(tmp_path: Path) -> None:
     lake = Lake.open(str(tmp_path / "lake"))
-    write_shard(lake, "2019-06-01..2019-06-30", table_of({"2019-06-03": 7, "2019-06-20": 4}))
-    write_shard(lake, "2019-07-15/id[0-8)", table_of({"2019-07-15": 5}, tag="a"))
-    write_shard(lake, "2019-07-15/id[8-)", table_of({"2019-07-15": 6, "2020-01-02": 2}, tag="b"))
+    write_shard(
+        lake, name_of("2019-06-01..2019-06-30"), table_of({"2019-06-03": 7, "2019-06-20": 4})
+    )
+    write_shard(lake, name_of("2019-07-15/id[0-8)"), table_of({"2019-07-15": 5}, tag="a"))
+    write_shard(
+        lake, name_of("2019-07-15/id[8-)"), table_of({"2019-07-15": 6, "2020-01-02": 2}, tag="b")
+    )
     lake.write_bytes("_harvest/plan.json", b"{}")  # state is not data: not read
     (tmp_path / "lake" / f".part-x.parquet.tmp-{uuid.uuid4().hex}").write_bytes(b"junk")
     glob = f"{lake.local_path}/**/*.parquet"
@@ -334,12 +353,12 @@ def test_s3_lake_round_trip(moto_s3: MotoS3, s3_lake_uri: str) -> None:
     lake.write_bytes("_harvest/plan.json", b'{"v": 2}')
     assert lake.read_bytes("_harvest/plan.json") == b'{"v": 2}'
 
-    written = write_shard(lake, "2019-07-15", table_of({"2019-07-15": 6, "2019-08-01": 3}))
+    written = write_shard(lake, name_of("2019-07-15"), table_of({"2019-07-15": 6, "2019-08-01": 3}))
     assert sorted((w.path, w.rows) for w in written) == [
         ("year=2019/month=7/part-2019-07-15.parquet", 6),
         ("year=2019/month=8/part-2019-07-15.parquet", 3),
     ]
-    again = write_shard(lake, "2019-07-15", table_of({"2019-07-15": 2}, tag="new"))
+    again = write_shard(lake, name_of("2019-07-15"), table_of({"2019-07-15": 2}, tag="new"))
     assert lake.list_files("year=2019/month=7") == [again[0].path]
     july = read_partition(lake, "year=2019/month=7")
     assert july.schema == ARROW_SCHEMA

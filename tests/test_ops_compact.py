@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 
 from harvester.lake import Lake
 from harvester.sim.testing import run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-from tests.test_ops_cli import cli, ok, refresh_all_days, reports
+from tests.support.cli import cli, ok, refresh_all_days, reports
+from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
 
 # Shards of at most 60 rows: each month's partition holds dozens of small files.
 SMALL_SHARDS = harvest_env(HARVESTER_SHARD_SIZE="60")

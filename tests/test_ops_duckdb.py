@@ -16,11 +16,9 @@ import pytest
 import s3fs
 
 from harvester.sim.testing import run_simulator_process
-from tests.lakecheck import is_decodable
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-from tests.test_ops_cli import ok
-
-pytest_plugins = ["tests.s3server"]
+from tests.support.cli import ok
+from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
+from tests.support.lakecheck import is_decodable
 
 QUERYING = Path(__file__).resolve().parent.parent / "docs" / "querying.md"
 

@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.test_harvest_e2e import RANGE, WINDOW, run_harvest
-from tests.test_ops_cli import cli, ok, reports, snapshot
-
-DATES = ("--from", "2019-01-01", "--to", "2019-02-28")
+from tests.support.cli import cli, ok, reports, snapshot
+from tests.support.harvest import DATES, RANGE, WINDOW, run_harvest
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
+def plan_sim() -> Iterator[SimHandle]:
+    """One simulator shared by the module's plans (the last test mutates it)."""
     with run_simulator_process(
         "--records", "3000", *RANGE, "--max-window", WINDOW, "--seed", "41", "--admin"
     ) as handle:
@@ -26,37 +25,36 @@ def sim() -> Iterator[SimHandle]:
 
 
 def test_plan_of_a_new_harvest_writes_nothing_and_predicts_its_requests(
-    sim: SimHandle, tmp_path: Path
+    plan_sim: SimHandle, tmp_path: Path
 ) -> None:
     out = tmp_path / "lake"
-    text = ok(cli("plan", "--api-url", sim.url, "--out", str(out), *DATES, "--rate", "400"))
-    plan = json.loads(
-        ok(cli("plan", "--api-url", sim.url, "--out", str(out), *DATES, "--rate", "400", "--json"))
-    )
+    args = ("plan", "--api-url", plan_sim.url, "--out", str(out), *DATES, "--rate", "400")
+    text = ok(cli(*args))
+    plan = json.loads(ok(cli(*args, "--json")))
     assert not out.exists(), "plan created the lake"
     assert text.startswith("plan: new harvest of 2019-01-01..2019-02-28")
     assert f"shards: {plan['shards']:,}, {plan['rows']:,} rows" in text
     assert f"requests: {plan['requests']:,} = " in text and "time at 400 requests/s:" in text
-    assert plan["job"] == "harvest" and plan["rows"] == len(sim.truth())
+    assert plan["job"] == "harvest" and plan["rows"] == len(plan_sim.truth())
     assert plan["seconds"] == pytest.approx(plan["requests"] / 400, abs=0.1)
     listed = ok(
-        cli("plan", "--api-url", sim.url, "--out", str(out), *DATES, "--shards", "--rate", "0")
+        cli("plan", "--api-url", plan_sim.url, "--out", str(out), *DATES, "--shards", "--rate", "0")
     )
     for shard in plan["shard_list"]:
         assert f"  {shard['key']}: {shard['rows']:,} rows, {shard['requests']} requests" in listed
 
     # The harvest then spends exactly what the plan said (a calm service: nothing moves).
-    ok(run_harvest(sim.url, str(out), *DATES))
+    ok(run_harvest(plan_sim.url, str(out), *DATES))
     report = reports(out, "harvest")[-1]
     assert report["requests"] == plan["requests"]
     assert report["shards_done"] == sum(1 for s in plan["shard_list"] if s["requests"] > 0)
 
 
 def test_plan_of_a_harvest_under_way_lists_only_the_shards_not_done(
-    sim: SimHandle, tmp_path: Path
+    plan_sim: SimHandle, tmp_path: Path
 ) -> None:
     out = tmp_path / "lake"
-    ok(run_harvest(sim.url, str(out), *DATES))
+    ok(run_harvest(plan_sim.url, str(out), *DATES))
     (out / "_harvest" / "complete.json").unlink()
     markers = [
         p
@@ -66,14 +64,14 @@ def test_plan_of_a_harvest_under_way_lists_only_the_shards_not_done(
     keys = sorted(json.loads(p.read_text())["key"] for p in markers[:2])
     for path in markers[:2]:
         path.unlink()
-    before, files = sim.stats()["requests"], snapshot(out)
+    before, files = plan_sim.stats()["requests"], snapshot(out)
     plan = json.loads(
-        ok(cli("plan", "--api-url", sim.url, "--out", str(out), "--rate", "0", "--json"))
+        ok(cli("plan", "--api-url", plan_sim.url, "--out", str(out), "--rate", "0", "--json"))
     )
     assert sorted(s["key"] for s in plan["shard_list"]) == keys
     assert "under way" in plan["what"]
     # The stored plan knows the shards: no request now; the harvest will spend one preflight.
-    assert sim.stats()["requests"] == before and plan["planning_requests"] == 1
+    assert plan_sim.stats()["requests"] == before and plan["planning_requests"] == 1
     assert snapshot(out) == files
 
 
@@ -83,23 +81,25 @@ def _refresh_plan(url: str, out: Path) -> dict[str, Any]:
     return dict(json.loads(ok(cli(*args, "--rate", "0", "--json"))))
 
 
-def test_plan_of_a_refresh_sees_changes_and_writes_nothing(sim: SimHandle, tmp_path: Path) -> None:
+def test_plan_of_a_refresh_sees_changes_and_writes_nothing(
+    plan_sim: SimHandle, tmp_path: Path
+) -> None:
     source = tmp_path / "lake"
-    ok(run_harvest(sim.url, str(source), *DATES))
+    ok(run_harvest(plan_sim.url, str(source), *DATES))
     out = tmp_path / "copy"
     shutil.copytree(source, out)
     files = snapshot(out)
-    quiet = _refresh_plan(sim.url, out)
+    quiet = _refresh_plan(plan_sim.url, out)
     assert quiet["job"] == "refresh" and "refresh of rows changed since" in quiet["what"]
     assert "0 mail days whose counts differ" in quiet["what"]
 
-    sim.mutate(delete=30, late=20, seed=7)
-    changed = _refresh_plan(sim.url, out)
+    plan_sim.mutate(delete=30, late=20, seed=7)
+    changed = _refresh_plan(plan_sim.url, out)
     assert changed["rows"] > quiet["rows"] and changed["fetch_requests"] > quiet["fetch_requests"]
     assert "0 mail days" not in changed["what"]
     assert snapshot(out) == files, "plan wrote to the lake"
     # A plan for a harvest of a finished lake is empty, not an error.
     done = ok(
-        cli("plan", "--api-url", sim.url, "--out", str(out), "--job", "harvest", "--rate", "0")
+        cli("plan", "--api-url", plan_sim.url, "--out", str(out), "--job", "harvest", "--rate", "0")
     )
     assert "the harvest of this lake is complete" in done

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from harvester.progress import LineProgress, Progress, RichProgress, make_progress
 from harvester.sim.testing import run_simulator_process
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_cmd, harvest_env
+from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env
 
 
 class Tty(io.StringIO):

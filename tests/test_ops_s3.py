@@ -13,11 +13,9 @@ import pytest
 
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-from tests.test_ops_cli import cli, ok
-
-pytest_plugins = ["tests.s3server"]
+from tests.support.cli import cli, ok
+from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
 
 
 @pytest.fixture(scope="module")

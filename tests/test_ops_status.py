@@ -11,11 +11,9 @@ import pytest
 
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.lakecheck import is_decodable, read_lake, read_quarantine
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env, run_harvest
-from tests.test_ops_cli import cli, ok, refresh_all_days, snapshot
-
-DATES = ("--from", "2019-01-01", "--to", "2019-02-28")
+from tests.support.cli import cli, ok, refresh_all_days, snapshot
+from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest
+from tests.support.lakecheck import is_decodable, read_lake, read_quarantine
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.lake import Lake
-from harvester.ops.quarantine import settle
+from harvester.quarantine import settle
 from harvester.schema import ARROW_SCHEMA
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth
-from tests.test_harvest_e2e import RANGE, WINDOW, run_harvest
-from tests.test_ops_cli import cli, ok, printed_report, refresh_all_days, reports
+from tests.support.cli import cli, ok, printed_report, refresh_all_days, reports
+from tests.support.harvest import RANGE, WINDOW, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
 
 EXIT_MISMATCH = 6
 
 
 @pytest.fixture()
-def harvested(tmp_path: Path) -> Iterator[tuple[SimHandle, Path]]:
+def lake_to_verify(tmp_path: Path) -> Iterator[tuple[SimHandle, Path]]:
+    """A fresh simulator and a lake harvested from it, for one test to break and verify."""
     out = tmp_path / "lake"
     with run_simulator_process(
         "--records", "4000", *RANGE, "--max-window", WINDOW, "--seed", "51", "--admin"
@@ -53,9 +54,9 @@ def verify(sim: SimHandle, out: Path, *extra: str) -> tuple[int, str]:
 
 
 def test_verify_passes_on_a_lake_equal_to_the_source_and_writes_a_report(
-    harvested: tuple[SimHandle, Path],
+    lake_to_verify: tuple[SimHandle, Path],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_verify
     code, text = verify(sim, out)
     assert code == 0 and "verify: ok" in text and "problem:" not in text
     report = printed_report(text)
@@ -66,9 +67,9 @@ def test_verify_passes_on_a_lake_equal_to_the_source_and_writes_a_report(
 
 
 def test_deleted_and_late_rows_are_named_per_day_and_repair_fixes_them(
-    harvested: tuple[SimHandle, Path],
+    lake_to_verify: tuple[SimHandle, Path],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_verify
     watermark_before = json.loads((out / "_harvest" / "complete.json").read_text())["watermark"]
     summary = sim.mutate(delete=40, late=30, seed=3)
     code, text = verify(sim, out)
@@ -116,9 +117,9 @@ def _stray_table(like: pa.Table) -> pa.Table:
 
 
 def test_a_stray_file_and_a_duplicated_file_are_named_and_repair_removes_them(
-    harvested: tuple[SimHandle, Path],
+    lake_to_verify: tuple[SimHandle, Path],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_verify
     january = sorted((out / "year=2019" / "month=1").glob("*.parquet"))
     copy = out / "year=2019" / "month=1" / "copy-of-a-file.parquet"
     shutil.copyfile(january[0], copy)
@@ -151,9 +152,9 @@ def test_a_stray_file_and_a_duplicated_file_are_named_and_repair_removes_them(
 
 
 def test_duplicates_inside_the_committed_lake_are_repaired_by_fetching_their_days(
-    harvested: tuple[SimHandle, Path],
+    lake_to_verify: tuple[SimHandle, Path],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_verify
     # A committed file that holds some of its rows twice (as a buggy writer would leave it).
     target = sorted((out / "year=2019" / "month=2").glob("*.parquet"))[0]
     table = pq.read_table(target)
@@ -196,9 +197,9 @@ def test_settle_moves_floating_rows_to_the_days_that_lack_them() -> None:
 
 
 def test_an_interrupted_repair_is_finished_first_by_the_next_refresh(
-    harvested: tuple[SimHandle, Path],
+    lake_to_verify: tuple[SimHandle, Path],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_verify
     sim.mutate(add=30, late=20, modify=10, delete=10, seed=4)
     # What a verify --repair killed before its fetch leaves behind.
     run = out / "_harvest" / "refresh" / "run.json"

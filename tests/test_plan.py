@@ -14,7 +14,8 @@ import re
 import pytest
 
 from harvester.config import DEFAULT_DATE_TEMPLATE
-from harvester.plan import Planner, Shard, month_spans, split_hex
+from harvester.plan import Planner, split_hex
+from harvester.shard import Shard, month_spans
 
 CRITERIA = re.compile(
     r"submissionDate:\[(\d{4}-\d\d-\d\d)T00:00:00Z TO (\d{4}-\d\d-\d\d)T23:59:59Z\]"

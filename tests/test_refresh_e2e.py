@@ -21,10 +21,8 @@ import pytest
 
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.lakecheck import assert_lake_equals_truth
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
-
-pytest_plugins = ["tests.s3server"]
+from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
 
 RECONCILE = ("--reconcile-days", "120")
 
@@ -54,7 +52,8 @@ def latest_report(lake: Lake) -> dict[str, Any]:
 
 
 @pytest.fixture()
-def harvested(tmp_path: Path) -> Iterator[tuple[SimHandle, str]]:
+def lake_to_refresh(tmp_path: Path) -> Iterator[tuple[SimHandle, str]]:
+    """A fresh simulator and a lake harvested from it, for one test to mutate and refresh."""
     out = str(tmp_path / "lake")
     with run_simulator_process(
         "--records",
@@ -75,9 +74,9 @@ MUTATION = {"add": 150, "late": 120, "modify": 100, "delete": 80, "reorder": Tru
 
 
 def test_refresh_after_every_kind_of_change_equals_truth_and_then_is_a_no_op(
-    harvested: tuple[SimHandle, str],
+    lake_to_refresh: tuple[SimHandle, str],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_refresh
     summary = sim.mutate(**MUTATION, seed=1)
     result = run_refresh(sim.url, out)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -100,8 +99,10 @@ def test_refresh_after_every_kind_of_change_equals_truth_and_then_is_a_no_op(
     assert_lake_equals_truth(lake, sim.truth())
 
 
-def test_several_rounds_keep_the_lake_equal_to_truth(harvested: tuple[SimHandle, str]) -> None:
-    sim, out = harvested
+def test_several_rounds_keep_the_lake_equal_to_truth(
+    lake_to_refresh: tuple[SimHandle, str],
+) -> None:
+    sim, out = lake_to_refresh
     for round_seed in (2, 3, 4):
         sim.mutate(add=60, late=50, modify=40, delete=30, reorder=True, seed=round_seed)
         result = run_refresh(sim.url, out)
@@ -115,9 +116,9 @@ def _watermark(out: str) -> str | None:
 
 
 def test_refresh_killed_at_random_moments_then_rerun_equals_truth(
-    harvested: tuple[SimHandle, str],
+    lake_to_refresh: tuple[SimHandle, str],
 ) -> None:
-    sim, out = harvested
+    sim, out = lake_to_refresh
     sim.mutate(**MUTATION, seed=5)
     truth = sim.truth()
     rng = random.Random(5)

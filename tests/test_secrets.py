@@ -15,11 +15,13 @@ import pytest
 
 from harvester.decode import decode_docs
 from harvester.lake import Lake
+from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA
+from harvester.shard import Shard
 from harvester.sim.testing import run_simulator_process
-from harvester.writer import file_name_for, partition_of, write_shard
-from tests.test_harvest_e2e import RANGE, WINDOW, harvest_env
-from tests.test_ops_cli import cli
+from harvester.writer import write_shard
+from tests.support.cli import cli
+from tests.support.harvest import RANGE, WINDOW, harvest_env
 
 KEY = "KEY-canary-7f3e9d"
 
@@ -120,14 +122,17 @@ def test_values_from_the_data_become_paths_only_through_validated_partitions(
     result = decode_docs(hostile, source="test")
     assert len(result.quarantined) == 3 and result.table.num_rows == 1
     lake = Lake.open(str(tmp_path / "lake"))
-    written = write_shard(lake, "../../evil/..", result.table)
-    assert [w.path for w in written] == [f"year=2019/month=7/{file_name_for('../../evil/..')}"]
+    with pytest.raises(ValueError):
+        write_shard(lake, "../../evil/..", result.table)  # names come from Shard, checked
+    name = Shard.parse_key("2019-07-02").file_name
+    written = write_shard(lake, name, result.table)
+    assert [w.path for w in written] == [f"year=2019/month=7/{name}"]
     assert re.fullmatch(
         r"part-[A-Za-z0-9][A-Za-z0-9._-]*\.parquet", written[0].path.rsplit("/", 1)[1]
     )
     assert ".." not in written[0].path
     with pytest.raises(ValueError):
-        partition_of(dt.date(1, 1, 1))
+        Partition.of(dt.date(1, 1, 1))
     # And a real harvest of a source with undecodable rows writes only the expected paths.
     out = tmp_path / "harvested"
     with run_simulator_process(

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.sim.testing import run_simulator_process
-from tests.lakecheck import expected_row, is_decodable
-from tests.test_harvest_e2e import RANGE, WINDOW, run_harvest
-from tests.test_ops_cli import ok, refresh_all_days
+from tests.support.cli import ok, refresh_all_days
+from tests.support.harvest import RANGE, WINDOW, run_harvest
+from tests.support.lakecheck import expected_row, is_decodable
 
 pytestmark = [
     pytest.mark.spark,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 
 from harvester.commit import read_files, replace_partition, sweep
@@ -28,7 +27,7 @@ from harvester.errors import LakeError
 from harvester.lock import LakeLock
 from harvester.ops.lakeinfo import file_rows, load_committed, open_state, require_quiet_lake
 from harvester.report import RunReport
-from harvester.state import HarvestState, utc_now
+from harvester.state import HarvestState
 from harvester.writer import PARTITION_FILE_ROWS
 
 log = logging.getLogger("harvester.compact")
@@ -78,7 +77,6 @@ def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
     lake = state.lake
     report = RunReport.begin("compact", settings)
     outcome = CompactOutcome(report)
-    started = time.monotonic()
     committed = load_committed(state).files
     # Leftovers of a killed run first, so they cannot be mistaken for data later.
     report.swept_files = sweep(lake, committed)
@@ -100,12 +98,10 @@ def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
                 f"{partition}: the footers say {partition_rows} rows but {table.num_rows} were"
                 " read; not compacting it (run `harvester verify`)"
             )
-        written = replace_partition(lake, partition, files, table, prefix)
+        written = replace_partition(state, partition, files, table, prefix)
         outcome.compacted.append(partition)
         outcome.files_after += len(written)
-    report.finished_at = utc_now()
-    report.duration_s = round(time.monotonic() - started, 3)
-    report.status = "complete"
+    report.finish("complete")
     report.rows_in_lake = outcome.rows
     report.extra.update(
         {
@@ -115,5 +111,5 @@ def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
             "files_after": outcome.files_after,
         }
     )
-    report.saved_to = state.save_report(report.run_id, report.to_json())
+    report.save(state)
     return outcome

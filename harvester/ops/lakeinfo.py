@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,12 +20,11 @@ from harvester.commit import committed_files
 from harvester.config import Settings
 from harvester.errors import LakeError
 from harvester.lake import Lake
-from harvester.state import ROOT, HarvestState, ShardMarker, StoredPlan
+from harvester.runner import open_lake
+from harvester.state import HarvestState, ShardMarker, StoredPlan
 
 T = TypeVar("T")
 R = TypeVar("R")
-REFRESH_RUN = f"{ROOT}/refresh/run.json"
-WATERMARK = f"{ROOT}/watermark.json"
 
 
 def open_state(settings: Settings) -> HarvestState:
@@ -34,21 +32,9 @@ def open_state(settings: Settings) -> HarvestState:
 
     Only reads: a mistyped ``--out`` must not leave an empty directory or prefix behind.
     """
-    lake = Lake.open(settings.out, settings.storage_options())
-    state = HarvestState(lake)
-    if state.check_compatible() is None:
-        raise LakeError(f"{lake.uri} is not a harvester lake (no {ROOT}/lake.json)")
+    state = HarvestState(open_lake(settings))
+    state.require_lake()
     return state
-
-
-def read_watermark(state: HarvestState) -> str | None:
-    """The newest ``createDateTime`` the lake is known to hold everything up to: the last
-    refresh's, else the harvest's (as ``Refresher.watermark`` reads it)."""
-    if state.lake.exists(WATERMARK):
-        return str(orjson.loads(state.lake.read_bytes(WATERMARK))["watermark"])
-    complete = state.load_complete() or {}
-    value = complete.get("watermark")
-    return None if value is None else str(value)
 
 
 @dataclass
@@ -80,7 +66,7 @@ def require_quiet_lake(state: HarvestState, command: str) -> None:
             f"{state.lake.uri}: the harvest is not complete; run `harvester harvest` again to"
             f" finish it before `harvester {command}`"
         )
-    if state.lake.exists(REFRESH_RUN):
+    if state.refresh_interrupted():
         raise LakeError(
             f"{state.lake.uri}: a refresh was interrupted; run `harvester refresh` to finish it"
             f" before `harvester {command}`"

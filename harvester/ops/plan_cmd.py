@@ -23,14 +23,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from harvester import reconcile
 from harvester.client import ApiClient
+from harvester.commit import committed_files
 from harvester.config import Settings
-from harvester.errors import ConfigError, LakeError
-from harvester.harvest import make_client, open_lake, preflight
-from harvester.ops.lakeinfo import REFRESH_RUN
-from harvester.plan import EARLIEST_PROBE, UNDATED_KEY, Planner, Shard
-from harvester.progress import Progress
-from harvester.refresh import Refresher
+from harvester.errors import ConfigError
+from harvester.harvest import make_plan
+from harvester.refresh import changed_rows_shard, changed_since, require_completed
+from harvester.runner import make_client, make_planner, open_lake, preflight
+from harvester.shard import UNDATED_KEY, Shard
 from harvester.state import HarvestState
 
 JOBS = ("auto", "harvest", "refresh")
@@ -147,18 +148,10 @@ def _new_plan(settings: Settings) -> JobPlan:
 
 
 async def _plan_new_harvest(settings: Settings, client: ApiClient, plan: JobPlan) -> None:
-    """What ``harvest._make_plan`` does, without saving it."""
-    planner = Planner(client, settings.date_template, settings.shard_size)
-    last = settings.date_to or dt.datetime.now(dt.UTC).date()
-    first = settings.date_from or await planner.probe_first_day(last)
-    if first is None:
-        raise ConfigError(f"the service holds no rows with a mail date up to {last}")
-    plan.what = f"new harvest of {first}..{last}"
-    plan.shards = await planner.plan(first, last)
-    undated = Shard(first, last, undated=True)
-    plan.shards.append(
-        undated.with_expected(await client.count(undated.criteria(settings.date_template)))
-    )
+    """What the harvest plans (``harvest.make_plan``), without saving it."""
+    stored = await make_plan(settings, make_planner(settings, client), client)
+    plan.what = f"new harvest of {stored.first}..{stored.last}"
+    plan.shards = stored.shards
     plan.check_requests = len(plan.shards)
 
 
@@ -177,22 +170,21 @@ def _plan_resumed_harvest(state: HarvestState, plan: JobPlan) -> None:
     plan.notes.append("shard sizes are the counts seen when the harvest was planned")
 
 
-async def _plan_refresh(settings: Settings, client: ApiClient, plan: JobPlan) -> None:
+async def _plan_refresh(
+    settings: Settings, state: HarvestState, client: ApiClient, plan: JobPlan
+) -> None:
     """What ``Refresher`` would fetch: changed rows, then the days reconciliation repairs."""
-    refresher = Refresher(settings, Progress())
-    state = refresher.state
-    complete, stored = state.load_complete(), state.load_plan()
-    if complete is None or stored is None:
-        raise LakeError(
-            f"{state.lake.uri} holds no completed harvest: run `harvester harvest` first"
-        )
-    planner = Planner(client, settings.date_template, settings.shard_size)
-    since = refresher.since(complete)
-    today = dt.datetime.now(dt.UTC).date()
-    root = Shard(EARLIEST_PROBE, today, scope=f"createDateTime:[{since}Z TO *]")
+    _, stored = require_completed(state)
+    planner = make_planner(settings, client)
+    since = changed_since(state, settings.lookback_days)
+    root = changed_rows_shard(since, dt.datetime.now(dt.UTC).date())
     root = root.with_expected(await client.count(root.criteria(settings.date_template)))
     changed = await planner.refine(root)
-    repair = await refresher.days_to_repair(stored, client)
+    committed = committed_files(state, stored, state.load_markers())
+    found = await reconcile.days_to_repair(
+        state, committed, client, settings.date_template, settings.reconcile_days, stored.last
+    )
+    repair = {} if found is None else found.repair
     days = []
     for day in sorted(repair):
         shard = Shard(dt.date.fromisoformat(day), dt.date.fromisoformat(day))
@@ -209,7 +201,7 @@ async def _plan_refresh(settings: Settings, client: ApiClient, plan: JobPlan) ->
             "the days are those that differ now; the refresh checks again after merging the"
             " changed rows, which often fixes some of them, so it may fetch fewer"
         )
-    if state.lake.exists(REFRESH_RUN):
+    if state.refresh_interrupted():
         plan.notes.append("an interrupted refresh is resumed first; this plan is for the next one")
 
 
@@ -236,6 +228,6 @@ async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
         if job == "harvest":
             await _plan_new_harvest(settings, client, plan)
         else:
-            await _plan_refresh(settings, client, plan)
+            await _plan_refresh(settings, state, client, plan)
         plan.planning_requests = client.stats.requests
     return plan

@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 from harvester.lake import Lake
 from harvester.ops.dupes import DuplicateFinder, id_keys
 from harvester.ops.lakeinfo import is_visible, parallel_map, parquet_file
+from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA
-from harvester.writer import parse_partition
 
 log = logging.getLogger("harvester.verify")
 KEY_COLUMNS = ["id", "submissionDate"]
@@ -159,8 +159,9 @@ class _Scanner:
         finder.add(number, read.table.column("id"))
         dates = read.table.column("submissionDate")
         try:
-            year, month = parse_partition(directory)
-            outside = pc.sum(pc.not_equal(_month_keys(dates), year * 100 + month)).as_py()
+            partition = Partition.parse(directory)
+            month_key = partition.year * 100 + partition.month
+            outside = pc.sum(pc.not_equal(_month_keys(dates), month_key)).as_py()
         except ValueError:
             outside = 0  # not in a partition at all: reported as uncommitted already
         if outside:

@@ -8,16 +8,15 @@ nothing, so it is safe to run against a lake another process is harvesting into.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
-
-from harvester.commit import load_manifests, partition_of_path, uncommitted_files
+from harvester import quarantine
+from harvester.commit import uncommitted_files
 from harvester.config import Settings
-from harvester.ops.lakeinfo import REFRESH_RUN, file_rows, open_state, read_watermark
-from harvester.state import ROOT, HarvestState
+from harvester.ops.lakeinfo import file_rows, open_state
+from harvester.partition import Partition
+from harvester.state import HarvestState
 
 
 @dataclass
@@ -38,6 +37,7 @@ class LakeStatus:
     uncommitted_files: int = 0
     quarantined_rows: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    quarantined_per_day: dict[str, int] = field(default_factory=dict)  # as reconcile counts
     watermark: str | None = None
     refresh_interrupted: dict[str, Any] | None = None
     runs: int = 0
@@ -90,29 +90,13 @@ class LakeStatus:
         return lines
 
 
-def _read_json(state: HarvestState, path: str) -> Any:
-    return orjson.loads(state.lake.read_bytes(path)) if state.lake.exists(path) else None
-
-
 def _quarantine(state: HarvestState, status: LakeStatus) -> None:
-    """Distinct quarantined rows: a refresh that fetches a day again re-quarantines its bad
-    rows into another file, so the same row can sit in two files."""
-    seen: set[bytes] = set()
-    reasons: Counter[str] = Counter()
-    paths = state.lake.list_files(f"{ROOT}/quarantine", suffix=".jsonl")
-    for raw in state.lake.read_many(paths):
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            entry = orjson.loads(line)
-            doc = orjson.dumps(entry.get("doc"), option=orjson.OPT_SORT_KEYS)
-            if doc not in seen:
-                seen.add(doc)
-                # "bad submissionDate: '2019-13-01'" -> "bad submissionDate": the kind, not
-                # the value, so the summary stays one short line.
-                reasons[str(entry.get("reason", "?")).split(":", 1)[0]] += 1
-    status.quarantined_rows = len(seen)
-    status.quarantine_reasons = dict(reasons)
+    """Quarantined rows by ``quarantine``'s one rule (what refresh and verify count)."""
+    counts = quarantine.count(state)
+    status.quarantined_rows = counts.rows
+    status.quarantine_reasons = counts.reasons
+    per_day, _ = counts.days()
+    status.quarantined_per_day = {d.isoformat(): n for d, n in sorted(per_day.items())}
 
 
 def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
@@ -122,7 +106,7 @@ def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
     status.harvest_range = (plan.first.isoformat(), plan.last.isoformat())
     markers = state.load_markers()
     leaves = state.leaves(plan, markers)
-    manifests = load_manifests(state.lake)
+    manifests = state.load_manifests()
     status.shards_total = len(leaves)
     footers_needed: list[str] = [f for files in manifests.values() for f in files]
     committed: dict[str, list[str]] = {p: list(f) for p, f in manifests.items()}
@@ -134,9 +118,9 @@ def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
             status.shards_failed[leaf.key] = marker.cause or "unknown cause"
         else:
             status.shards_done += 1
-            kept = [f for f in marker.files if partition_of_path(f) not in manifests]
+            kept = [f for f in marker.files if Partition.of_file(f).path not in manifests]
             for path in kept:
-                committed.setdefault(partition_of_path(path), []).append(path)
+                committed.setdefault(Partition.of_file(path).path, []).append(path)
             if len(kept) == len(marker.files):
                 status.rows += marker.rows  # the marker counted exactly these files' rows
             else:
@@ -151,19 +135,19 @@ def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
 def lake_status(settings: Settings) -> LakeStatus:
     """Read the lake's state; LakeError if ``settings.out`` is not a harvester lake."""
     state = open_state(settings)
-    meta = state.check_compatible() or {}
-    status = LakeStatus(state.lake.uri, meta.get("schema_version"))
+    meta = state.require_lake()
+    status = LakeStatus(state.lake.uri, meta.schema_version)
     complete = state.load_complete()
-    plan_exists = state.lake.exists(f"{ROOT}/plan.json")
+    plan_exists = state.has_plan()
     status.harvest = "complete" if complete else ("in progress" if plan_exists else "not started")
-    status.completed_at = complete.get("completed_at") if complete else None
+    status.completed_at = complete.completed_at if complete else None
     _shards_and_rows(state, status)
     _quarantine(state, status)
-    status.watermark = read_watermark(state)
-    status.refresh_interrupted = _read_json(state, REFRESH_RUN)
-    runs = state.lake.list_files(f"{ROOT}/runs", suffix=".json")
-    status.runs = len(runs)
-    reports = [orjson.loads(raw) for raw in state.lake.read_many(runs)]
+    status.watermark = state.watermark()
+    run = state.load_refresh_run()
+    status.refresh_interrupted = None if run is None else asdict(run)
+    reports = state.load_reports()
+    status.runs = len(reports)
     if reports:
         # By finish time, not by name: a resumed refresh keeps the run id it started with.
         status.last_run = max(

@@ -27,22 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from harvester import quarantine
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.harvest import make_client, preflight
-from harvester.ops.lakeinfo import REFRESH_RUN, load_committed, open_state, read_watermark
-from harvester.ops.quarantine import quarantine_counts, settle
+from harvester.ops.lakeinfo import load_committed, open_state
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
 from harvester.progress import Progress
-from harvester.refresh import Refresher, RefreshOutcome, differing_days
-from harvester.report import RunReport
-from harvester.state import HarvestState, utc_now
+from harvester.reconcile import differing_days
+from harvester.refresh import Refresher
+from harvester.report import RunOutcome, RunReport
+from harvester.runner import make_client, preflight
+from harvester.shard import changed_since_scope
+from harvester.state import HarvestState
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
 
@@ -56,6 +57,7 @@ class Check:
     scan: Scan
     differing: dict[dt.date, tuple[int, int]]
     quarantined: int
+    quarantined_per_day: dict[dt.date, int] = field(default_factory=dict)
     since: dt.datetime | None = None
     changed: dict[dt.date, tuple[int, int]] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, text)
@@ -79,6 +81,9 @@ class Check:
             "rows": self.scan.rows,
             "files_read": self.scan.files_read,
             "quarantined": self.quarantined,
+            "quarantined_per_day": {
+                d.isoformat(): n for d, n in sorted(self.quarantined_per_day.items())
+            },
             "problems": [{"kind": k, "text": t} for k, t in self.problems],
             "days_differing": {d.isoformat(): list(v) for d, v in sorted(self.differing.items())},
             "changed_since": None if self.since is None else self.since.isoformat(),
@@ -94,7 +99,7 @@ class VerifyOutcome:
     report: RunReport
     before: Check
     after: Check | None = None
-    repair: RefreshOutcome | None = None
+    repair: RunOutcome | None = None
 
     @property
     def final(self) -> Check:
@@ -142,7 +147,7 @@ def _problems(check: Check, state: HarvestState) -> None:
         if unfinished:
             text = f"harvest unfinished: {len(unfinished)} shards not done, e.g. {unfinished[:3]}"
             add(("harvest", text + " (`harvester harvest` finishes it)"))
-    if state.lake.exists(REFRESH_RUN):
+    if state.refresh_interrupted():
         add(("refresh", "a refresh was interrupted (`harvester refresh` finishes it)"))
     for day, (lake, service) in sorted(check.differing.items()):
         add(("count", f"day {day}: lake has {lake} rows, service has {service}"))
@@ -179,31 +184,32 @@ def _problems(check: Check, state: HarvestState) -> None:
 
 async def _check(state: HarvestState, settings: Settings, client: ApiClient) -> Check:
     view = load_committed(state)  # again after a repair: it rewrites partitions
-    mark = read_watermark(state)
+    mark = state.watermark()
     # Whole seconds on both sides: the query cannot say more, and both must count the same.
     since = dt.datetime.fromisoformat(mark).replace(microsecond=0) if mark else None
     scan = await asyncio.to_thread(scan_lake, state.lake, view.files, since)
-    quarantine = await asyncio.to_thread(quarantine_counts, state.lake, since)
+    quarantined = await asyncio.to_thread(quarantine.count, state, since)
     first = settings.date_from or view.plan.first
     newest = max(scan.day_counts, default=view.plan.last)
     last = settings.date_to or max(view.plan.last, newest)
     template = view.plan.date_template  # the lake's: the service is known to accept it
 
     async def compare(
-        files: dict[dt.date, int], recent: bool, scope: str
+        files: dict[dt.date, int], recent: bool, scope: str | None
     ) -> dict[dt.date, tuple[int, int]]:
         # The service counts quarantined rows too: without them their days always differ.
-        quarantined, floating = quarantine.days(recent)
-        days = {d: files.get(d, 0) + quarantined.get(d, 0) for d in files.keys() | quarantined}
+        on_days, floating = quarantined.days(recent)
+        days = {d: files.get(d, 0) + on_days.get(d, 0) for d in files.keys() | on_days}
         in_range = {d: n for d, n in days.items() if first <= d <= last}
-        return settle(
-            await differing_days(client, scope + template, in_range, first, last), floating
+        return quarantine.settle(
+            await differing_days(client, template, in_range, first, last, scope), floating
         )
 
-    differing = await compare(scan.day_counts, False, "")
-    check = Check(first, last, scan, differing, quarantine.rows, since)
+    differing = await compare(scan.day_counts, False, None)
+    per_day = {d: n for d, n in quarantined.days()[0].items() if first <= d <= last}
+    check = Check(first, last, scan, differing, quarantined.rows, per_day, since)
     if since is not None:
-        scope = f"(createDateTime:[{since.isoformat()}Z TO *]) AND "
+        scope = changed_since_scope(since.isoformat())
         check.changed = await compare(scan.changed_day_counts, True, scope)
     _problems(check, state)
     return check
@@ -218,7 +224,6 @@ async def verify_lake(settings: Settings, repair: bool, progress: Progress) -> V
             " (verify --repair works on a completed harvest)"
         )
     report = RunReport.begin("verify", settings)
-    started = time.monotonic()
     async with make_client(settings) as client:
         await preflight(client)
         outcome = VerifyOutcome(report, await _check(state, settings, client))
@@ -232,28 +237,22 @@ async def verify_lake(settings: Settings, repair: bool, progress: Progress) -> V
             refresher = Refresher(settings, progress, command="repair")
             outcome.repair = await refresher.run(repair_days=outcome.before.repair_days)
             outcome.after = await _check(state, settings, client)
-        stats = client.stats
+        if outcome.repair_failed:
+            status = "repair incomplete"
+        elif outcome.final.problems:
+            status = "problems"
+        else:
+            status = "repaired" if outcome.after is not None else "ok"
+        report.finish(status, client.stats)
     progress.stop()
-    report.finished_at = utc_now()
-    report.duration_s = round(time.monotonic() - started, 3)
-    report.requests, report.pages_ok = stats.requests, stats.pages_ok
-    report.throttled_429, report.bytes_received = stats.throttled_429, stats.bytes_received
-    report.wait_seconds_429 = round(stats.wait_seconds_429, 3)
-    report.retries_by_cause = dict(stats.retries_by_cause)
     report.rows_in_lake = outcome.final.scan.rows
     report.quarantined = outcome.final.quarantined
     report.plan_range = (outcome.before.first.isoformat(), outcome.before.last.isoformat())
-    if outcome.repair_failed:
-        report.status = "repair incomplete"
-    elif outcome.final.problems:
-        report.status = "problems"
-    else:
-        report.status = "repaired" if outcome.after is not None else "ok"
     report.extra["check"] = outcome.before.to_json()
     if outcome.after is not None:
         report.extra["after_repair"] = outcome.after.to_json()
     if outcome.repair is not None:
         report.extra["repair_report"] = outcome.repair.report.saved_to
         report.extra["repair_days"] = outcome.before.repair_days
-    report.saved_to = state.save_report(report.run_id, report.to_json())
+    report.save(state)
     return outcome

@@ -1,48 +1,26 @@
-"""Pytest fixtures for a real S3 endpoint: moto's server on 127.0.0.1, spoken to over HTTP.
-
-Nothing is patched: s3fs, boto3 and subprocesses talk to the server as they would to AWS,
-so the code under test runs its real S3 paths. Use with ``pytest_plugins = ["tests.s3server"]``
-(or register it in ``tests/conftest.py``).
-"""
+"""Fixtures shared by several test modules. Shared helpers (not fixtures) are in
+``tests/support``; fixtures that only one module uses stay in that module."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-REGION = "us-east-1"
+# Before tests.support is first imported: its asserts report their values as a test's do.
+pytest.register_assert_rewrite("tests.support")
 
-
-@dataclass(frozen=True)
-class MotoS3:
-    endpoint_url: str
-    bucket: str
-
-    def storage_options(self) -> dict[str, Any]:
-        """Options for ``s3fs.S3FileSystem`` (and ``Lake.open``) to reach this server."""
-        return {
-            "key": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "secret": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            "endpoint_url": self.endpoint_url,
-            "client_kwargs": {"region_name": REGION},
-        }
+from tests.support.s3server import FAKE_CREDENTIALS, REGION, MotoS3  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3]:
     """One moto S3 server for the session, with fake credentials in the env and a bucket."""
+    # Imported here: only the sessions that use S3 pay for importing moto and boto3.
+    import boto3
+    from moto.server import ThreadedMotoServer
+
     with pytest.MonkeyPatch.context() as patch:
         # Fake credentials only: whatever AWS setup the machine has is never touched.
         for name, value in FAKE_CREDENTIALS.items():

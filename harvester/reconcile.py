@@ -1,0 +1,131 @@
+"""Reconciliation: compare the lake's rows per mail date with the service's counts.
+
+Pure functions of the lake, the quarantine and count queries: they write nothing and report
+nothing, so refresh (the days to repair), verify (every differing day) and plan (what a
+refresh would fetch) ask the same questions the same way.
+
+Months are counted first and days only within months that differ, so a mostly-equal range
+costs about one request per month. Quarantined rows are counted by the service but are not
+in the files, so they are added to the files' counts (``quarantine``'s one rule) before
+comparing; otherwise a day holding one would differ for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyarrow.compute as pc
+
+from harvester import quarantine
+from harvester.commit import read_files
+from harvester.lake import Lake
+from harvester.partition import Partition
+from harvester.plan import Counter
+from harvester.shard import Shard, month_spans
+from harvester.state import HarvestState
+
+DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
+
+
+def day_counts(lake: Lake, committed: Mapping[str, list[str]]) -> dict[dt.date, int]:
+    """Rows per mail date in the committed files (reads one column)."""
+    counts: dict[dt.date, int] = {}
+    for files in committed.values():
+        table = read_files(lake, files, columns=["submissionDate"])
+        if table.num_rows == 0:
+            continue
+        values = pc.value_counts(table.column("submissionDate"))
+        for item in values.to_pylist():
+            counts[item["values"]] = counts.get(item["values"], 0) + int(item["counts"])
+    return counts
+
+
+def newest_day(lake: Lake, committed: Mapping[str, list[str]]) -> dt.date | None:
+    """The newest mail date in the committed files, reading only the newest non-empty
+    partition."""
+    for partition in sorted(committed, key=Partition.parse, reverse=True):
+        days = day_counts(lake, {partition: committed[partition]})
+        if days:
+            return max(days)
+    return None
+
+
+async def differing_days(
+    counter: Counter,
+    date_template: str,
+    lake_days: Mapping[dt.date, int],
+    first: dt.date,
+    last: dt.date,
+    scope: str | None = None,
+) -> DayDifferences:
+    """Days of [first, last] whose lake row count differs from the service's, as (lake,
+    service); ``scope`` narrows both sides' question (verify's changed rows)."""
+
+    async def count(a: dt.date, b: dt.date) -> int:
+        return await counter.count(Shard(a, b, scope=scope).criteria(date_template))
+
+    months = month_spans(first, last)
+    month_counts = await asyncio.gather(*(count(a, b) for a, b in months))
+    differing: DayDifferences = {}
+    for (a, b), service in zip(months, month_counts, strict=True):
+        lake = sum(n for d, n in lake_days.items() if a <= d <= b)
+        if lake == service:
+            continue
+        days = Shard(a, b).days
+        day_service = await asyncio.gather(*(count(d, d) for d in days))
+        for day, n in zip(days, day_service, strict=True):
+            if lake_days.get(day, 0) != n:
+                differing[day] = (lake_days.get(day, 0), n)
+    return differing
+
+
+@dataclass
+class Reconciliation:
+    """The days of a refresh's reconcile window that differ, with why."""
+
+    first: dt.date
+    last: dt.date
+    repair: dict[str, str]  # ISO day -> reason
+    quarantined: dict[str, int]  # ISO day -> quarantined rows counted on it (in the window)
+
+
+async def days_to_repair(
+    state: HarvestState,
+    committed: Mapping[str, list[str]],
+    counter: Counter,
+    date_template: str,
+    reconcile_days: int,
+    planned_last: dt.date,
+) -> Reconciliation | None:
+    """The last ``reconcile_days`` mail days (back from the newest day the lake holds, or
+    ``planned_last``) whose counts differ from the service's; None when reconciliation is
+    off. Only the partitions inside the window are read, not the whole lake."""
+    if reconcile_days == 0:
+        return None
+    counts = await asyncio.to_thread(quarantine.count, state)
+    quarantined, floating = counts.days()
+    in_files = await asyncio.to_thread(newest_day, state.lake, committed)
+    newest = max([*counts.per_day, *([in_files] if in_files else [])], default=planned_last)
+    first = newest - dt.timedelta(days=reconcile_days - 1)
+    in_window = {
+        p: files for p, files in committed.items() if Partition.parse(p) >= Partition.of(first)
+    }
+    lake_days = await asyncio.to_thread(day_counts, state.lake, in_window)
+    for day, n in quarantined.items():
+        lake_days[day] = lake_days.get(day, 0) + n
+    last = max(newest, dt.datetime.now(dt.UTC).date())
+    differing = quarantine.settle(
+        await differing_days(counter, date_template, lake_days, first, last), floating
+    )
+    return Reconciliation(
+        first,
+        last,
+        {
+            day.isoformat(): f"lake has {lake} rows, service {service}"
+            for day, (lake, service) in sorted(differing.items())
+        },
+        {d.isoformat(): n for d, n in sorted(quarantined.items()) if first <= d <= last},
+    )

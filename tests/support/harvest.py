@@ -1,0 +1,82 @@
+"""Running ``harvester harvest`` as the real command in a subprocess, as a user runs it,
+with settings that keep the tests fast (short timeouts and backoffs, a small window)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+# Two months of mail dates, ~340 rows a day on average: with a window of 300, many days
+# must be split by id range.
+RANGE = ("--start", "2019-01-01", "--end", "2019-02-28")
+WINDOW = "300"
+# The mail dates of RANGE as a harvest's or plan's --from/--to.
+DATES = ("--from", "2019-01-01", "--to", "2019-02-28")
+FAST_RETRIES = {
+    "HARVESTER_TIMEOUT": "1.5",
+    "HARVESTER_MIN_429_WAIT": "0.05",
+    "HARVESTER_BACKOFF_BASE": "0.02",
+    "HARVESTER_BACKOFF_MAX": "0.3",
+    "HARVESTER_MAX_ATTEMPTS": "20",
+    "HARVESTER_MAX_WINDOW": WINDOW,
+    "HARVESTER_SHARD_SIZE": WINDOW,
+    "HARVESTER_QUIET": "1",
+}
+
+
+def harvest_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARVESTER_", "USPTO_"))}
+    return {**env, **FAST_RETRIES, **extra}
+
+
+def harvest_cmd(url: str, out: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harvester",
+        "harvest",
+        "--api-url",
+        url,
+        "--out",
+        out,
+        "--concurrency",
+        "4",
+        "--rate",
+        "0",
+        *extra,
+    ]
+
+
+def run_harvest(
+    url: str, out: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        harvest_cmd(url, out, *extra),
+        env=env or harvest_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _sigint_as_in_a_terminal() -> None:
+    # A shell that starts the test run in the background (`make test &`, CI runners)
+    # ignores SIGINT, and the ignoring is inherited: Python then never installs its
+    # Ctrl-C handler. A harvest in a terminal's foreground has the default action.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """A harvest running in the background (output captured), to be killed or waited on."""
+    return subprocess.Popen(
+        harvest_cmd(url, str(out), *extra),
+        env=harvest_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )
