@@ -9,11 +9,20 @@ Retry rules (one "attempt" is one HTTP request; every attempt, 429s included, co
 toward ``max_attempts``):
 
 - 200 with a well-formed envelope: done. 404: an empty page (the service's "no match").
-- 400 and 413: ``QueryError`` with the server's message; 401 and 403: ``AuthError``;
-  a redirect or another unexpected 4xx: ``ApiError``. No retry: none would help.
+- 400 and 413: ``QueryError`` with the server's message; a redirect or another unexpected
+  4xx: ``ApiError``. No retry: none would help.
+- 401 and 403: ``AuthError``, named by what they most likely mean on ODP's API gateway
+  (reference: "Gateway errors"), with the server's own message quoted. 401: no key sent
+  ("set USPTO_API_KEY") or the key was not accepted. 403 before the service has ever
+  answered 200 (the preflight's field list, usually): a wrong ``--api-url`` (the gateway
+  answers 403 ``{"message": "Missing Authentication Token"}`` for unknown routes) or a
+  key that is wrong or not active yet (a new key answers 403 for several minutes). 403
+  once the service has answered 200: the key was rejected.
 - 429: pauses every caller (shared gate) for ``Retry-After`` but at least ``min_429_wait``;
   with no usable ``Retry-After`` (absent, ``0``, garbage), for ``max(min_429_wait,
-  backoff_base)`` plus full jitter growing with the streak of consecutive 429s.
+  backoff_base)`` plus full jitter growing with the streak of consecutive 429s. The
+  gateway's bare ``429 {"message": "Too Many Requests"}`` is such a 429: its body is not
+  read, only its status.
 - 5xx, 408, timeouts, resets, truncated bodies, malformed or empty JSON, a 200 without
   ``response.numFound``/``response.docs``: retried after full-jitter exponential backoff
   (private to the failing request); after ``max_attempts`` -> ``RetriesExhausted(cause)``.
@@ -23,12 +32,16 @@ toward ``max_attempts``):
   once, a refusal is a restart or a blip, and gets the full budget.
 
 The API key goes into the ``X-API-KEY`` header and nowhere else: not into ``repr``, stats,
-logs or exception messages (server text quoted in errors is scrubbed of it too).
+logs or exception messages (server text quoted in errors is scrubbed of it too). It is
+never sent in clear to another machine: with a key set, a plain ``http://`` base URL whose
+host is not loopback (``127.0.0.0/8``, ``::1``, ``localhost``) is a ``ConfigError`` at
+construction. Redirects are never followed, so the key never reaches a redirect's target.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import re
@@ -37,13 +50,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from aiolimiter import AsyncLimiter
 
 from harvester.backoff import Throttle, full_jitter
-from harvester.errors import ApiError, ApiUnreachable, AuthError, QueryError, RetriesExhausted
+from harvester.errors import (
+    ApiError,
+    ApiUnreachable,
+    AuthError,
+    ConfigError,
+    QueryError,
+    RetriesExhausted,
+)
 
 log = logging.getLogger("harvester.client")
 
@@ -124,6 +145,8 @@ class ApiClient:
             raise ValueError("concurrency and max_attempts must be >= 1 and timeout > 0")
         self._base = base_url.rstrip("/")
         self._key = (api_key or "").strip() or None
+        if self._key:
+            _refuse_plain_http(self._base, self._key)
         self._rate = rate if rate is not None and rate > 0 else None
         self._concurrency = concurrency
         # A separate connect timeout makes a black-holed host a "connect timeout" (which
@@ -142,6 +165,9 @@ class ApiClient:
             min_wait=min_429_wait, base=backoff_base, cap=backoff_max, rng=self._rng
         )
         self._answered = False  # has any HTTP response ever arrived? (the unreachable rule)
+        # Has any call been answered 200? Then URL and key are proven, and a 403 means
+        # the key was rejected rather than "wrong URL or key not active yet".
+        self._proven = False
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
 
@@ -186,16 +212,20 @@ class ApiClient:
 
     # ---- public calls -------------------------------------------------------------------
 
-    async def search(self, criteria: str, start: int, rows: int) -> Page:
+    async def search(self, criteria: str, start: int, rows: int, sort: str | None = None) -> Page:
         """One page of ``criteria`` from ``start``; the service may return fewer than
-        ``rows`` docs, so callers advance by ``len(page.docs)``."""
+        ``rows`` docs, so callers advance by ``len(page.docs)``. ``sort`` (``"id asc"``) is
+        sent only when given: whether the service honours it is probed (``service``)."""
         form = {"criteria": criteria, "start": str(start), "rows": str(rows)}
+        if sort is not None:
+            form["sort"] = sort
 
         def parse(response: _Response) -> Page:
             if response.status == 404:
                 page = Page(0, start, [], len(response.body))
             else:
                 page = _parse_page(response.body, start)
+                self._proven = True
             self.stats.pages_ok += 1
             return page
 
@@ -223,7 +253,9 @@ class ApiClient:
                 # The field list always exists: a 404 here means the URL is wrong, which is
                 # worth saying, since a wrong URL would make every search "empty".
                 raise ApiError(f"{self._base}{FIELDS_PATH} not found (404): check --api-url")
-            return _parse_fields(response.body)
+            names = _parse_fields(response.body)
+            self._proven = True
+            return names
 
         return await self._call("GET", FIELDS_PATH, None, parse, "fields")
 
@@ -247,7 +279,7 @@ class ApiClient:
                     cause = "http 429"  # the gate does the waiting, for every caller
                 else:
                     self._throttle.answered()
-                    self._raise_for_status(response, form)
+                    self._raise_for_status(response, form, path)
                     return parse(response)
             except _Retryable as failure:
                 cause = failure.cause
@@ -331,34 +363,89 @@ class ApiClient:
             "%s: 429 (Retry-After %s, streak %d): all paused %.2fs", what, shown, streak, pause
         )
 
-    def _raise_for_status(self, response: _Response, form: dict[str, str] | None) -> None:
+    def _raise_for_status(
+        self, response: _Response, form: dict[str, str] | None, path: str
+    ) -> None:
         """Raise for every status but 200 and 404 (which the parsers handle)."""
         status = response.status
         if status in (200, 404):
             return
         if status in (401, 403):
-            if self._key:
-                raise AuthError(f"the API rejected the key ({status}): check USPTO_API_KEY")
-            raise AuthError(f"the API requires a key ({status}): set USPTO_API_KEY")
+            raise self._auth_error(status, _server_message(response.body), path)
         if status >= 500 or status == 408:
             raise _Retryable(f"http {status}")
         message = _server_message(response.body)
         criteria = _shorten((form or {}).get("criteria", ""), 120)
         if status == 400:
             text = f"the API refused the query (400): {message} [criteria: {criteria}]"
-            raise QueryError(self._scrub(text))
+            raise QueryError(self._scrub(text), status, self._scrub(message))
         if status == 413:
             text = f"the API refused the request as too large (413): {message}"
-            raise QueryError(self._scrub(text))
+            raise QueryError(self._scrub(text), status, self._scrub(message))
         if 300 <= status < 400:
             location = _shorten(response.headers.get("Location", "?"), MESSAGE_LIMIT)
             text = f"the API redirected ({status}) to {location}: check --api-url"
             raise ApiError(self._scrub(text))
         raise ApiError(self._scrub(f"unexpected answer from the API ({status}): {message}"))
 
+    def _auth_error(self, status: int, message: str, path: str) -> AuthError:
+        """A 401 or 403 named by its likely cause (module docstring), quoting the server."""
+        said = f'(server said "{message}")'
+        if status == 401:
+            if self._key:
+                text = f"the API did not accept the key (401) {said}: check USPTO_API_KEY"
+            else:
+                text = f"the API requires a key (401) {said}: set USPTO_API_KEY"
+        elif self._proven:
+            if self._key:
+                text = f"the API rejected the key (403) {said}: check USPTO_API_KEY"
+            else:
+                text = f"the API requires a key (403) {said}: set USPTO_API_KEY"
+        else:
+            what = "the field list" if path == FIELDS_PATH else "a search"
+            target = f"{what} at {self._base}{path}"
+            if self._key:
+                cause = (
+                    "most likely a wrong --api-url (the gateway answers 403 for unknown"
+                    " routes) or a key that is wrong or not active yet (a new key answers 403"
+                    " for several minutes): check --api-url and USPTO_API_KEY, or wait a few"
+                    " minutes and try again"
+                )
+            else:
+                cause = (
+                    "most likely the key is missing (set USPTO_API_KEY) or --api-url is wrong"
+                    " (the gateway answers 403 for unknown routes)"
+                )
+            text = f"the API answered 403 to {target} {said}: {cause}"
+        return AuthError(self._scrub(text))
+
     def _scrub(self, text: str) -> str:
         """Belt and braces: server text quoted in an error could echo the key."""
         return text.replace(self._key, "***") if self._key else text
+
+
+def _refuse_plain_http(base_url: str, key: str) -> None:
+    """``ConfigError`` when ``base_url`` would carry the key in clear to another machine."""
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() != "http":
+        return
+    host = parts.hostname or ""
+    if not _is_loopback(host):
+        # A key pasted into the URL must not show either (the host comes back lowercased).
+        shown = re.sub(re.escape(key), "***", host or base_url, flags=re.IGNORECASE)
+        raise ConfigError(f"refusing to send the API key over plain http to {shown}: use https")
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``; a name that merely resolves to one is not
+    trusted (DNS could answer otherwise tomorrow)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 # ---- parsing ----------------------------------------------------------------------------

@@ -15,9 +15,11 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -25,12 +27,17 @@ from aiohttp import web
 from harvester.backoff import PauseGate, backoff_ceiling, parse_retry_after, throttle_wait
 from harvester.client import FIELDS_PATH, RECORDS_PATH, ApiClient, ClientStats
 from harvester.errors import (
+    EXIT_API,
+    EXIT_CONFIG,
     ApiError,
     ApiUnreachable,
     AuthError,
+    ConfigError,
     QueryError,
     RetriesExhausted,
 )
+from harvester.sim.config import SimConfig
+from harvester.sim.testing import run_simulator_inprocess
 
 KEY = "SECRET-KEY-0123456789"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,8 +121,9 @@ def fast_client(url: str, **overrides: Any) -> ApiClient:
         "backoff_max": 0.05,
         "min_429_wait": 0.05,
     }
+    key = overrides.pop("api_key", KEY)
     options.update(overrides)
-    return ApiClient(url, overrides.pop("api_key", KEY), **options)
+    return ApiClient(url, key, **options)
 
 
 # ---- scripted answers -------------------------------------------------------------------
@@ -266,11 +274,14 @@ async def test_400_is_a_query_error_without_retry(serve: Serve) -> None:
     assert len(server.hits) == 1
 
 
-@pytest.mark.parametrize("code", [401, 403])
-async def test_auth_failures_are_not_retried(serve: Serve, code: int) -> None:
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [(401, r"did not accept the key \(401\)"), (403, r"403 to a search .*wrong --api-url")],
+)
+async def test_auth_failures_are_not_retried(serve: Serve, code: int, cause: str) -> None:
     server = await serve(status(code, b'{"message": "Forbidden"}'))
     async with fast_client(server.url) as client:
-        with pytest.raises(AuthError, match=f"rejected the key \\({code}\\): check USPTO_API_KEY"):
+        with pytest.raises(AuthError, match=cause):
             await client.search("*:*", 0, 100)
     assert len(server.hits) == 1
 
@@ -497,6 +508,209 @@ async def test_key_never_shows(serve: Serve, caplog: pytest.LogCaptureFixture) -
     assert server.hits[0].headers["X-API-KEY"] == KEY
     for text in [*map(str, errors), *map(repr, errors), repr(client.stats), caplog.text]:
         assert KEY not in text
+
+
+# ---- errors as the gateway sends them (reference: "Gateway errors") ----------------------
+
+GATEWAY_SIM = SimConfig(port=0, records=3000, seed=2, admin=True)
+SIM_KEY = "SIM-KEY-9876543210"
+MONTH = "submissionDate:[2019-01-01T00:00:00Z TO 2019-01-31T23:59:59Z]"
+
+
+def gateway_sim() -> AbstractAsyncContextManager[str]:
+    """The simulator answering as ODP's gateway: 401 without a key, 403 for a wrong one,
+    403 "Missing Authentication Token" for unknown routes."""
+    return run_simulator_inprocess(GATEWAY_SIM, gateway_errors=True, api_key=SIM_KEY)
+
+
+def assert_api_error(exc: BaseException, kind: type[Exception], *keys: str) -> str:
+    """The exact class, exit code 3, one line, and no key in it; returns the message."""
+    assert type(exc) is kind
+    assert isinstance(exc, ApiError) and exc.exit_code == EXIT_API
+    text = str(exc)
+    assert "\n" not in text
+    for key in keys:
+        assert key not in text and key not in repr(exc)
+    return text
+
+
+async def sim_stats(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/_sim/stats") as answer:
+        stats: dict[str, Any] = await answer.json()
+    return stats
+
+
+async def test_gateway_401_without_a_key_says_set_the_key() -> None:
+    async with (
+        gateway_sim() as url,
+        fast_client(url, api_key=None) as client,
+    ):
+        with pytest.raises(AuthError) as caught:
+            await client.fields()
+    text = assert_api_error(caught.value, AuthError, SIM_KEY)
+    assert "requires a key (401)" in text and "set USPTO_API_KEY" in text
+    assert 'server said "Unauthorized"' in text
+    assert client.stats.requests == 1  # not retried
+
+
+async def test_gateway_401_with_a_key_says_it_was_not_accepted(serve: Serve) -> None:
+    server = await serve(status(401, orjson.dumps({"message": f"Unauthorized: {KEY}"})))
+    async with fast_client(server.url) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.fields()
+    text = assert_api_error(caught.value, AuthError, KEY)
+    assert "the API did not accept the key (401)" in text and "check USPTO_API_KEY" in text
+    assert 'server said "Unauthorized: ***"' in text
+    assert server.hits[0].headers["X-API-KEY"] == KEY and len(server.hits) == 1
+
+
+@pytest.mark.parametrize(
+    ("suffix", "key", "server_said"),
+    [
+        # A key the gateway does not know (or not yet: new keys answer 403 for minutes).
+        ("", "WRONG-OR-NEW-KEY-555", "Forbidden"),
+        # The right key, an --api-url with the path doubled: an unknown route.
+        ("/api/v1/patent", SIM_KEY, "Missing Authentication Token"),
+    ],
+)
+async def test_gateway_403_on_the_field_list_names_url_or_inactive_key(
+    suffix: str, key: str, server_said: str
+) -> None:
+    async with (
+        gateway_sim() as url,
+        fast_client(url + suffix, api_key=key) as client,
+    ):
+        with pytest.raises(AuthError) as caught:
+            await client.fields()
+    text = assert_api_error(caught.value, AuthError, key, SIM_KEY)
+    assert f"403 to the field list at {url}{suffix}{FIELDS_PATH}" in text
+    assert "most likely a wrong --api-url" in text
+    assert "gateway answers 403 for unknown routes" in text
+    assert "wrong or not active yet" in text and "several minutes" in text
+    assert f'server said "{server_said}"' in text
+    assert client.stats.requests == 1
+
+
+async def test_403_on_the_field_list_without_a_key_says_set_it(serve: Serve) -> None:
+    server = await serve(status(403, b'{"message": "Forbidden"}'))
+    async with fast_client(server.url, api_key=None) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.fields()
+    text = assert_api_error(caught.value, AuthError)
+    assert "403 to the field list" in text
+    assert "key is missing (set USPTO_API_KEY)" in text and "--api-url is wrong" in text
+
+
+async def test_gateway_right_key_and_url_pass_the_preflight() -> None:
+    async with (
+        gateway_sim() as url,
+        fast_client(url, api_key=SIM_KEY) as client,
+    ):
+        assert "submissionDate" in await client.fields()
+        assert await client.count(MONTH) > 0
+
+
+async def test_403_on_a_search_after_the_field_list_means_the_key_was_rejected(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fields = orjson.dumps({"fields": ["id"]})
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        if request.path == FIELDS_PATH:
+            return web.Response(body=fields, content_type="application/json")
+        return web.Response(status=403, body=b'{"message": "Forbidden"}')
+
+    server = await serve(route)
+    async with fast_client(server.url) as client:
+        assert await client.fields() == ["id"]
+        with pytest.raises(AuthError) as caught:
+            await client.search("*:*", 0, 100)
+    text = assert_api_error(caught.value, AuthError, KEY)
+    assert text == 'the API rejected the key (403) (server said "Forbidden"): check USPTO_API_KEY'
+    assert len(server.hits) == 2
+    assert KEY not in caplog.text
+
+
+async def test_gateway_429_without_retry_after_is_ordinary_throttling() -> None:
+    """A harvest-like run against the gateway's bare 429s: a month counted, then paged by
+    three concurrent callers with no client-side rate limit, so the simulator's limit (20/s,
+    burst 1, ODP's shape) refuses many requests. Every page arrives, every row once, every
+    429 went through the shared gate (counted, paused), and none counted as an ordinary
+    retry."""
+    sim = {"throttle_style": "gateway", "rate": 20.0, "bucket_capacity": 1, "api_key": SIM_KEY}
+    async with run_simulator_inprocess(GATEWAY_SIM, **sim) as url:
+        async with fast_client(
+            url, api_key=SIM_KEY, concurrency=3, max_attempts=30, min_429_wait=0.05
+        ) as client:
+            await client.fields()
+            total = await client.count(MONTH)
+            starts = range(0, total, 10)
+            pages = await asyncio.gather(*(client.search(MONTH, s, 10) for s in starts))
+        stats = await sim_stats(url)
+    ids = [doc["id"] for page in pages for doc in page.docs]
+    assert 100 < total == len(ids) == len(set(ids))
+    assert client.stats.throttled_429 >= 10
+    assert client.stats.throttled_429 == stats["retry_after"]["none"] == stats["statuses"]["429"]
+    assert client.stats.wait_seconds_429 >= 0.05
+    assert client.stats.retries_by_cause == {}
+    assert client.stats.pages_ok == len(pages) + 1
+
+
+# ---- the key never travels in clear or to a redirect -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://api.uspto.gov", "api.uspto.gov"),
+        ("HTTP://API.USPTO.GOV:80/", "api.uspto.gov"),
+        ("http://10.0.0.5:8080", "10.0.0.5"),
+        ("http://0.0.0.0:8765", "0.0.0.0"),
+        ("http://localhost.example.com", "localhost.example.com"),
+        ("http://127.0.0.1.nip.io", "127.0.0.1.nip.io"),
+        ("http://[::2]:8080", "::2"),
+        (f"http://{KEY}.example.org", "***.example.org"),
+    ],
+)
+def test_key_over_plain_http_to_another_host_is_refused(url: str, host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ApiClient(url, KEY, rate=None)
+    assert type(caught.value) is ConfigError and caught.value.exit_code == EXIT_CONFIG
+    assert str(caught.value) == f"refusing to send the API key over plain http to {host}: use https"
+    assert KEY.lower() not in str(caught.value).lower()
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("http://127.0.0.1:8765", KEY),
+        ("http://127.8.9.10", KEY),
+        ("http://localhost:8080", KEY),
+        ("http://LOCALHOST.", KEY),
+        ("http://[::1]:8080", KEY),
+        ("https://api.uspto.gov", KEY),
+        ("http://api.uspto.gov", None),  # no key, nothing to leak
+        ("http://api.uspto.gov", "  "),
+    ],
+)
+def test_loopback_https_or_no_key_is_allowed(url: str, key: str | None) -> None:
+    ApiClient(url, key, rate=None)
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("call", ["search", "fields"])
+async def test_redirect_to_another_host_gets_nothing(serve: Serve, code: int, call: str) -> None:
+    elsewhere = await serve(ok())  # another port: another origin, which must see nothing
+    path = RECORDS_PATH if call == "search" else FIELDS_PATH
+    server = await serve(status(code, headers={"Location": elsewhere.url + path}))
+    async with fast_client(server.url) as client:
+        with pytest.raises(ApiError) as caught:
+            await (client.search("*:*", 0, 100) if call == "search" else client.fields())
+    text = assert_api_error(caught.value, ApiError, KEY)
+    assert f"redirected ({code}) to {elsewhere.url}{path}: check --api-url" in text
+    assert server.hits[0].headers["X-API-KEY"] == KEY and len(server.hits) == 1
+    assert elsewhere.hits == []
 
 
 # ---- backoff arithmetic -----------------------------------------------------------------
