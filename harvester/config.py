@@ -53,7 +53,7 @@ class Settings:
     api_url: str = "https://api.uspto.gov"
     rate: float = 4.0
     concurrency: int = 1
-    rows: int = 100
+    rows: int = 1_000
     max_window: int = 10_000
     shard_size: int = 10_000
     timeout: float = 60.0
@@ -268,9 +268,10 @@ SPECS: tuple[Spec, ...] = (
          "requests in flight at most (ODP: 1)",
          flag="--concurrency", commands=RUN_COMMANDS, metavar="N"),
     Spec("rows", ("api", "rows"), "HARVESTER_ROWS", _positive_int,
-         "rows asked for per request", flag="--rows", commands=RUN_COMMANDS, metavar="N"),
+         "largest page to ask for; the service's own cap is probed below it",
+         flag="--rows", commands=RUN_COMMANDS, metavar="N"),
     Spec("max_window", ("api", "max_window"), "HARVESTER_MAX_WINDOW", _positive_int,
-         "deepest start+rows ever asked for; shards are split to stay below it"),
+         "deepest start+rows ever asked for (a ceiling: a smaller window is learned)"),
     Spec("timeout", ("api", "timeout"), "HARVESTER_TIMEOUT", _positive_float,
          "seconds per request"),
     Spec("max_attempts", ("api", "max_attempts"), "HARVESTER_MAX_ATTEMPTS", _positive_int,
@@ -384,13 +385,9 @@ def validate(settings: Settings, origins: Mapping[str, str] | None = None) -> Se
 
     if settings.date_from and settings.date_to and settings.date_from > settings.date_to:
         raise ConfigError(f"invalid date range: {show('date_from')} is after {show('date_to')}")
-    if settings.rows > settings.max_window:
-        raise ConfigError(f"{show('rows')} cannot exceed {show('max_window')}")
-    if settings.shard_size > settings.max_window:
-        raise ConfigError(
-            f"{show('shard_size')} cannot exceed {show('max_window')}:"
-            " a shard must be readable without paging past the window"
-        )
+    # rows, shard_size and max_window are ceilings: the run uses the smallest that applies
+    # (a page never reaches past the window, a shard never holds more than it), so they
+    # cannot contradict each other.
     return settings
 
 

@@ -13,7 +13,8 @@ The hierarchy::
     │   ├── ApiError              3: the API stops the run (no retry would help)
     │   │   ├── AuthError         401/403: the key is missing, wrong or not active yet
     │   │   ├── QueryError        400/413: the query, its window or its page size refused
-    │   │   └── ApiUnreachable    the service cannot be reached at start-up
+    │   │   ├── ApiUnreachable    the service cannot be reached at start-up
+    │   │   └── CountsDisagree    the service's counts contradict each other
     │   ├── LakeError             4: the lake cannot be used for this command
     │   ├── RetriesExhausted      a request kept failing: its shard is marked failed (5)
     │   └── ShardUnstable         a shard's index kept moving: marked failed (5)
@@ -85,6 +86,11 @@ class QueryError(ApiError):
         super().__init__(message)
         self.status = status
         self.server_message = server_message or message
+
+
+class CountsDisagree(ApiError):
+    """Counts that must add up (a range and its months, a month and its shards) do not, even
+    when counted again: planning or finishing on them would lose rows silently."""
 
 
 class ApiUnreachable(ApiError):

@@ -1,13 +1,26 @@
 """Fetch one shard, page by page, and prove the pages add up.
 
-The service has no documented sort, so offset paging walks the index order, which shifts
-when the index is refreshed mid-shard: rows can be skipped or served twice. So a shard is
-accepted only when its ids are unique, their number equals ``numFound``, and ``numFound``
-did not change from the first page to the last. Otherwise the shard is fetched again, a
-bounded number of times, and what happened is recorded.
+Two ways to page, chosen by what the service was found to do (``service``):
 
-Pages advance by the docs actually returned, never by the ``rows`` asked for: the service
-may cap ``rows`` silently.
+- **by offset** (``start``, ``rows``): the index order, which shifts when the index is
+  refreshed mid-shard, so rows can be skipped or served twice; and never past the paging
+  window, so a shard must fit inside it;
+- **by key**, when the service honours ``sort=id asc``: each page asks for the ids after the
+  last one seen (``id:{last TO *]``, ``start`` always 0). No window applies and a row cannot
+  be served twice; a page whose ids do not ascend means the service stopped honouring the
+  sort: the run falls back to offsets.
+
+Either way a shard is accepted only when its ids are unique, their number equals
+``numFound``, and ``numFound`` did not change from the first page to the last (by key, each
+page's ``numFound`` counts what is left, so the shard's total is that plus what came
+before). Otherwise the shard is fetched again, a bounded number of times, and what happened
+is recorded. Pages advance by the docs actually returned, never by the ``rows`` asked for:
+the service may cap ``rows`` silently (the run's page size then follows the cap).
+
+What the service says about its own limits is learned here (``service.Limits``): a ``413``
+halves the page size and asks for the same page again; a window error, or any error at
+``start > 0`` for a query that answers at ``start = 0``, is the paging window: it is learned
+and the shard is split to fit (``ShardTooLarge``) instead of failing.
 
 Each accepted page goes to the shard's ``PageStore`` (see ``checkpoint``), and a fetch
 starts from the pages an earlier, killed run kept; the checks above cover kept and new
@@ -17,11 +30,27 @@ pages alike, so a resumed shard is held to the same proof as one fetched in one 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harvester.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
-from harvester.errors import ShardTooLarge, ShardUnstable
+from harvester.errors import (
+    ApiError,
+    AuthError,
+    QueryError,
+    RetriesExhausted,
+    ShardTooLarge,
+    ShardUnstable,
+)
+from harvester.service import (
+    KEY_SORT,
+    Limits,
+    is_payload_too_large,
+    is_window_error,
+    window_limit,
+)
 
 
 class PageLike(Protocol):
@@ -36,11 +65,26 @@ class PageLike(Protocol):
 
 
 class PageSource(Protocol):
-    async def search(self, criteria: str, start: int, rows: int) -> PageLike: ...
+    async def search(
+        self, criteria: str, start: int, rows: int, sort: str | None = None
+    ) -> PageLike: ...
 
     def parse_page(self, body: bytes, start: int) -> PageLike:
         """A kept body read again; ``ValueError`` when it is not a whole page."""
         ...
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A page with ``num_found`` as the shard's total (by key: what is left + ``start``)."""
+
+    num_found: int
+    docs: list[dict[str, Any]]
+    body: bytes
+
+
+def _total(page: PageLike, start: int, keyset: bool) -> _Page:
+    return _Page(page.num_found + (start if keyset else 0), page.docs, page.body)
 
 
 @dataclass
@@ -73,16 +117,72 @@ async def _keep(store: PageStore, start: int, page: PageLike) -> None:
         await asyncio.to_thread(store.save, start, page.body)
 
 
-async def _load_kept(source: PageSource, store: PageStore, max_window: int) -> list[StoredPage]:
+async def _load_kept(source: PageSource, store: PageStore, limits: Limits) -> list[StoredPage]:
     """The pages an earlier run kept that a fetch can continue from."""
     pages = []
     for start, body in await asyncio.to_thread(store.load):
         try:
-            page = source.parse_page(body, start)
+            page = _total(source.parse_page(body, start), start, limits.keyset)
         except ValueError:
             break
         pages.append(StoredPage(start, page.num_found, page.docs))
-    return usable_prefix(pages, max_window)
+    return usable_prefix(pages, sys.maxsize if limits.keyset else limits.window)
+
+
+async def _ask(
+    source: PageSource, criteria: str, start: int, limits: Limits, after: str | None
+) -> _Page:
+    """One page from ``start`` (by key: after id ``after``); a 413 halves the page size and
+    asks for the same page again."""
+    while True:
+        rows = limits.rows_at(start)
+        try:
+            if limits.keyset:
+                keyed = criteria if after is None else f"({criteria}) AND id:{{{after} TO *]"
+                return _total(await source.search(keyed, 0, rows, sort=KEY_SORT), start, True)
+            return _total(await source.search(criteria, start, rows), start, False)
+        except QueryError as exc:
+            if is_payload_too_large(exc) and limits.shrink_page(rows, f"413 at rows={rows}"):
+                continue
+            raise
+
+
+async def _page_past_start(
+    source: PageSource, criteria: str, start: int, limits: Limits
+) -> _Page | None:
+    """The page at ``start > 0`` by offset; None when the service refused it for its paging
+    window, which is then learned (stated in a window error, else halved).
+
+    An error without a stated window (a 5xx, an unexpected 4xx) is taken for the window only
+    when the query still answers at ``start = 0`` and this page fails once more: an outage
+    or a flaky moment is re-raised, or answered by the second try."""
+    rows = limits.rows_at(start)
+    try:
+        return await _ask(source, criteria, start, limits, None)
+    except AuthError:
+        raise
+    except (ApiError, RetriesExhausted) as exc:
+        stated = window_limit(exc) if is_window_error(exc) else None
+        if stated is None:
+            try:
+                await source.search(criteria, 0, 1)
+            except (ApiError, RetriesExhausted):
+                raise exc from None
+            try:
+                return await _ask(source, criteria, start, limits, None)
+            except (ApiError, RetriesExhausted):
+                pass
+        # Without a stated number: halve what was asked, never below what already answered.
+        window = stated if stated is not None else max(start, (start + rows) // 2)
+        limits.learn_window(window, f"refused start={start} rows={rows}: {exc}"[:300])
+        return None
+
+
+def _ascending(after: str | None, docs: list[dict[str, Any]]) -> bool:
+    ids = [str(d.get("id", "")) for d in docs]
+    if after is not None:
+        ids.insert(0, after)
+    return all(a < b for a, b in itertools.pairwise(ids))
 
 
 @dataclass
@@ -99,37 +199,58 @@ class _Pass:
 async def _fetch_once(
     source: PageSource,
     criteria: str,
-    rows: int,
-    max_window: int,
+    limits: Limits,
     store: PageStore,
     kept: list[StoredPage],
 ) -> _Pass:
     """One pass over the shard, continuing from ``kept`` pages when there are any."""
     docs = [doc for page in kept for doc in page.docs]
     pages = 0
+    keyset = limits.keyset
     if kept:
         num_found = kept[0].num_found
     else:
-        first = await source.search(criteria, 0, rows)
+        try:
+            first = await _ask(source, criteria, 0, limits, None)
+        except QueryError as exc:
+            stated = window_limit(exc) if is_window_error(exc) else None
+            if stated is None:
+                raise
+            limits.learn_window(stated, f"refused rows={limits.rows_at(0)}: {exc}"[:300])
+            first = await _ask(source, criteria, 0, limits, None)
         pages = 1
         num_found = first.num_found
-        if num_found > max_window:
+        if not keyset and num_found > limits.window:
             raise ShardTooLarge(num_found)
         docs = list(first.docs)
         if first.docs:  # an empty shard is committed at once: nothing worth keeping
             await _keep(store, 0, first)
     while len(docs) < num_found:
         start = len(docs)
-        page = await source.search(criteria, start, min(rows, max_window - start))
+        after = _last_id(docs) if keyset else None
+        if keyset:
+            page = await _ask(source, criteria, start, limits, after)
+        else:
+            found = await _page_past_start(source, criteria, start, limits)
+            if found is None:  # a window was learned
+                if num_found > limits.window:
+                    raise ShardTooLarge(num_found)
+                continue
+            page = found
         pages += 1
         if page.num_found != num_found:
-            if page.num_found > max_window:
+            if not keyset and page.num_found > limits.window:
                 raise ShardTooLarge(page.num_found)
             problem = f"numFound changed {num_found} -> {page.num_found}"
             return _Pass(docs, num_found, pages, len(kept), problem)
         if not page.docs:
             problem = f"empty page at start={start} of {num_found}"
             return _Pass(docs, num_found, pages, len(kept), problem)
+        if keyset and not _ascending(after, page.docs):
+            limits.stop_keyset("a page's ids did not ascend under sort=id asc")
+            return _Pass(docs, num_found, pages, len(kept), "ids not in sort order")
+        if len(page.docs) < min(limits.rows_at(start), num_found - start):
+            limits.capped(len(page.docs), f"{len(page.docs)} docs served at start={start}")
         docs.extend(page.docs)
         await _keep(store, start, page)
     distinct = _count_distinct(docs)
@@ -139,12 +260,19 @@ async def _fetch_once(
     return _Pass(docs, num_found, pages, len(kept), None)
 
 
+def _last_id(docs: list[dict[str, Any]]) -> str | None:
+    for doc in reversed(docs):
+        value = doc.get("id")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 async def fetch_shard(
     source: PageSource,
     criteria: str,
     *,
-    rows: int,
-    max_window: int,
+    limits: Limits,
     attempts: int,
     store: PageStore | None = None,
 ) -> FetchedShard:
@@ -155,13 +283,13 @@ async def fetch_shard(
     A shard that exhausts its retries keeps its pages: the next run continues from them.
     """
     pages_store: PageStore = store if store is not None else NoPageStore()
-    kept = await _load_kept(source, pages_store, max_window)
+    kept = await _load_kept(source, pages_store, limits)
     events: list[str] = []
     total_pages = 0
     reused = 0
     try:
         for attempt in range(1, attempts + 1):
-            result = await _fetch_once(source, criteria, rows, max_window, pages_store, kept)
+            result = await _fetch_once(source, criteria, limits, pages_store, kept)
             total_pages += result.pages
             reused += result.reused
             if result.problem is None:

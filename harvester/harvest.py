@@ -5,9 +5,15 @@ is only read, and one count query must succeed (proving the URL and the key) bef
 anything is written. A run that finds a plan under ``_harvest/`` resumes it: shards with a
 ``done`` marker are never fetched again.
 
-The closing check recounts every shard (one cheap request each, ~1% of a harvest's
-requests) and fetches again any whose count moved while the harvest ran, so the lake ends
-equal to the source as of the end of the run, not as of its start.
+Before planning, the service is probed once (``runner.learn_service``: page size, date
+form, sort; about a dozen requests) unless the lake already holds what it was found to do;
+what the run learns on the way (a paging window, a smaller page) is kept in the lake.
+
+The closing check counts every month once and compares it with what the month's shards
+committed; only in a month that moved is each shard counted, and those whose count moved
+are fetched again. So the lake ends equal to the source as of the end of the run, for
+about one request per month. Counts that never add up (a month against its shards, each
+of which agrees with itself) stop the run with ``CountsDisagree``: never a silent loss.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import defaultdict
 
 from harvester.client import ApiClient
 from harvester.commit import committed_files, sweep
 from harvester.config import Settings
-from harvester.errors import ConfigError, QueryError, RetriesExhausted
+from harvester.errors import ConfigError, CountsDisagree, QueryError, RetriesExhausted
 from harvester.lock import holding
 from harvester.plan import Planner
 from harvester.progress import Progress
@@ -27,12 +34,13 @@ from harvester.report import RunOutcome, RunReport
 from harvester.runner import (
     ShardRunner,
     committed_rows,
+    learn_service,
     make_client,
     make_planner,
     open_lake,
     preflight,
 )
-from harvester.shard import Shard
+from harvester.shard import Shard, month_spans
 from harvester.state import CompleteRecord, HarvestState, ShardMarker, StoredPlan, utc_now
 
 log = logging.getLogger("harvester.harvest")
@@ -80,8 +88,10 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
     report = RunReport.begin("harvest", settings)
     async with make_client(settings) as client:
         progress.bind_stats(client.progress_counters)
-        planner = make_planner(settings, client)
         await preflight(client)
+        known = await learn_service(settings, state, client)
+        settings = known.settings(settings)
+        planner = make_planner(settings, client, known.limits)
         plan = state.load_plan()
         new_plan = plan is None
         if plan is None:
@@ -97,9 +107,15 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
         async with holding(lake, "harvest"):
             if new_plan:
                 state.write_meta()
+                known.remember(state)  # before the plan: a resume finds both, or neither
                 state.save_plan(plan)
-            runner = ShardRunner(settings, client, planner, state, plan, progress)
-            complete = await _harvest_plan(runner, client, report, settings.shard_attempts)
+            known.remember(state)
+            runner = ShardRunner(settings, client, planner, state, plan, progress, known.limits)
+            try:
+                complete = await _harvest_plan(runner, client, report, settings.shard_attempts)
+            finally:
+                known.remember(state)
+                report.extra["service"] = known.summary()
         report.finish("complete" if complete else "incomplete", client.stats)
     report.save(state)
     return RunOutcome(report, complete)
@@ -116,10 +132,10 @@ async def _harvest_plan(
     report.swept_files += await runner.run_pending()
 
     # Closing check: recount and fetch again whatever moved, a bounded number of rounds.
+    seen: dict[str, tuple[int, int]] = {}
     for _ in range(rounds):
         leaves, markers = runner.leaves()
-        moved = await _moved_shards(client, plan, leaves, markers)
-        report.closing_check_requests += len(leaves)
+        moved = await _moved_shards(client, plan, leaves, markers, report, seen)
         if not moved:
             break
         report.events.append(f"closing check: {len(moved)} shards changed; fetched again")
@@ -136,24 +152,75 @@ async def _harvest_plan(
     return complete
 
 
+def _month_of(plan: StoredPlan, shard: Shard) -> Shard:
+    """The month (clipped to the plan's range) a dated shard lies in."""
+    for first, last in month_spans(plan.first, plan.last):
+        if first <= shard.first <= last:
+            return Shard(first, last)
+    return Shard(shard.first, shard.last)  # outside the plan: stands for itself
+
+
 async def _moved_shards(
-    client: ApiClient, plan: StoredPlan, leaves: list[Shard], markers: dict[str, ShardMarker]
+    client: ApiClient,
+    plan: StoredPlan,
+    leaves: list[Shard],
+    markers: dict[str, ShardMarker],
+    report: RunReport,
+    seen: dict[str, tuple[int, int]],
 ) -> list[Shard]:
-    """Shards whose count differs from what was committed (or that are not done)."""
+    """Shards not done, and shards whose count differs from what they committed: one count
+    per month, and per shard only inside a month that moved. ``seen`` remembers, across
+    rounds, each shard's (count, committed) when it was found moved: the same pair twice
+    means fetching again changed nothing, so the counts themselves contradict the data."""
 
     async def count(shard: Shard) -> int | None:
+        report.closing_check_requests += 1
         try:
             return await client.count(shard.criteria(plan.date_template))
         except RetriesExhausted as exc:
             log.warning("closing check could not count %s: %s", shard.key, exc)
             return None
 
-    counts = await asyncio.gather(*(count(s) for s in leaves))
-    moved = []
-    for shard, counted in zip(leaves, counts, strict=True):
+    def done(shard: Shard) -> int | None:
         marker = markers.get(shard.key)
-        if marker is None or not marker.done:
-            moved.append(shard if counted is None else shard.with_expected(counted))
-        elif counted is not None and marker.num_found != counted:
-            moved.append(shard.with_expected(counted))
+        return marker.num_found if marker is not None and marker.done else None
+
+    def changed(shard: Shard, counted: int | None) -> bool:
+        committed = done(shard)
+        if counted is None or committed is None or counted == committed:
+            return False
+        if seen.get(shard.key) == (counted, committed):
+            raise CountsDisagree(
+                f"the service's counts do not add up for {shard.key}: it counts {counted}"
+                f" rows, but fetching it (twice) gave {committed}; the lake holds what the"
+                " pages served, but the counts cannot prove it complete"
+            )
+        seen[shard.key] = (counted, committed)
+        return True
+
+    moved = [s for s in leaves if done(s) is None]
+    months: dict[Shard, list[Shard]] = defaultdict(list)
+    for shard in leaves:
+        if done(shard) is not None:
+            months[shard if shard.undated else _month_of(plan, shard)].append(shard)
+    for month, shards in months.items():
+        held = sum(done(s) or 0 for s in shards)
+        whole_month_is_one_shard = len(shards) == 1 and shards[0] == month
+        if not whole_month_is_one_shard and await count(month) == held:
+            continue
+        counts = await asyncio.gather(*(count(s) for s in shards))
+        here = [
+            s.with_expected(c)
+            for s, c in zip(shards, counts, strict=True)
+            if c is not None and changed(s, c)
+        ]
+        if not here and len(shards) > 1 and None not in counts:
+            again = await count(month)
+            if again is not None and again != held:
+                raise CountsDisagree(
+                    f"the service's counts do not add up for {month.key}: the month counts"
+                    f" {again}, its {len(shards)} shards {held}, and each shard agrees with"
+                    " its own count"
+                )
+        moved.extend(here)
     return moved

@@ -23,6 +23,7 @@ from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
 from harvester.fetch import FetchedShard, PageSource, fetch_shard
 from harvester.plan import Planner
 from harvester.progress import Progress
+from harvester.service import Limits
 from harvester.shard import Shard
 
 log = logging.getLogger("harvester.pipeline")
@@ -65,10 +66,9 @@ class PipelineTotals:
 @dataclass(frozen=True)
 class PipelineConfig:
     concurrency: int
-    rows: int
-    max_window: int
     shard_attempts: int
     date_template: str
+    limits: Limits  # shared and learned: page size, window, paging by key or offset
 
 
 class ShardSink(Protocol):
@@ -153,8 +153,7 @@ class ShardPipeline:
                 fetched = await fetch_shard(
                     self._source,
                     criteria,
-                    rows=self._config.rows,
-                    max_window=self._config.max_window,
+                    limits=self._config.limits,
                     attempts=self._config.shard_attempts,
                     store=self._sink.page_store(shard),
                 )

@@ -1,25 +1,38 @@
-"""Plan: split a date range into shards that each fit inside the API's paging window.
+"""Plan: split a date range into shards that each fit what the service allows.
 
-A shard is a slice of the source defined by mail dates (one day, or several days within one
-month) and optionally an ``id`` range. The planner adapts shards to the data with cheap
-count queries: a month that holds more than ``shard_size`` rows is split into days (packed
-back together while they fit), and a day that still holds too many is split by ``id`` range
-(ids are uniform hex, so halving the range halves the rows). No shard ever needs a ``start``
-beyond the window. Shards never cross a month, so every shard lands in exactly one
-``year=/month=`` partition.
+The planner adapts shards to the data with as few count queries as the proofs allow (under
+the real rate limit every request is time):
 
-Shards and their keys are ``harvester.shard``'s. The planner knows nothing of HTTP beyond
-the ``Counter`` protocol, and nothing of files.
+- the range is counted once, and each calendar month once; the months must add up to the
+  range (``CountsDisagree`` otherwise: a silent loss is never planned);
+- a month that fits ``limits.shard_size`` is one shard; a larger one is cut by ``id`` range
+  into pieces of about the same size, *without* counting them: ids are uniform hex, so the
+  pieces hold ~equal shares, and each piece's first page tells its real ``numFound`` anyway.
+  A piece that turns out too large is split again at fetch time; the pieces of a month must
+  add up to the month (checked by the harvest's closing check, per month);
+- a range of several months that is too large (refresh's changed rows) is halved at a month
+  boundary, both halves counted and checked against the whole.
+
+Shards never cross a month, so every shard lands in exactly one ``year=/month=`` partition.
+Shards and their keys are ``harvester.shard``'s; the limits (``service.Limits``) are learned
+and may shrink during a run. The planner knows nothing of HTTP beyond the ``Counter``
+protocol, and nothing of files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
+from harvester.errors import CountsDisagree
+from harvester.service import Limits
 from harvester.shard import EARLIEST_PROBE, Shard, month_spans
+
+ID_SPACE_DIGITS = 32  # ids are 32 hex digits: no id range is ever cut finer than that
 
 
 class Counter(Protocol):
@@ -28,8 +41,9 @@ class Counter(Protocol):
     async def count(self, criteria: str) -> int: ...
 
 
-def split_hex(low: str, high: str | None) -> str:
-    """The midpoint between two hex prefixes (``high`` exclusive, None = end of id space).
+def id_bounds(low: str, high: str | None, pieces: int) -> list[str]:
+    """``pieces + 1`` ascending hex bounds cutting ``[low, high)`` into equal shares (``high``
+    None = the end of the id space; the last bound is then ``""``, meaning "no bound").
 
     Trailing zeros are dropped because, for fixed-length 32-hex ids, ``id >= "10"`` and
     ``id >= "1"`` select the same rows; it keeps keys short and readable.
@@ -38,19 +52,28 @@ def split_hex(low: str, high: str | None) -> str:
     while True:
         a = int(low.ljust(width, "0"), 16)
         b = int(high.ljust(width, "0"), 16) if high else 16**width
-        mid = (a + b) // 2
-        if mid > a:
-            return format(mid, f"0{width}x").rstrip("0") or "0"
+        if b - a >= pieces or width >= ID_SPACE_DIGITS:
+            break
         width += 1
+    if b - a < pieces:
+        raise RuntimeError(f"cannot cut ids [{low}, {high}) into {pieces} pieces")
+    cuts = [a + (b - a) * i // pieces for i in range(1, pieces)]
+    inner = [format(c, f"0{width}x").rstrip("0") or "0" for c in cuts]
+    return [low, *inner, high or ""]
+
+
+def split_hex(low: str, high: str | None) -> str:
+    """The midpoint between two hex prefixes (``high`` exclusive, None = end of id space)."""
+    return id_bounds(low, high, 2)[1]
 
 
 class Planner:
-    """Turns a date range into shards no larger than ``shard_size`` rows."""
+    """Turns a date range into shards no larger than ``limits.shard_size`` rows."""
 
-    def __init__(self, counter: Counter, date_template: str, shard_size: int) -> None:
+    def __init__(self, counter: Counter, date_template: str, limits: Limits) -> None:
         self._counter = counter
         self._template = date_template
-        self._shard_size = shard_size
+        self._limits = limits
 
     async def _count(self, shard: Shard) -> Shard:
         return shard.with_expected(await self._counter.count(shard.criteria(self._template)))
@@ -74,7 +97,10 @@ class Planner:
     async def plan(self, first: dt.date, last: dt.date) -> list[Shard]:
         """Shards covering every day of [first, last], empty months included (as one shard
         each, so a later check notices rows that appear there)."""
-        months = await self._count_all([Shard(a, b) for a, b in month_spans(first, last)])
+        whole, *months = await self._count_all(
+            [Shard(first, last), *(Shard(a, b) for a, b in month_spans(first, last))]
+        )
+        await self._check_adds_up(whole, months, "its months")
         shards: list[Shard] = []
         for month in months:
             shards.extend(await self.refine(month))
@@ -82,14 +108,25 @@ class Planner:
 
     async def refine(self, shard: Shard) -> list[Shard]:
         """Split a counted shard until every piece fits; a fitting shard comes back as is."""
-        if shard.expected <= self._shard_size or shard.undated:
+        if shard.expected <= self._limits.shard_size or shard.undated:
             return [shard]
         months = month_spans(shard.first, shard.last)
         if len(months) > 1:
             return await self._split_months(shard, months)
-        if shard.first != shard.last:
-            return await self._split_days(shard)
-        return await self._split_ids(shard)
+        return self._split_ids(shard)
+
+    async def _check_adds_up(self, whole: Shard, parts: list[Shard], what: str) -> None:
+        """The parts' counts must add up to the whole's; one recount of the whole forgives
+        an index that moved in between, a second disagreement is the service's."""
+        total = sum(p.expected for p in parts)
+        if total == whole.expected:
+            return
+        again = (await self._count(whole)).expected
+        if again != total:
+            raise CountsDisagree(
+                f"the service's counts do not add up for {whole.key}: the range counts"
+                f" {again}, {what} {total}; refusing to plan a silent loss"
+            )
 
     async def _split_months(
         self, shard: Shard, months: list[tuple[dt.date, dt.date]]
@@ -103,53 +140,27 @@ class Planner:
                 shard.narrowed(middle, shard.last),
             ]
         )
+        await self._check_adds_up(shard, halves, "its two halves")
         out: list[Shard] = []
         for half in halves:
             if half.expected > 0:
                 out.extend(await self.refine(half))
         return out
 
-    async def _split_days(self, shard: Shard) -> list[Shard]:
-        days = [
-            shard.narrowed(shard.first + dt.timedelta(days=i), shard.first + dt.timedelta(days=i))
-            for i in range((shard.last - shard.first).days + 1)
+    def _split_ids(self, shard: Shard) -> list[Shard]:
+        """Cut a one-month shard by id range into pieces of about ``target`` rows, uncounted:
+        each piece's size is an estimate until its first page says."""
+        size = self._limits.shard_size
+        # Room for chance: a piece of n uniform ids varies by ~sqrt(n); 4 of those rarely
+        # overflow, and a piece that does is split again when its first page says so.
+        target = max(1, int(size - 4 * math.sqrt(size)))
+        pieces = math.ceil(shard.expected / target)
+        bounds = id_bounds(shard.id_low or "0", shard.id_high, pieces)
+        # Estimates that add up to the count they share (the plan's totals stay exact).
+        base, extra = divmod(shard.expected, pieces)
+        return [
+            shard.narrowed(shard.first, shard.last, low, high or None).with_expected(
+                base + (1 if i < extra else 0)
+            )
+            for i, (low, high) in enumerate(itertools.pairwise(bounds))
         ]
-        counted = await self._count_all(days)
-        shards: list[Shard] = []
-        run: list[Shard] = []
-
-        def close_run() -> None:
-            if run:
-                total = sum(d.expected for d in run)
-                shards.append(shard.narrowed(run[0].first, run[-1].last).with_expected(total))
-                run.clear()
-
-        # Pack consecutive days while they fit: fewer, larger shards mean fewer files.
-        for day in counted:
-            if day.expected > self._shard_size:
-                close_run()
-                shards.extend(await self._split_ids(day))
-            elif sum(d.expected for d in run) + day.expected > self._shard_size:
-                close_run()
-                run.append(day)
-            else:
-                run.append(day)
-        close_run()
-        return shards
-
-    async def _split_ids(self, shard: Shard) -> list[Shard]:
-        low = shard.id_low or "0"
-        mid = split_hex(low, shard.id_high)
-        if len(mid) > 32:  # cannot happen with 32-hex ids; guards against a runaway split
-            raise RuntimeError(f"cannot split shard {shard.key} any further")
-        left = await self._count(shard.narrowed(shard.first, shard.last, low, mid))
-        # The right half's count follows from the parent's: one request per split, not two.
-        # Should the index move in between, a wrong estimate is caught at fetch time (the
-        # shard is split again) and by the closing check (every shard is counted again).
-        right = shard.narrowed(shard.first, shard.last, mid, shard.id_high).with_expected(
-            max(0, shard.expected - left.expected)
-        )
-        out: list[Shard] = []
-        for half in (left, right):
-            out.extend(await self.refine(half))
-        return out

@@ -39,7 +39,15 @@ from harvester.pipeline import PipelineTotals
 from harvester.plan import Planner
 from harvester.progress import Progress
 from harvester.report import RunOutcome, RunReport
-from harvester.runner import ShardRunner, make_client, make_planner, open_lake, preflight
+from harvester.runner import (
+    Service,
+    ShardRunner,
+    learn_service,
+    make_client,
+    make_planner,
+    open_lake,
+    preflight,
+)
 from harvester.schema import ARROW_SCHEMA
 from harvester.shard import EARLIEST_PROBE, Shard, changed_since_scope
 from harvester.state import (
@@ -64,10 +72,10 @@ def changed_since(state: HarvestState, lookback_days: int) -> str:
     return since.replace(microsecond=0).isoformat()
 
 
-def changed_rows_shard(since: str, today: dt.date) -> Shard:
+def changed_rows_shard(since: str, today: dt.date, stamp_form: str) -> Shard:
     """The one root shard of every row created or changed since ``since``: refresh fetches
     it (split by the planner), ``plan`` counts it."""
-    return Shard(EARLIEST_PROBE, today, scope=changed_since_scope(since))
+    return Shard(EARLIEST_PROBE, today, scope=changed_since_scope(since, stamp_form))
 
 
 def require_completed(state: HarvestState) -> tuple[CompleteRecord, StoredPlan]:
@@ -91,6 +99,7 @@ class Refresher:
         self.report = RunReport.begin(command, settings)
         self.merge_stats = MergeStats()
         self.totals = PipelineTotals()
+        self.known: Service  # what the service was found to do: set once the client is up
 
     # -- the run -------------------------------------------------------------------------
     async def run(self, repair_days: dict[str, str] | None = None) -> RunOutcome:
@@ -99,10 +108,17 @@ class Refresher:
         _, plan = require_completed(self.state)
         async with make_client(self.settings) as client:
             self.progress.bind_stats(client.progress_counters)
-            planner = make_planner(self.settings, client)
             await preflight(client)
+            self.known = await learn_service(self.settings, self.state, client)
+            self.settings = self.known.settings(self.settings)
+            planner = make_planner(self.settings, client, self.known.limits)
             async with holding(self.lake, self.report.command):
-                run, ok = await self._run_locked(plan, planner, client, repair_days)
+                self.known.remember(self.state)
+                try:
+                    run, ok = await self._run_locked(plan, planner, client, repair_days)
+                finally:
+                    self.known.remember(self.state)
+                    self.report.extra["service"] = self.known.summary()
             self.report.absorb_totals(self.totals)
             self.report.finish("complete" if ok else "incomplete", client.stats)
         self.progress.stop()
@@ -166,7 +182,7 @@ class Refresher:
     ) -> bool:
         today = dt.datetime.now(dt.UTC).date()
         if run.phase == "fetch-changed":
-            root = changed_rows_shard(run.since, today)
+            root = changed_rows_shard(run.since, today, self.known.profile.stamp_form)
             if not await self._fetch_stage("changed", [root], planner, client):
                 return False
             run.phase = "merge-changed"
@@ -230,7 +246,9 @@ class Refresher:
                 shards,
             )
             stage.save_plan(stored)
-        runner = ShardRunner(self.settings, client, planner, stage, stored, self.progress)
+        runner = ShardRunner(
+            self.settings, client, planner, stage, stored, self.progress, self.known.limits
+        )
         await runner.run_pending()
         self.totals.merge(runner.pipeline.totals)
         failed = runner.failures()

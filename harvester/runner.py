@@ -1,5 +1,6 @@
 """What every command that talks to the API sets up the same way: the client, the lake, the
-preflight, and one pipeline run over a state's pending shards.
+preflight, what the service was found to do, and one pipeline run over a state's pending
+shards.
 
 ``harvest``, ``refresh`` (each of its staging areas), ``verify`` and ``plan`` use these, so a
 setting reaches the client, and a shard its pipeline, by one road.
@@ -7,6 +8,10 @@ setting reaches the client, and a shard its pipeline, by one road.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, replace
+
+from harvester import service
 from harvester.checkpoint import sweep_page_stores
 from harvester.client import ApiClient
 from harvester.commit import LakeSink
@@ -15,8 +20,11 @@ from harvester.lake import Lake
 from harvester.pipeline import PipelineConfig, ShardPipeline
 from harvester.plan import Planner
 from harvester.progress import Progress
+from harvester.service import Limits
 from harvester.shard import UNDATED_KEY, Shard
-from harvester.state import HarvestState, ShardMarker, StoredPlan
+from harvester.state import HarvestState, ServiceProfile, ShardMarker, StoredPlan
+
+log = logging.getLogger("harvester.runner")
 
 
 def make_client(settings: Settings) -> ApiClient:
@@ -43,8 +51,60 @@ async def preflight(client: ApiClient) -> None:
     await client.fields()
 
 
-def make_planner(settings: Settings, client: ApiClient) -> Planner:
-    return Planner(client, settings.date_template, settings.shard_size)
+@dataclass
+class Service:
+    """What this run holds of the service: the profile (probed now, or read from the lake)
+    and the limits the run works with, which shrink when the service contradicts them."""
+
+    profile: ServiceProfile
+    limits: Limits
+    probed: bool  # this run asked the service (else: the lake's profile was reused)
+    probe_requests: int = 0
+
+    def remember(self, state: HarvestState) -> None:
+        """Keep the profile in the lake: a new one, or one the run lowered."""
+        if service.remember(self.profile, self.limits) or self.probed:
+            state.save_service(self.profile)
+            self.probed = False
+
+    def settings(self, settings: Settings) -> Settings:
+        """The settings with the proven date form in place of the configured one."""
+        return replace(settings, date_template=self.profile.date_template)
+
+    def summary(self) -> dict[str, object]:
+        p = self.profile
+        return {
+            "page_size": self.limits.page_size,
+            "window": self.limits.window if self.limits.window_learned else None,
+            "sort": p.sort,
+            "paging": "by key" if self.limits.keyset else "by offset",
+            "date_template": p.date_template,
+            "stamp_form": p.stamp_form,
+            "probed_at": p.probed_at,
+            "probed_now": self.probed,
+            "probe_requests": self.probe_requests,
+            "learned": list(self.limits.events),
+        }
+
+
+async def learn_service(settings: Settings, state: HarvestState, client: ApiClient) -> Service:
+    """The lake's profile of the service when it answers for this run, else a new probe
+    (nothing is written: the caller keeps it once it holds the lake's lock)."""
+    profile = state.load_service()
+    probed = profile is None or not service.still_valid(profile, settings.date_template)
+    before = client.stats.requests
+    if probed:
+        log.info("probing the service's limits and query semantics")
+        profile = await service.discover(
+            client, settings.api_url, settings.date_template, settings.rows, settings.max_window
+        )
+    assert profile is not None
+    limits = service.limits_from(profile, settings.max_window, settings.shard_size, settings.rows)
+    return Service(profile, limits, probed, client.stats.requests - before)
+
+
+def make_planner(settings: Settings, client: ApiClient, limits: Limits) -> Planner:
+    return Planner(client, settings.date_template, limits)
 
 
 def pending_shards(
@@ -89,16 +149,13 @@ class ShardRunner:
         state: HarvestState,
         plan: StoredPlan,
         progress: Progress,
+        limits: Limits,
     ) -> None:
         self.state = state
         self.plan = plan
         self._progress = progress
         config = PipelineConfig(
-            settings.concurrency,
-            settings.rows,
-            settings.max_window,
-            settings.shard_attempts,
-            plan.date_template,
+            settings.concurrency, settings.shard_attempts, plan.date_template, limits
         )
         sink = LakeSink(state, page_checkpoints=settings.page_checkpoints)
         self.pipeline = ShardPipeline(client, planner, sink, config, progress)

@@ -33,10 +33,11 @@ _KEY: Final = re.compile(rf"({_DAY})(?:\.\.({_DAY}))?(?:/id\[({_BOUND})-({_BOUND
 _SLUG_UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]+")
 
 
-def changed_since_scope(since: str) -> str:
+def changed_since_scope(since: str, stamp_form: str = "{stamp}Z") -> str:
     """The query for rows created or changed at or after ``since`` (an ISO timestamp without
-    a zone): the one place refresh, plan and verify spell it."""
-    return f"createDateTime:[{since}Z TO *]"
+    a zone), its bound written in the form proven on the service (``service``): the one
+    place refresh, plan and verify spell it."""
+    return f"createDateTime:[{stamp_form.format(stamp=since)} TO *]"
 
 
 @dataclass(frozen=True)

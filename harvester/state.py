@@ -21,6 +21,7 @@ Layout::
     _harvest/complete.json               CompleteRecord: every shard of the plan is done
     _harvest/watermark.json              WatermarkRecord: the last refresh's watermark
     _harvest/lock.json                   LockRecord: the one writer (``lock``)
+    _harvest/service.json                ServiceProfile: what the service was found to do
     _harvest/refresh/run.json            RefreshRun: an unfinished refresh or repair
     _harvest/refresh/<stage>/...         a refresh's staging areas (lakes of their own)
     _harvest/runs/<run-id>.json          one report per run (``report.RunReport``)
@@ -51,6 +52,7 @@ PARTITIONS: Final = f"{ROOT}/partitions"
 COMPLETE: Final = f"{ROOT}/complete.json"
 WATERMARK: Final = f"{ROOT}/watermark.json"
 LOCK: Final = f"{ROOT}/lock.json"
+SERVICE: Final = f"{ROOT}/service.json"
 REFRESH: Final = f"{ROOT}/refresh"
 REFRESH_RUN: Final = f"{REFRESH}/run.json"
 RUNS: Final = f"{ROOT}/runs"
@@ -61,6 +63,7 @@ MarkerStatus = Literal["done", "split", "failed"]
 RefreshPhase = Literal["fetch-changed", "merge-changed", "reconcile", "merge-days", "finish"]
 RefreshKind = Literal["refresh", "repair"]
 StageName = Literal["changed", "days"]
+SortSupport = Literal["honoured", "ignored", "refused"]
 
 R = TypeVar("R")
 
@@ -192,6 +195,23 @@ class RefreshRun:
     kind: RefreshKind = "refresh"  # "repair": verify --repair, given days only
 
 
+@dataclass
+class ServiceProfile:
+    """What the service was found to do (``service``): probed once, proven against its own
+    answers, lowered whenever it contradicts them, reused by every later run."""
+
+    api_url: str
+    page_size: int  # the largest ``rows`` it honours
+    window: int | None  # the deepest start+rows it answers; None: none met
+    date_template: str  # the mail-date form proven on a real row
+    configured_template: str  # the configured form the proof started from
+    stamp_form: str  # how a createDateTime bound is written ("{stamp}Z" or "{stamp}")
+    sort: SortSupport  # whether "sort=id asc" is honoured (then shards page by key)
+    probed_at: str
+    updated_at: str = ""
+    evidence: list[str] = field(default_factory=list)
+
+
 # -- the store ----------------------------------------------------------------------------
 class HarvestState:
     """Reads and writes ``_harvest/`` through a ``Lake``: one method per state file."""
@@ -309,6 +329,14 @@ class HarvestState:
 
     def save_manifest(self, manifest: PartitionManifest) -> None:
         self._write(self.manifest_path(manifest.partition), asdict(manifest))
+
+    # -- what the service was found to do ------------------------------------------------
+    def load_service(self) -> ServiceProfile | None:
+        data = self._read(SERVICE)
+        return None if data is None else _record(ServiceProfile, data)
+
+    def save_service(self, profile: ServiceProfile) -> None:
+        self._write(SERVICE, asdict(profile))
 
     # -- the lock ------------------------------------------------------------------------
     def load_lock(self) -> LockRecord | None:

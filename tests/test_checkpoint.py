@@ -27,6 +27,7 @@ from harvester.checkpoint import (
 from harvester.errors import ShardTooLarge
 from harvester.fetch import fetch_shard
 from harvester.lake import Lake
+from harvester.service import Limits
 from harvester.sim.testing import run_simulator_process
 from harvester.state import PAGES
 from tests.support.harvest import RANGE, run_harvest, start_harvest
@@ -40,7 +41,7 @@ class Index:
         self.docs: list[dict[str, Any]] = [{"id": f"{i:032x}", "n": i} for i in range(n)]
         self.requests: list[int] = []
 
-    async def search(self, criteria: str, start: int, rows: int) -> Any:
+    async def search(self, criteria: str, start: int, rows: int, sort: str | None = None) -> Any:
         self.requests.append(start)
         return _Page(len(self.docs), self.docs[start : start + rows])
 
@@ -78,7 +79,8 @@ def _keep_first_pages(store: PageStore, count: int) -> None:
 
 
 def _fetch(index: Index, store: PageStore | None, window: int = 1000) -> Any:
-    return asyncio.run(fetch_shard(index, "q", rows=10, max_window=window, attempts=3, store=store))
+    limits = Limits(page_size=10, window=window, shard_size_setting=window)
+    return asyncio.run(fetch_shard(index, "q", limits=limits, attempts=3, store=store))
 
 
 def test_every_accepted_page_is_kept_and_a_resume_asks_only_for_the_rest(

@@ -155,7 +155,7 @@ def test_a_bad_flag_value_names_that_flag_in_our_words(
     ("argv", "named"),
     [
         (["plan", "--from", "2019-02-01", "--to", "2019-01-01"], ("--from", "--to")),
-        (["harvest", "--rows", "20000"], ("--rows",)),
+        (["harvest", "--from", "2019-02-01", "--to", "2019-01-01"], ("--from", "--to")),
     ],
 )
 def test_checks_across_settings_name_the_flags(

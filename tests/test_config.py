@@ -46,7 +46,7 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ({"date_from": "2019-13-01"}, "date_from"),
         ({"date_from": "2019-02-01", "date_to": "2019-01-01"}, "invalid date range"),
         ({"api_url": "ftp://x"}, "api_url"),
-        ({"rows": "20000"}, "max_window"),
+        ({"rows": "0"}, "rows"),
         ({"out": "gs://bucket/x"}, "s3://"),
     ],
 )

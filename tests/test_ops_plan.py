@@ -43,10 +43,14 @@ def test_plan_of_a_new_harvest_writes_nothing_and_predicts_its_requests(
     for shard in plan["shard_list"]:
         assert f"  {shard['key']}: {shard['rows']:,} rows, {shard['requests']} requests" in listed
 
-    # The harvest then spends exactly what the plan said (a calm service: nothing moves).
+    # The harvest then spends what the plan said (a calm service: nothing moves), but for
+    # the pieces of months cut by id range, whose sizes are estimates: a piece's last page
+    # may be one more or one fewer than estimated.
     ok(run_harvest(plan_sim.url, str(out), *DATES))
     report = reports(out, "harvest")[-1]
-    assert report["requests"] == plan["requests"]
+    estimated = sum(1 for s in plan["shard_list"] if "/id[" in s["key"])
+    assert estimated > 0 and any("estimates" in note for note in plan["notes"])
+    assert abs(report["requests"] - plan["requests"]) <= estimated
     assert report["shards_done"] == sum(1 for s in plan["shard_list"] if s["requests"] > 0)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -104,3 +104,20 @@ def file_rows(lake: Lake, paths: Iterable[str]) -> dict[str, int]:
     listed = list(paths)
     rows = parallel_map(lake, lambda p: footer(lake, p)[0], listed)
     return dict(zip(listed, rows, strict=True))
+
+
+def service_lines(service: dict[str, Any] | None) -> list[str]:
+    """How ``plan`` and ``status`` show what the service was found to do."""
+    if not service:
+        return ["service: not probed yet (the first harvest, refresh or plan probes it)"]
+    window = service.get("window")
+    where = "probed now" if service.get("probed_now") else f"probed {service.get('probed_at')}"
+    lines = [
+        f"service ({where}): pages of {service.get('page_size')} rows,"
+        f" paging window {window if window else 'none met'},"
+        f" sort {service.get('sort')} (paging {service.get('paging')})",
+        f"service: date form {service.get('date_template')} (proven on a real row),"
+        f" createDateTime bounds as {service.get('stamp_form')}",
+    ]
+    lines.extend(f"service learned: {event}" for event in service.get("learned") or [])
+    return lines

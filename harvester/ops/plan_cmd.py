@@ -29,8 +29,10 @@ from harvester.commit import committed_files
 from harvester.config import Settings
 from harvester.errors import ConfigError
 from harvester.harvest import make_plan
+from harvester.ops.lakeinfo import service_lines
 from harvester.refresh import changed_rows_shard, changed_since, require_completed
-from harvester.runner import make_client, make_planner, open_lake, preflight
+from harvester.runner import Service, learn_service, make_client, make_planner, open_lake, preflight
+from harvester.service import limits_from
 from harvester.shard import UNDATED_KEY, Shard
 from harvester.state import HarvestState
 
@@ -47,6 +49,7 @@ class JobPlan:
     planning_requests: int = 0
     check_requests: int = 0
     notes: list[str] = field(default_factory=list)
+    service: dict[str, Any] | None = None  # what the service was found to do (runner.Service)
 
     def pages(self, shard: Shard) -> int:
         """Requests to fetch one shard: a page per ``rows`` rows. Shards counted empty cost
@@ -85,6 +88,7 @@ class JobPlan:
             "rate": self.rate,
             "seconds": None if self.seconds is None else round(self.seconds, 1),
             "notes": self.notes,
+            "service": self.service,
             "shard_list": [
                 {"key": s.key, "rows": s.expected, "requests": self.pages(s)} for s in self.shards
             ],
@@ -114,9 +118,10 @@ class JobPlan:
         out.append(f"shards: {len(self.shards):,}, {self.rows:,} rows")
         check = f" + {self.check_requests:,} closing-check counts" if self.check_requests else ""
         out.append(
-            f"requests: {self.requests:,} = {self.planning_requests:,} count queries to plan"
-            f" + {self.fetch_requests:,} pages of up to {self.rows_per_request} rows{check}"
+            f"requests: {self.requests:,} = {self.planning_requests:,} probes and counts to"
+            f" plan + {self.fetch_requests:,} pages of up to {self.rows_per_request} rows{check}"
         )
+        out.extend(service_lines(self.service))
         if self.seconds is None:
             out.append("time: no rate limit configured (--rate 0); it depends on the service")
         else:
@@ -143,16 +148,24 @@ def duration_text(seconds: float) -> str:
     return f"{secs} s"
 
 
-def _new_plan(settings: Settings) -> JobPlan:
-    return JobPlan("harvest", "", settings.rows, settings.rate)
+def closing_check_requests(shards: list[Shard]) -> int:
+    """The closing check's counts on a calm service: one per month (and the undated shard)."""
+    return len({(s.first.year, s.first.month) if not s.undated else None for s in shards})
 
 
-async def _plan_new_harvest(settings: Settings, client: ApiClient, plan: JobPlan) -> None:
+async def _plan_new_harvest(
+    settings: Settings, client: ApiClient, known: Service, plan: JobPlan
+) -> None:
     """What the harvest plans (``harvest.make_plan``), without saving it."""
-    stored = await make_plan(settings, make_planner(settings, client), client)
+    stored = await make_plan(settings, make_planner(settings, client, known.limits), client)
     plan.what = f"new harvest of {stored.first}..{stored.last}"
     plan.shards = stored.shards
-    plan.check_requests = len(plan.shards)
+    plan.check_requests = closing_check_requests(plan.shards)
+    if any(s.has_id_range for s in plan.shards):
+        plan.notes.append(
+            "months larger than a shard are cut by id range without counting the pieces:"
+            " their rows and pages are estimates (each piece's first page tells)"
+        )
 
 
 def _plan_resumed_harvest(state: HarvestState, plan: JobPlan) -> None:
@@ -166,18 +179,19 @@ def _plan_resumed_harvest(state: HarvestState, plan: JobPlan) -> None:
         f"harvest of {stored.first}..{stored.last} under way: {done} of {len(leaves)} shards"
         " done, the rest below"
     )
-    plan.check_requests = len(leaves)
+    plan.check_requests = closing_check_requests(leaves)
     plan.notes.append("shard sizes are the counts seen when the harvest was planned")
 
 
 async def _plan_refresh(
-    settings: Settings, state: HarvestState, client: ApiClient, plan: JobPlan
+    settings: Settings, state: HarvestState, client: ApiClient, known: Service, plan: JobPlan
 ) -> None:
     """What ``Refresher`` would fetch: changed rows, then the days reconciliation repairs."""
     _, stored = require_completed(state)
-    planner = make_planner(settings, client)
+    planner = make_planner(settings, client, known.limits)
     since = changed_since(state, settings.lookback_days)
-    root = changed_rows_shard(since, dt.datetime.now(dt.UTC).date())
+    today = dt.datetime.now(dt.UTC).date()
+    root = changed_rows_shard(since, today, known.profile.stamp_form)
     root = root.with_expected(await client.count(root.criteria(settings.date_template)))
     changed = await planner.refine(root)
     committed = committed_files(state, stored, state.load_markers())
@@ -215,19 +229,28 @@ async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
     complete = state.load_complete() is not None
     if job == "auto":
         job = "refresh" if complete else "harvest"
-    plan = _new_plan(settings)
+    plan = JobPlan("harvest", "", settings.rows, settings.rate)
     if job == "harvest" and complete:
         plan.what = "nothing: the harvest of this lake is complete (plan --job refresh)"
         return plan
+    profile = state.load_service()
     if job == "harvest" and state.load_plan() is not None:
         _plan_resumed_harvest(state, plan)
         plan.planning_requests = 1  # the resumed harvest's preflight; it makes no count query
+        if profile is not None:
+            limits = limits_from(profile, settings.max_window, settings.shard_size, settings.rows)
+            plan.rows_per_request = limits.page_size
+            plan.service = Service(profile, limits, probed=False).summary()
         return plan
     async with make_client(settings) as client:
         await preflight(client)
+        known = await learn_service(settings, state, client)
+        settings = known.settings(settings)
+        plan.rows_per_request = known.limits.page_size
         if job == "harvest":
-            await _plan_new_harvest(settings, client, plan)
+            await _plan_new_harvest(settings, client, known, plan)
         else:
-            await _plan_refresh(settings, state, client, plan)
+            await _plan_refresh(settings, state, client, known, plan)
         plan.planning_requests = client.stats.requests
+        plan.service = known.summary()
     return plan

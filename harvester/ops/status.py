@@ -14,8 +14,10 @@ from typing import Any
 from harvester import quarantine
 from harvester.commit import uncommitted_files
 from harvester.config import Settings
-from harvester.ops.lakeinfo import file_rows, open_state
+from harvester.ops.lakeinfo import file_rows, open_state, service_lines
 from harvester.partition import Partition
+from harvester.runner import Service
+from harvester.service import limits_from
 from harvester.state import HarvestState
 
 
@@ -39,6 +41,7 @@ class LakeStatus:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     quarantined_per_day: dict[str, int] = field(default_factory=dict)  # as reconcile counts
     watermark: str | None = None
+    service: dict[str, Any] | None = None  # what the service was found to do
     refresh_interrupted: dict[str, Any] | None = None
     runs: int = 0
     last_run: dict[str, Any] | None = None
@@ -72,6 +75,7 @@ class LakeStatus:
             f"quarantined rows: {self.quarantined_rows}" + (f" ({reasons})" if reasons else "")
         )
         lines.append(f"watermark: {self.watermark or 'none (no refresh yet)'}")
+        lines.extend(service_lines(self.service))
         if self.refresh_interrupted:
             run = self.refresh_interrupted
             lines.append(
@@ -144,6 +148,10 @@ def lake_status(settings: Settings) -> LakeStatus:
     _shards_and_rows(state, status)
     _quarantine(state, status)
     status.watermark = state.watermark()
+    profile = state.load_service()
+    if profile is not None:
+        limits = limits_from(profile, settings.max_window, settings.shard_size, settings.rows)
+        status.service = Service(profile, limits, probed=False).summary()
     run = state.load_refresh_run()
     status.refresh_interrupted = None if run is None else asdict(run)
     reports = state.load_reports()

@@ -41,7 +41,7 @@ from harvester.progress import Progress
 from harvester.reconcile import differing_days
 from harvester.refresh import Refresher
 from harvester.report import RunOutcome, RunReport
-from harvester.runner import make_client, preflight
+from harvester.runner import Service, learn_service, make_client, preflight
 from harvester.shard import changed_since_scope
 from harvester.state import HarvestState
 
@@ -182,7 +182,9 @@ def _problems(check: Check, state: HarvestState) -> None:
         add(("partition", f"{rows} rows of {path} belong to another month's partition"))
 
 
-async def _check(state: HarvestState, settings: Settings, client: ApiClient) -> Check:
+async def _check(
+    state: HarvestState, settings: Settings, client: ApiClient, known: Service
+) -> Check:
     view = load_committed(state)  # again after a repair: it rewrites partitions
     mark = state.watermark()
     # Whole seconds on both sides: the query cannot say more, and both must count the same.
@@ -192,7 +194,7 @@ async def _check(state: HarvestState, settings: Settings, client: ApiClient) -> 
     first = settings.date_from or view.plan.first
     newest = max(scan.day_counts, default=view.plan.last)
     last = settings.date_to or max(view.plan.last, newest)
-    template = view.plan.date_template  # the lake's: the service is known to accept it
+    template = known.profile.date_template  # proven on the service (``service``)
 
     async def compare(
         files: dict[dt.date, int], recent: bool, scope: str | None
@@ -209,7 +211,7 @@ async def _check(state: HarvestState, settings: Settings, client: ApiClient) -> 
     per_day = {d: n for d, n in quarantined.days()[0].items() if first <= d <= last}
     check = Check(first, last, scan, differing, quarantined.rows, per_day, since)
     if since is not None:
-        scope = changed_since_scope(since.isoformat())
+        scope = changed_since_scope(since.isoformat(), known.profile.stamp_form)
         check.changed = await compare(scan.changed_day_counts, True, scope)
     _problems(check, state)
     return check
@@ -226,7 +228,9 @@ async def verify_lake(settings: Settings, repair: bool, progress: Progress) -> V
     report = RunReport.begin("verify", settings)
     async with make_client(settings) as client:
         await preflight(client)
-        outcome = VerifyOutcome(report, await _check(state, settings, client))
+        known = await learn_service(settings, state, client)
+        known.remember(state)
+        outcome = VerifyOutcome(report, await _check(state, settings, client, known))
         if repair and outcome.before.problems:
             if outcome.before.scan.missing:
                 raise LakeError(
@@ -236,7 +240,7 @@ async def verify_lake(settings: Settings, repair: bool, progress: Progress) -> V
                 )
             refresher = Refresher(settings, progress, command="repair")
             outcome.repair = await refresher.run(repair_days=outcome.before.repair_days)
-            outcome.after = await _check(state, settings, client)
+            outcome.after = await _check(state, settings, client, known)
         if outcome.repair_failed:
             status = "repair incomplete"
         elif outcome.final.problems:
