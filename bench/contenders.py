@@ -87,7 +87,8 @@ class Contender:
         )
 
     def own_account(self, out: Path, result: Path) -> dict[str, Any]:
-        """What the contender says it did: rows, duration (s), requests, bytes received.
+        """What the contender says it did: rows, duration (s), requests, bytes received
+        (and for the harvester, what it learned of the service: ``service.page_size``, ...).
 
         The harvester writes one report per run under ``_harvest/runs/``; a resumed harvest
         has several, which are summed (the last one's duration is the resumed run's).
@@ -109,6 +110,9 @@ class Contender:
             "bytes_received": sum(r.get("bytes_received", 0) for r in runs),
             "status": last.get("status"),
             "reports": len(runs),
+            # What the harvester found the service to do (page size, window, sort): the
+            # last report's, which holds whatever the runs before it learned as well.
+            "service": (last.get("extra") or {}).get("service"),
         }
 
 

@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,24 +133,20 @@ def render(results: dict[str, Any]) -> str:
         ]
         lines += [f"| {n} | {t['target']} | {t['shown']} | {_met(t['met'])} |" for n, t in targets]
         lines.append("")
-    for key, render_one in (
-        ("rate", _rate),
-        ("throughput", _throughput),
-        ("scale", _scale),
-        ("output", _output),
-        ("resume", _resume),
-        ("profile", _profile),
-    ):
+    for key in RENDERERS:
         if key in scenarios:
-            sc = scenarios[key]
-            lines += [f"#### {sc.get('title', key)}", ""]
-            if "error" in sc:
-                lines += ["The scenario crashed:", "", "```", sc["error"].strip(), "```", ""]
-                continue
-            lines += render_one(sc)
+            lines += render_scenario(key, scenarios[key])
             lines.append("")
     lines += _commands(results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_scenario(key: str, sc: dict[str, Any]) -> list[str]:
+    """One scenario's section: its heading and tables (or the traceback it crashed with)."""
+    lines = [f"#### {sc.get('title', key)}", ""]
+    if "error" in sc:
+        return [*lines, "The scenario crashed:", "", "```", sc["error"].strip(), "```"]
+    return lines + RENDERERS[key](sc)
 
 
 def _rate(sc: dict[str, Any]) -> list[str]:
@@ -207,6 +204,24 @@ def _throughput(sc: dict[str, Any]) -> list[str]:
             f" {_spread(e['cpu_s_per_million'], 1)} | {_spread(e['peak_rss_mb'])} |"
             f" {_spread(e['requests'])} | {_spread(e['sim_cpu_s'], 1)} | {_correct(e)} |"
         )
+    paged = {n: e for n, e in summary.items() if (e.get("pages_ratio") or {}).get("n")}
+    if paged:
+        out += [
+            "",
+            "Requests per page: every request the harvester made (probes, counts, pages,"
+            " closing check) ÷ the fewest pages at the page size it used (rows ÷ page size,"
+            " rounded up; the page size from its run report: probed, the simulator capping"
+            " at 1000).",
+            "",
+            "| contender | page size | fewest pages | requests | requests ÷ pages |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, e in paged.items():
+            out.append(
+                f"| {sc['contenders'][name]} | {_spread(e['page_size'])} |"
+                f" {_spread(e['min_pages'])} | {_spread(e['requests'])} |"
+                f" {_spread(e['pages_ratio'], 3)} |"
+            )
     return out
 
 
@@ -266,6 +281,41 @@ def _resume(sc: dict[str, Any]) -> list[str]:
     return out
 
 
+def _unknown(sc: dict[str, Any]) -> list[str]:
+    p = sc["params"]
+    out = [
+        f"A service that discloses nothing: window {p['window']:,} (start + rows beyond it is"
+        f" a 400), page cap {p['page_cap']} (larger pages cut short silently), `sort` ignored;"
+        f" {p['records']:,} rows, no rate limit. Each contender with its own defaults, no limit"
+        f" told. Minimum = rows ÷ the true page cap, rounded up = {p['minimum']:,} requests;"
+        f" {p['reps']} repetitions ({p['dlt_reps']} for dlt), timeout {p['timeout_s']:g} s.",
+        "",
+        "| contender | finished | exact | requests | minimum | requests ÷ minimum"
+        " | learned | failure |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, e in sc["summary"].items():
+        learned = e.get("learned") or {}
+        shown = (
+            f"page {learned.get('page_size')}, window {learned.get('window') or '-'},"
+            f" sort {learned.get('sort')}"
+            if learned
+            else "-"
+        )
+        failure = "; ".join(e["failures"]).replace("|", "\\|") or "-"
+        out.append(
+            f"| {sc['contenders'][name]} | {_count(e['finished'], e['runs'])} |"
+            f" {_count(e['exact'], e['runs'])} | {_spread(e['requests'])} | {e['minimum']:,} |"
+            f" {_spread(e['ratio'], 3)} | {shown} | {failure} |"
+        )
+    return out
+
+
+def _count(good: int, runs: int) -> str:
+    text = f"{good}/{runs}"
+    return text if good == runs else f"**{text}**"
+
+
 def _profile(sc: dict[str, Any]) -> list[str]:
     summary = sc.get("summary") or {}
     sampled = summary.get("sampled_s") or 0
@@ -284,6 +334,18 @@ def _profile(sc: dict[str, Any]) -> list[str]:
     for name, secs in list((summary.get("top_functions") or {}).items())[:10]:
         out.append(f"| `{name}` | {secs:.2f} |")
     return out
+
+
+# In the order the doc shows them.
+RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "rate": _rate,
+    "throughput": _throughput,
+    "scale": _scale,
+    "output": _output,
+    "resume": _resume,
+    "unknown": _unknown,
+    "profile": _profile,
+}
 
 
 def _commands(results: dict[str, Any]) -> list[str]:

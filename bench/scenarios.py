@@ -1,5 +1,5 @@
-"""The benchmark scenarios (rate limit, throughput, scale, output, resume) and the profile.
-Each returns a JSON-ready dict.
+"""The benchmark scenarios (rate limit, throughput, scale, output, resume, an unknown
+service) and the profile. Each returns a JSON-ready dict.
 
 Every measured run starts its own simulator process (``harvester.sim.testing``), so the
 server side starts equal for everyone (cold row cache, fresh rate-limit buckets) and its
@@ -13,6 +13,8 @@ is not the full, correct row set counts as a failure, and its numbers are not re
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import statistics
 import sys
@@ -21,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from bench import verify
 from bench.contenders import Contender
@@ -47,6 +51,7 @@ class Sizes:
     scale_records: tuple[int, int]
     resume_records: int
     profile_records: int
+    unknown_records: int
     seed: int = 7
 
     @classmethod
@@ -61,6 +66,7 @@ class Sizes:
             scale_records=(500_000, 5_000_000),
             resume_records=1_000_000,
             profile_records=200_000,
+            unknown_records=100_000,
         )
 
     @classmethod
@@ -75,6 +81,7 @@ class Sizes:
             scale_records=(50_000, 200_000),
             resume_records=100_000,
             profile_records=50_000,
+            unknown_records=20_000,
         )
 
 
@@ -101,13 +108,26 @@ DLT_SERIAL = Contender(
 
 def harvester_default(rate: float) -> Contender:
     """configs/default.toml as shipped, pointed at the simulator, with ``rate`` overriding
-    its 4 requests/s (which would make a million rows take 40 minutes)."""
+    its 4 requests/s (which would make a million rows take 40 minutes). Its ``rows`` (1000)
+    and ``max_window`` (10,000) are ceilings: the harvester probes the service's page size
+    and learns its window from its errors."""
     return Contender(
         "harvester-default",
         "harvester",
         rate=rate,
-        label=f"harvester, defaults (concurrency 1, rows 100, rate {rate:g})",
+        label=f"harvester, defaults (concurrency 1, rows <= 1000 probed, rate {rate:g})",
     )
+
+
+# The defaults before the page size was probed (rows 100): kept so the throughput figures
+# stay comparable with earlier runs, and its requests / pages is a target of its own.
+HARVESTER_ROWS100 = Contender(
+    "harvester-rows100",
+    "harvester",
+    rows=100,
+    rate=0,
+    label="harvester, defaults but --rows 100 (the former default page size, rate 0)",
+)
 
 
 HARVESTER_TUNED = Contender(
@@ -161,8 +181,13 @@ def measure_run(
     *,
     kill_when: Callable[[], bool] | None = None,
     check: bool = True,
+    timeout: float = 1800.0,
 ) -> dict[str, Any]:
-    """One measured run of ``contender`` against a running simulator; returns its record."""
+    """One measured run of ``contender`` against a running simulator; returns its record.
+
+    ``finished``: the process exited 0 in time; ``exact``: its output digests to the truth;
+    ``ok``: both. A run killed on purpose (``kill_when``) is not checked; one killed by the
+    timeout is, and counts as not finished."""
     result = out.with_name(out.name + ".result.json")
     before = sim.stats()
     sim_cpu0 = cpu_seconds(sim.process.pid)
@@ -171,6 +196,7 @@ def measure_run(
         log_dir=bench.path("logs"),
         name=f"{scenario}-{contender.name}-{rep}",
         kill_when=kill_when,
+        timeout=timeout,
     )
     sim_cpu = cpu_seconds(sim.process.pid) - sim_cpu0
     after = sim.stats()
@@ -185,17 +211,21 @@ def measure_run(
         ok_requests=requests - throttled,
         own=own,
     )
-    if check and not measured.killed:
+    timed_out = measured.killed and kill_when is None
+    if check and (not measured.killed or timed_out):
         problems = []
-        if measured.returncode != 0:
+        if timed_out:
+            problems.append(f"timed out after {timeout:g} s")
+        elif measured.returncode != 0:
             problems.append(f"exit code {measured.returncode}: {measured.tail(5)}")
-        con = verify.connect()
-        got = verify.digest_of(con, verify.parquet_source(contender.parquet_glob(out)))
-        con.close()
-        problems += verify.compare(truth, got)
-        record["ok"] = not problems
-        record["problems"] = problems
-        record["output_bytes"] = sum(p.stat().st_size for p in contender.data_files(out))
+        wrong = check_output(contender, out, truth)
+        record.update(
+            finished=not problems,
+            exact=not wrong,
+            ok=not problems and not wrong,
+            problems=problems + wrong,
+            output_bytes=sum(p.stat().st_size for p in contender.data_files(out) if p.exists()),
+        )
     status = "killed" if measured.killed else ("ok" if record.get("ok") else "FAILED")
     bench.log(
         f"  {scenario:10} {contender.name:18} rep {rep}: {status}, wall {measured.wall_s:6.1f}s,"
@@ -204,6 +234,21 @@ def measure_run(
         + ("" if record.get("ok", True) else f" -- {'; '.join(record['problems'])}")
     )
     return record
+
+
+def check_output(contender: Contender, out: Path, truth: dict[str, Any]) -> list[str]:
+    """What is wrong with a contender's output (empty: the full, correct row set). A run
+    that failed may have written nothing, or files DuckDB cannot read: said in words."""
+    if not any(p.exists() for p in contender.data_files(out)):
+        return ["no output written"]
+    con = verify.connect()
+    try:
+        got = verify.digest_of(con, verify.parquet_source(contender.parquet_glob(out)))
+    except duckdb.Error as exc:
+        return [f"output unreadable: {str(exc).splitlines()[0]}"]
+    finally:
+        con.close()
+    return verify.compare(truth, got)
 
 
 def _record(contender: Contender, m: Measured, rep: int, rows: int) -> dict[str, Any]:
@@ -386,7 +431,7 @@ def scenario_throughput(bench: Bench) -> dict[str, Any]:
     s = bench.sizes
     args = throughput_args(bench, s.throughput_records)
     truth = verify.truth_digest(args, bench.path("truth"))
-    contenders = [harvester_default(0), HARVESTER_TUNED, NAIVE, DLT]
+    contenders = [harvester_default(0), HARVESTER_TUNED, HARVESTER_ROWS100, NAIVE, DLT]
     runs = []
     for rep in range(s.reps):
         for contender in rotated(contenders, rep):
@@ -395,7 +440,7 @@ def scenario_throughput(bench: Bench) -> dict[str, Any]:
             out = fresh(bench.path("out", "throughput", f"{contender.name}-{rep}"))
             with simulator(args) as sim:
                 record = measure_run(bench, "throughput", contender, sim, out, truth, rep)
-            runs.append(record)
+            runs.append(_pages_record(record, truth["rows"]))
             if contender.kind == "harvester" and record["ok"]:
                 bench.references.setdefault(contender.name, record["requests"])
             # Keep one output per contender for scenario 4; drop the rest (disk).
@@ -408,8 +453,18 @@ def scenario_throughput(bench: Bench) -> dict[str, Any]:
                 shutil.rmtree(out, ignore_errors=True)
     bench.outputs_truth = truth
     summary = summarize(
-        runs, ["rows_per_s", "cpu_s_per_million", "peak_rss_mb", "wall_s", "sim_cpu_s", "requests"]
-    )
+        runs,
+        ["rows_per_s", "cpu_s_per_million", "peak_rss_mb", "wall_s", "sim_cpu_s", "requests",
+         "page_size", "min_pages", "pages_ratio"],
+    )  # fmt: skip
+    pages_targets = [
+        _pages_target(summary, name, limit, what)
+        for name, limit, what in (
+            ("harvester-default", 1.02, "defaults"),
+            ("harvester-tuned", 1.10, "--rows 1000 --concurrency 2"),
+            ("harvester-rows100", 1.02, "--rows 100, the former defaults"),
+        )
+    ]
     tuned = _median(summary, "harvester-tuned", "rows_per_s")
     default = _median(summary, "harvester-default", "rows_per_s")
     naive = _median(summary, "naive", "rows_per_s")
@@ -432,8 +487,52 @@ def scenario_throughput(bench: Bench) -> dict[str, Any]:
         "targets": [
             target("harvester >= 5x dlt in rows/s", vs_dlt, None if vs_dlt is None else vs_dlt >= 5, f"{vs_dlt}x"),
             target("harvester >= 3x naive in rows/s", vs_naive, None if vs_naive is None else vs_naive >= 3, f"{vs_naive}x"),
+            *pages_targets,
         ],
     }  # fmt: skip
+
+
+def _pages_record(record: dict[str, Any], rows: int) -> dict[str, Any]:
+    """A harvester run's requests / the fewest pages at the page size it used (from its run
+    report: what it probed, or lowered to), every request counted (probes, counts, checks)."""
+    service = (record.get("own") or {}).get("service") or {}
+    page_size = service.get("page_size")
+    if isinstance(page_size, int) and page_size > 0:
+        pages = math.ceil(rows / page_size)
+        record.update(
+            page_size=page_size,
+            min_pages=pages,
+            pages_ratio=round(record["requests"] / pages, 4),
+        )
+    return record
+
+
+def _pages_target(
+    summary: dict[str, Any], contender: str, limit: float, what: str
+) -> dict[str, Any]:
+    worst = _worst(summary, contender, "pages_ratio")
+    return target(
+        f"{contender}: requests / pages at its page size <= {limit:.2f} ({what})",
+        worst,
+        None if worst is None else worst <= limit,
+        _worst_shown(summary, contender, worst),
+    )
+
+
+def _worst_shown(summary: dict[str, Any], contender: str, worst: float | None) -> str:
+    if worst is None:
+        return "failed"
+    runs = int(summary[contender]["runs"])
+    return f"{worst}" + (f" (worst of {runs} runs)" if runs > 1 else "")
+
+
+def _worst(summary: dict[str, Any], contender: str, metric: str) -> float | None:
+    """The largest value of ``metric`` over the contender's runs; None when one failed."""
+    entry = summary.get(contender)
+    if not entry or entry["failed_runs"]:
+        return None
+    value = entry[metric]["max"]
+    return None if value is None else float(value)
 
 
 # ---- scenario 3: scale -----------------------------------------------------------------
@@ -598,6 +697,120 @@ def scenario_resume(bench: Bench) -> dict[str, Any]:
     }
 
 
+# ---- scenario 6: an unknown service ----------------------------------------------------
+
+# A service that tells nothing: a paging window and a page cap far below the harvester's
+# ceilings (max_window 10,000, rows 1000) and not round numbers, the window refused with
+# Solr's 400, the page cap silent, ``sort`` ignored. Each contender runs with its defaults.
+UNKNOWN_WINDOW = 730
+UNKNOWN_PAGE_CAP = 37
+UNKNOWN_TARGET = 1.10
+# A peer that loops instead of failing must not hold the bench: far above any real run.
+UNKNOWN_TIMEOUT_S = 600.0
+
+
+def unknown_args(bench: Bench, records: int) -> list[str]:
+    return [
+        "--records", str(records), "--seed", str(bench.sizes.seed),
+        "--max-window", str(UNKNOWN_WINDOW), "--window-error", "400",
+        "--max-rows", str(UNKNOWN_PAGE_CAP), "--page-cap-mode", "silent",
+        "--sort", "ignore", "--cache-rows", str(2 * records),
+    ]  # fmt: skip
+
+
+def scenario_unknown(bench: Bench) -> dict[str, Any]:
+    s = bench.sizes
+    args = unknown_args(bench, s.unknown_records)
+    truth = verify.truth_digest(args, bench.path("truth"))
+    minimum = math.ceil(truth["rows"] / UNKNOWN_PAGE_CAP)
+    contenders = [harvester_default(0), NAIVE, DLT]
+    runs = []
+    for rep in range(s.reps):
+        for contender in rotated(contenders, rep):
+            if contender.kind == "dlt" and rep >= s.dlt_reps:
+                continue
+            out = fresh(bench.path("out", "unknown", f"{contender.name}-{rep}"))
+            with simulator(args) as sim:
+                record = measure_run(
+                    bench, "unknown", contender, sim, out, truth, rep, timeout=UNKNOWN_TIMEOUT_S
+                )
+            record.update(minimum=minimum, ratio=round(record["requests"] / minimum, 4))
+            runs.append(record)
+            shutil.rmtree(out, ignore_errors=True)
+    summary = _unknown_summary(runs)
+    return {
+        "title": "6. An unknown service",
+        "params": {
+            "records": truth["rows"],
+            "window": UNKNOWN_WINDOW,
+            "page_cap": UNKNOWN_PAGE_CAP,
+            "sort": "ignored",
+            "minimum": minimum,
+            "reps": s.reps,
+            "dlt_reps": s.dlt_reps,
+            "timeout_s": UNKNOWN_TIMEOUT_S,
+            "sim_args": args,
+        },
+        "contenders": {c.name: c.label for c in contenders},
+        "commands": {c.name: c.shown_command() for c in contenders},
+        "runs": runs,
+        "summary": summary,
+        "targets": _unknown_targets(summary, "harvester-default"),
+    }
+
+
+def _unknown_targets(summary: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The harvester finishes every run, each run's output is the truth, and even its worst
+    run stays within UNKNOWN_TARGET of the minimum (judged only when all runs were right)."""
+    mine = summary.get(name)
+    if not mine:
+        return [target(f"unknown service: {name} ran", None, None, "no run")]
+    runs = int(mine["runs"])
+    finished, exact = int(mine["finished"]), int(mine["exact"])
+    right = finished == runs and exact == runs
+    worst = mine["ratio"]["max"] if right else None
+    return [
+        target("unknown service: the harvester (defaults) finishes", finished / runs,
+               finished == runs, f"{finished}/{runs} runs"),
+        target("unknown service: the harvester's output equals the truth", exact / runs,
+               exact == runs, f"{exact}/{runs} runs"),
+        target(f"unknown service: harvester requests / minimum <= {UNKNOWN_TARGET:.2f}", worst,
+               None if worst is None else worst <= UNKNOWN_TARGET,
+               "not judged: a run failed" if worst is None else _worst_shown(summary, name, worst)),
+    ]  # fmt: skip
+
+
+def _unknown_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per contender: runs finished, runs exact, requests and requests / minimum over all
+    its runs (a failed run's requests say how far it got), what the harvester learned, and
+    the first failure of each kind."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["contender"] for r in runs):
+        mine = [r for r in runs if r["contender"] == name]
+        service = next(((r.get("own") or {}).get("service") for r in mine), None) or {}
+        out[name] = {
+            "runs": len(mine),
+            "finished": sum(1 for r in mine if r.get("finished")),
+            "exact": sum(1 for r in mine if r.get("exact")),
+            "requests": spread([r["requests"] for r in mine]),
+            "minimum": mine[0]["minimum"],
+            "ratio": spread([r["ratio"] for r in mine]),
+            "learned": {k: service.get(k) for k in ("page_size", "window", "sort", "paging")}
+            if service
+            else None,
+            "failures": list(dict.fromkeys(_short(p) for r in mine for p in r["problems"])),
+        }
+    return out
+
+
+def _short(problem: str) -> str:
+    """A failure in one line: a process's exit and the last line of its traceback, without
+    the run's URL (its port differs per run) or dlt's thread-pool detail."""
+    lines = [line.strip() for line in problem.splitlines() if line.strip()]
+    text = lines[0] if len(lines) <= 1 else f"{lines[0].split(':', 1)[0]}: {lines[-1]}"
+    return re.sub(r" for url: \S+| in `future` `<[^>]*>`", "", text)
+
+
 def _stats(sim: SimHandle) -> dict[str, Any]:
     try:
         return sim.stats()
@@ -642,5 +855,6 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "scale": scenario_scale,
     "output": scenario_output,
     "resume": scenario_resume,
+    "unknown": scenario_unknown,
     "profile": scenario_profile,
 }

@@ -9,6 +9,7 @@ CI installs only the test extra.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,20 @@ pytest.importorskip("dlt")
 pytest.importorskip("requests")
 pytest.importorskip("psutil")
 
-from bench import verify
+from bench import report, verify
 from bench.contenders import Contender
 from bench.measure import clean_env, run_measured
-from bench.scenarios import DLT, DLT_SERIAL, HARVESTER_TUNED, NAIVE, harvester_default
+from bench.scenarios import (
+    DLT,
+    DLT_SERIAL,
+    HARVESTER_ROWS100,
+    HARVESTER_TUNED,
+    NAIVE,
+    Bench,
+    Sizes,
+    harvester_default,
+    scenario_unknown,
+)
 from harvester.sim.testing import SimHandle, run_simulator_process
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,9 +63,12 @@ def _run(contender: Contender, sim: SimHandle, tmp_path: Path) -> tuple[Path, Pa
 
 @pytest.mark.parametrize(
     "contender",
-    [NAIVE, DLT, DLT_SERIAL, harvester_default(0), HARVESTER_TUNED],
-    ids=["naive", "dlt-parallel", "dlt-serial", "harvester-default", "harvester-tuned"],
-)
+    [NAIVE, DLT, DLT_SERIAL, harvester_default(0), HARVESTER_TUNED, HARVESTER_ROWS100],
+    ids=[
+        "naive", "dlt-parallel", "dlt-serial", "harvester-default", "harvester-tuned",
+        "harvester-rows100",
+    ],
+)  # fmt: skip
 def test_contender_output_is_the_truth(
     contender: Contender, bench_sim: SimHandle, truth: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -63,7 +77,10 @@ def test_contender_output_is_the_truth(
     con = verify.connect()
     got = verify.digest_of(con, verify.parquet_source(contender.parquet_glob(out)))
     assert verify.compare(truth, got) == []
-    assert contender.own_account(out, result)["rows"] == truth["rows"]
+    own = contender.own_account(out, result)
+    assert own["rows"] == truth["rows"]
+    if contender.kind == "harvester":  # the throughput scenario's requests / pages needs it
+        assert own["service"]["page_size"] > 0
     assert contender.data_files(out)
     median, _, answer = verify.query_time(con, contender.parquet_glob(out))
     assert median > 0 and answer
@@ -80,3 +97,22 @@ def test_a_fast_wrong_answer_is_caught(
     got = verify.digest_of(verify.connect(), verify.parquet_source(greedy.parquet_glob(out)))
     problems = verify.compare(truth, got)
     assert any("rows, expected" in p for p in problems)
+
+
+def test_unknown_service_scenario(tmp_path: Path) -> None:
+    """Scenario 6 on a tiny corpus: the harvester finishes with the exact row set against a
+    service with a small window and page cap; the peers fail on the window, and the
+    scenario records that (finished, exact, requests / minimum) instead of crashing."""
+    sizes = replace(Sizes.quick(), reps=1, dlt_reps=1, unknown_records=3000)
+    outcome = scenario_unknown(Bench(tmp_path, sizes, log=lambda _: None))
+    summary = outcome["summary"]
+    assert set(summary) == {"harvester-default", "naive", "dlt"}
+    mine = summary["harvester-default"]
+    assert (mine["finished"], mine["exact"]) == (1, 1), mine["failures"]
+    assert mine["learned"]["page_size"] == 37
+    assert mine["minimum"] == -(-3000 // 37) and mine["ratio"]["median"] >= 1
+    for peer in ("naive", "dlt"):  # rows=100 pages run into the 730-row window
+        assert summary[peer]["finished"] == 0 and summary[peer]["exact"] == 0
+    met = [t["met"] for t in outcome["targets"]]
+    assert met[:2] == [True, True] and met[2] is not None
+    assert "| requests ÷ minimum |" in "\n".join(report.render_scenario("unknown", outcome))
