@@ -8,7 +8,10 @@ Two kinds of incoming rows:
   which is how deletions (invisible to the watermark) leave the lake.
 
 The merge is pure Arrow in, Arrow out, and reports whether anything actually changed, so a
-refresh that re-reads its overlap rewrites nothing.
+refresh that re-reads its overlap rewrites nothing. It works on row positions: the key
+columns (``id``, ``createDateTime``, ``submissionDate``) decide which rows of the lake and
+which incoming rows survive, and each table is copied once, by one ``take``, into the
+result. No row becomes a Python object, so memory follows the partition's Arrow size.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from harvester.schema import ARROW_SCHEMA
+
+# A run of this many consecutive rows kept is shared with the input, not copied.
+_RUN: Final = 16_384
+# Row pairs compared at a time when counting updates.
+_BATCH: Final = 65_536
 
 
 @dataclass
@@ -41,30 +49,133 @@ class MergeStats:
         return self
 
 
+def _positions(n: int) -> pa.Array:
+    """0, 1, ..., n - 1 as int64."""
+    return pc.indices_nonzero(pa.repeat(True, n)).cast(pa.int64())
+
+
+def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+
+
+def _concat(arrays: list[pa.Array]) -> pa.Array:
+    return pa.concat_arrays([_flat(a) for a in arrays])
+
+
+def _newest_positions(ids: pa.ChunkedArray, created: pa.ChunkedArray) -> pa.Array:
+    """Positions of the newest row per id, in id order (later rows win ties)."""
+    keys = pa.table({"id": ids, "created": created, "pos": _positions(len(ids))})
+    order = pc.sort_indices(
+        keys,
+        sort_keys=[("id", "ascending"), ("created", "descending"), ("pos", "descending")],
+    ).cast(pa.int64())
+    if len(order) == 0:
+        return order
+    sorted_ids = _flat(ids.take(order))
+    # A row starts its id's run where its id differs from the row before (nulls are one id).
+    before, after = sorted_ids.slice(0, len(sorted_ids) - 1), sorted_ids.slice(1)
+    same = pc.or_(
+        pc.fill_null(pc.equal(after, before), False),
+        pc.and_(pc.is_null(after), pc.is_null(before)),
+    )
+    first = _concat([pa.array([True]), pc.invert(same)])
+    return order.filter(first)
+
+
 def newest_per_id(table: pa.Table) -> pa.Table:
     """One row per id, the newest createDateTime winning (later rows win ties)."""
     if table.num_rows == 0:
         return table
-    indexed = table.append_column("__pos", pa.array(range(table.num_rows), pa.int64()))
-    ordered = indexed.sort_by(
-        [("id", "ascending"), ("createDateTime", "descending"), ("__pos", "descending")]
+    return table.take(_newest_positions(table.column("id"), table.column("createDateTime")))
+
+
+def _last_by_key(keys: pa.Array, mask: pa.Array, size: int) -> pa.Array:
+    """Per key ``0 .. size - 1``: the position of the last row under ``mask`` with that key
+    (null where none)."""
+    rows = pa.table({"key": keys.filter(mask), "pos": _positions(len(keys)).filter(mask)})
+    last = rows.group_by("key", use_threads=False).aggregate([("pos", "max")])
+    found = pc.index_in(_positions(size).cast(keys.type), value_set=_flat(last.column("key")))
+    return _flat(last.column("pos_max")).take(found)
+
+
+def _same(a: pa.Array, b: pa.Array) -> pa.Array:
+    """Per row: do ``a`` and ``b`` hold equal values (two nulls are equal)? Lists compare
+    element by element, as Python compares lists."""
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    if not (pa.types.is_list(a.type) or pa.types.is_large_list(a.type)):
+        return pc.or_(pc.fill_null(pc.equal(a, b), False), both_null)
+    # Non-null lists of one length are equal when every element pair is: count the
+    # mismatched elements per list through a running sum over the flattened elements.
+    candidate = pc.fill_null(pc.equal(pc.list_value_length(a), pc.list_value_length(b)), False)
+    a_lists, b_lists = a.filter(candidate), b.filter(candidate)
+    mismatched = pc.invert(_same(pc.list_flatten(a_lists), pc.list_flatten(b_lists)))
+    running = _concat([pa.array([0], pa.int64()), pc.cumulative_sum(mismatched.cast(pa.int64()))])
+    offsets = pc.subtract(a_lists.offsets, a_lists.offsets[0]).cast(pa.int64())
+    per_list = pc.subtract(
+        running.take(offsets.slice(1)), running.take(offsets.slice(0, len(a_lists)))
     )
-    ids = ordered.column("id").to_pylist()
-    keep = [i == 0 or ids[i] != ids[i - 1] for i in range(len(ids))]
-    return ordered.filter(pa.array(keep)).drop_columns(["__pos"])
+    return pc.replace_with_mask(both_null, candidate, pc.equal(per_list, 0))
 
 
-def _rows_by_id(table: pa.Table) -> dict[str, dict[str, Any]]:
-    return {row["id"]: row for row in table.to_pylist()}
+# createDateTime first: a row sent again with a new stamp differs there, and rows found to
+# differ are not compared further.
+_COMPARE_ORDER: Final = (
+    "createDateTime",
+    *(n for n in ARROW_SCHEMA.names if n != "createDateTime"),
+)
 
 
-def _newer(incoming: dict[str, Any], existing: dict[str, Any]) -> bool:
-    new, old = incoming.get("createDateTime"), existing.get("createDateTime")
-    if old is None:
-        return True
-    if new is None:
-        return False
-    return bool(new >= old)
+def _count_differing(left: pa.Table, left_at: pa.Array, right: pa.Table, right_at: pa.Array) -> int:
+    """How many of the row pairs (``left[left_at[i]]``, ``right[right_at[i]]``) differ in
+    any column. A batch of pairs and one column at a time, so the copies stay small."""
+    differing = 0
+    for begin in range(0, len(left_at), _BATCH):
+        lefts, rights = left_at.slice(begin, _BATCH), right_at.slice(begin, _BATCH)
+        for name in _COMPARE_ORDER:
+            if len(lefts) == 0:
+                break
+            same = _same(
+                _flat(left.column(name).take(lefts)), _flat(right.column(name).take(rights))
+            )
+            differing += len(lefts) - _count(same)
+            lefts, rights = lefts.filter(same), rights.filter(same)
+    return differing
+
+
+def _gather(table: pa.Table, positions: pa.Array) -> pa.Table:
+    """The rows at ``positions`` (unique), in position order. Runs of at least ``_RUN``
+    consecutive rows are slices that share the table's buffers; the rest is one ``take``.
+    So a merge that keeps most of a table copies little of it."""
+    positions = positions.take(pc.sort_indices(positions))
+    n = len(positions)
+    if n == 0:
+        return table.slice(0, 0)
+    starts = _concat(
+        [
+            pa.array([True]),
+            pc.not_equal(pc.subtract(positions.slice(1), positions.slice(0, n - 1)), 1),
+        ]
+    )
+    first = pc.indices_nonzero(starts).cast(pa.int64())
+    lengths = pc.subtract(_concat([first.slice(1), pa.array([n], pa.int64())]), first)
+    long = pc.greater_equal(lengths, _RUN)
+    pieces = [
+        table.slice(start, length)
+        for start, length in zip(
+            positions.take(first.filter(long)).to_pylist(),
+            lengths.filter(long).to_pylist(),
+            strict=True,
+        )
+    ]
+    run_of_row = pc.subtract(pc.cumulative_sum(starts.cast(pa.int64())), 1)
+    short = positions.filter(pc.invert(long.take(run_of_row)))
+    if len(short):
+        pieces.append(table.take(short))
+    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
 
 
 def merge_partition(
@@ -73,36 +184,57 @@ def merge_partition(
     replaced_days: Iterable[dt.date],
     day_rows: pa.Table,
 ) -> tuple[pa.Table, MergeStats]:
-    """The partition after applying ``changed`` upserts and replacing ``replaced_days``."""
+    """The partition after applying ``changed`` upserts and replacing ``replaced_days``.
+
+    Lake rows of a replaced day are *dropped*, the others *kept*. Per incoming id (the
+    newest of ``day_rows`` + ``changed``), the lake's version is its last kept row, or else
+    its last dropped row; the incoming row wins unless that version is newer. Kept rows of
+    ids nobody sent stay as they are; dropped rows of ids nobody sent, or of ids a kept row
+    stands for, are the deleted ones (counted once per id).
+    """
     stats = MergeStats()
     days = pa.array(sorted(set(replaced_days)), pa.date32())
     existing = existing.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
-    on_replaced = pc.is_in(existing.column("submissionDate"), value_set=days)
-    kept = existing.filter(pc.invert(on_replaced))
-    dropped = existing.filter(on_replaced)
-
     # Whole days: the fetched rows are the truth for those days.
-    incoming = newest_per_id(
-        pa.concat_tables([day_rows.cast(ARROW_SCHEMA), changed.cast(ARROW_SCHEMA)])
+    source = pa.concat_tables([day_rows.cast(ARROW_SCHEMA), changed.cast(ARROW_SCHEMA)])
+    incoming_at = _newest_positions(source.column("id"), source.column("createDateTime"))
+    # Per lake row: the incoming row (index into incoming_at) of the same id, or null. The
+    # rest works on these integers, not on the ids.
+    key = _flat(
+        pc.index_in(existing.column("id"), value_set=_flat(source.column("id").take(incoming_at)))
     )
-    dropped_by_id = _rows_by_id(dropped)
+    claimed = pc.is_valid(key)
+    dropped = _flat(pc.is_in(existing.column("submissionDate"), value_set=days))
+    kept = pc.invert(dropped)
+    untouched_at = _positions(existing.num_rows).filter(pc.and_(kept, pc.invert(claimed)))
+    overlap = _last_by_key(key, pc.and_(kept, claimed), len(incoming_at))
+    gone = _last_by_key(key, pc.and_(dropped, claimed), len(incoming_at))
+    # Rows of a replaced day that the service no longer has (once per id), and those whose
+    # id a kept row stands for.
+    unclaimed = existing.column("id").filter(pc.and_(dropped, pc.invert(claimed)))
+    stats.deleted = int(pc.count_distinct(unclaimed, mode="all").as_py()) + _count(
+        pc.and_(pc.is_valid(gone), pc.is_valid(overlap))
+    )
 
-    in_incoming = pc.is_in(kept.column("id"), value_set=incoming.column("id"))
-    untouched = kept.filter(pc.invert(in_incoming))
-    overlap_by_id = _rows_by_id(kept.filter(in_incoming))
-
-    winners: list[dict[str, Any]] = []
-    for row in incoming.to_pylist():
-        old = overlap_by_id.get(row["id"]) or dropped_by_id.pop(row["id"], None)
-        if old is None:
-            stats.added += 1
-            winners.append(row)
-        elif _newer(row, old):
-            stats.updated += int(row != old)
-            winners.append(row)
-        else:
-            winners.append(old)  # the lake already holds a newer version
-    # Rows of a replaced day that the service no longer has.
-    stats.deleted = len(dropped_by_id)
-    merged = pa.concat_tables([untouched, pa.Table.from_pylist(winners, schema=ARROW_SCHEMA)])
+    # Per incoming row: the lake's version (a position in existing), or null for a new id.
+    lake_at = pc.coalesce(overlap, gone)
+    is_new = pc.is_null(lake_at)
+    stats.added = _count(is_new)
+    new_created = _flat(source.column("createDateTime").take(incoming_at))
+    old_created = _flat(existing.column("createDateTime").take(lake_at))
+    # Newer or equal wins; a missing createDateTime is older than any.
+    newer = pc.if_else(
+        pc.is_null(old_created),
+        True,
+        pc.fill_null(pc.greater_equal(new_created, old_created), False),
+    )
+    replaces = pc.and_(pc.invert(is_new), newer)
+    stats.updated = _count_differing(
+        source, incoming_at.filter(replaces), existing, lake_at.filter(replaces)
+    )
+    lake_wins = pc.and_(pc.invert(is_new), pc.invert(newer))
+    keep_at = _concat([untouched_at, lake_at.filter(lake_wins)])
+    merged = pa.concat_tables(
+        [_gather(existing, keep_at), _gather(source, incoming_at.filter(pc.or_(is_new, newer)))]
+    )
     return merged, stats

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import random
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
 
+from harvester import merge
 from harvester.merge import merge_partition, newest_per_id
 from harvester.schema import ARROW_SCHEMA
 
@@ -64,3 +69,168 @@ def test_newest_per_id_prefers_later_rows_on_ties() -> None:
     got = by_id(newest_per_id(t))
     assert got["a"]["nationalClass"] == "y"
     assert got["b"]["createDateTime"] == dt.datetime(2019, 2, 1, 3)
+
+
+# -- property tests: the Arrow merge against the row-by-row merge it replaced ---------------
+
+
+def oracle_newest_per_id(t: pa.Table) -> list[dict[str, Any]]:
+    """The pre-Arrow ``newest_per_id``, kept as the reference."""
+    if t.num_rows == 0:
+        return []
+    indexed = t.append_column("__pos", pa.array(range(t.num_rows), pa.int64()))
+    ordered = indexed.sort_by(
+        [("id", "ascending"), ("createDateTime", "descending"), ("__pos", "descending")]
+    )
+    ids = ordered.column("id").to_pylist()
+    keep = [i == 0 or ids[i] != ids[i - 1] for i in range(len(ids))]
+    return list(ordered.filter(pa.array(keep)).drop_columns(["__pos"]).to_pylist())
+
+
+def oracle_merge(
+    existing: pa.Table, changed: pa.Table, replaced_days: list[dt.date], day_rows: pa.Table
+) -> tuple[list[dict[str, Any]], tuple[int, int, int]]:
+    """The pre-Arrow ``merge_partition`` (rows as Python dicts), kept as the reference."""
+    added = updated = 0
+    days = pa.array(sorted(set(replaced_days)), pa.date32())
+    existing = existing.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+    on_replaced = pc.is_in(existing.column("submissionDate"), value_set=days)
+    kept = existing.filter(pc.invert(on_replaced))
+    dropped = existing.filter(on_replaced)
+    incoming = oracle_newest_per_id(
+        pa.concat_tables([day_rows.cast(ARROW_SCHEMA), changed.cast(ARROW_SCHEMA)])
+    )
+    dropped_by_id = {r["id"]: r for r in dropped.to_pylist()}
+    incoming_ids = pa.array([r["id"] for r in incoming], pa.string())
+    in_incoming = pc.is_in(kept.column("id"), value_set=incoming_ids)
+    untouched = kept.filter(pc.invert(in_incoming)).to_pylist()
+    overlap_by_id = {r["id"]: r for r in kept.filter(in_incoming).to_pylist()}
+
+    def newer(new: dict[str, Any], old: dict[str, Any]) -> bool:
+        n, o = new.get("createDateTime"), old.get("createDateTime")
+        return o is None or (n is not None and n >= o)
+
+    winners = []
+    for r in incoming:
+        old = overlap_by_id.get(r["id"]) or dropped_by_id.pop(r["id"], None)
+        if old is None:
+            added += 1
+            winners.append(r)
+        elif newer(r, old):
+            updated += int(r != old)
+            winners.append(r)
+        else:
+            winners.append(old)
+    return untouched + winners, (added, updated, len(dropped_by_id))
+
+
+DAYS = [dt.date(2019, 1, d) for d in range(1, 6)]
+CLAIMS: list[list[str | None] | None] = [
+    None, [], ["1"], ["1", "2"], ["2", "1"], [None], ["1", None], ["1-3"], ["1", "2", "3"],
+]  # fmt: skip
+
+
+def random_row(rng: random.Random, ids: int) -> dict[str, Any]:
+    def maybe(value: Any, odds: float = 0.15) -> Any:
+        return None if rng.random() < odds else value
+
+    return {
+        "id": f"i{rng.randrange(ids)}",
+        "submissionDate": rng.choice(DAYS),
+        "createDateTime": maybe(dt.datetime(2019, 2, 1) + dt.timedelta(hours=rng.randrange(6))),
+        "nationalClass": maybe(rng.choice(["438", "257", ""])),
+        "hasRej101": maybe(rng.random() < 0.5),
+        "cite103Max": maybe(rng.randrange(3)),
+        "claimNumberArrayDocument": rng.choice(CLAIMS),
+        "unknownFields": maybe('{"x":1}', 0.9),
+    }
+
+
+def random_table(rng: random.Random, rows: int, ids: int) -> pa.Table:
+    """Rows in one to three chunks, as tables read from several files are."""
+    cuts = sorted(rng.randrange(rows + 1) for _ in range(rng.randrange(3)))
+    bounds = [0, *cuts, rows]
+    return pa.concat_tables(
+        [
+            pa.Table.from_pylist(
+                [random_row(rng, ids) for _ in range(hi - lo)], schema=ARROW_SCHEMA
+            )
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+    )
+
+
+def resend(rng: random.Random, t: pa.Table, share: float) -> pa.Table:
+    """Some lake rows sent again: as they are, or with a new stamp or class."""
+    rows = []
+    for r in t.to_pylist():
+        if rng.random() < share:
+            r = dict(r)
+            if rng.random() < 0.3:
+                r["createDateTime"] = dt.datetime(2019, 2, 1) + dt.timedelta(hours=rng.randrange(8))
+            if rng.random() < 0.2:
+                r["claimNumberArrayDocument"] = rng.choice(CLAIMS)
+            rows.append(r)
+    return pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+
+
+def multiset(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted(repr(sorted(r.items())) for r in rows)
+
+
+def check_against_oracle(seed: int, size: int) -> None:
+    rng = random.Random(seed)
+    ids = max(1, int(size * rng.choice([0.3, 1.0, 3.0])))
+    existing = random_table(rng, rng.randrange(size + 1), ids)
+    changed = pa.concat_tables(
+        [random_table(rng, rng.randrange(size // 3 + 1), ids), resend(rng, existing, 0.2)]
+    )
+    days = rng.sample(DAYS, rng.randrange(len(DAYS) + 1))
+    day_rows = pa.concat_tables(
+        [random_table(rng, rng.randrange(size // 3 + 1), ids), resend(rng, existing, 0.5)]
+    )
+    if not days and rng.random() < 0.7:
+        day_rows = EMPTY
+    merged, stats = merge_partition(existing, changed, days, day_rows)
+    want_rows, want_stats = oracle_merge(existing, changed, days, day_rows)
+    assert merged.schema == ARROW_SCHEMA
+    assert (stats.added, stats.updated, stats.deleted) == want_stats
+    assert multiset(merged.to_pylist()) == multiset(want_rows)
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_small_merges_match_the_row_by_row_merge(seed: int) -> None:
+    check_against_oracle(seed, 12)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_merges_match_the_row_by_row_merge(seed: int) -> None:
+    check_against_oracle(1000 + seed, 3000)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_shared_runs_and_batches_match_the_row_by_row_merge(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short runs kept are slices of the inputs, and updates are compared in small batches.
+    monkeypatch.setattr(merge, "_RUN", 1 + seed % 5)
+    monkeypatch.setattr(merge, "_BATCH", 1 + seed % 7 * 50)
+    check_against_oracle(2000 + seed, 1000)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_newest_per_id_matches_the_row_by_row_version(seed: int) -> None:
+    rng = random.Random(seed)
+    t = random_table(rng, rng.randrange(500), rng.randrange(1, 300))
+    assert newest_per_id(t).to_pylist() == oracle_newest_per_id(t)
+
+
+def test_unchanged_lists_and_nulls_count_as_no_update() -> None:
+    base = row("a", D1, 1) | {"claimNumberArrayDocument": ["1", None], "hasRej101": None}
+    existing = table(base, row("b", D1, 1) | {"claimNumberArrayDocument": None})
+    merged, stats = merge_partition(existing, table(base), [D1], table(base))
+    assert (stats.added, stats.updated, stats.deleted) == (0, 0, 1)
+    changed = table(base | {"claimNumberArrayDocument": ["1", "2"]})
+    merged, stats = merge_partition(existing, changed, (), EMPTY)
+    assert (stats.added, stats.updated, stats.deleted) == (0, 1, 0)
+    assert by_id(merged)["a"]["claimNumberArrayDocument"] == ["1", "2"]

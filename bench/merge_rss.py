@@ -1,0 +1,203 @@
+"""Peak memory and time of refresh's partition merge (issue 12): a check, not a scenario.
+
+Run: ``python -m bench.merge_rss [--rows 900000] [--impl harvester.merge] [--keep DIR]``.
+
+Builds one month of ``--rows`` simulator rows (``harvester.sim.rows``, decoded like a
+harvest) and writes it as a partition with the harvester's writer, plus the staged rows of
+two refreshes, then runs each refresh's merge in a fresh subprocess, the way
+``Refresher._merge_stage`` does (``read_files`` of the partition and of the stage,
+``merge_partition``, ``write_partition_files``, old files deleted):
+
+- ``repair``: 2,000 late rows, 5,000 modified and 500 deleted; the changed rows (late and
+  modified) are merged first, then every day of the month is fetched again and replaces
+  the lake's rows of that day;
+- ``restamp``: every row's ``createDateTime`` changed (an upstream reload): all rows are
+  changed rows.
+
+Each child prints its wall time and peak RSS (``VmHWM`` of ``/proc/self/status``), so the
+numbers are the merge's own, not the setup's. ``--impl`` names the module that provides
+``merge_partition`` (e.g. a copy of an older ``harvester/merge.py``, for comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from harvester.commit import read_files
+from harvester.decode import decode_docs
+from harvester.lake import Lake
+from harvester.schema import ARROW_SCHEMA
+from harvester.sim.rows import Stamps, generate
+from harvester.writer import write_partition_files
+
+YEAR, MONTH = 2019, 7
+PARTITION = f"year={YEAR}/month={MONTH}"
+DAYS = [dt.date(YEAR, MONTH, d) for d in range(1, 32)]
+LATE, MODIFIED, DELETED = 2_000, 5_000, 500
+CASES = ("repair", "restamp")
+
+
+def _rows(rng: random.Random, count: int, prefix: bytes, stamp_offset_days: int) -> pa.Table:
+    """``count`` decoded rows spread over the month's days."""
+    tables = []
+    per_day, extra = divmod(count, len(DAYS))
+    for n, day in enumerate(DAYS):
+        k = per_day + (n < extra)
+        stamps = Stamps(day + dt.timedelta(days=1 + stamp_offset_days), 44 * 86400)
+        docs = generate(rng, k, day, stamps, prefix + day.isoformat().encode()).rows
+        tables.append(decode_docs(docs, source="bench").table)
+    return pa.concat_tables(tables)
+
+
+def _write_stage(directory: Path, name: str, table: pa.Table) -> None:
+    pq.write_table(table, str(directory / "stage" / f"{name}.parquet"), compression="zstd")
+
+
+def build(directory: Path, rows: int) -> None:
+    """The partition (written with the writer) and each stage's rows (one file each)."""
+    rng = random.Random(12)
+    lake = Lake.open(str(directory / "lake"))
+    existing = _rows(rng, rows, b"base", 0)
+    write_partition_files(lake, PARTITION, existing, "part-base")
+    (directory / "stage").mkdir(exist_ok=True)
+
+    picks = rng.sample(range(existing.num_rows), MODIFIED + DELETED)
+    modified_at = pa.array(sorted(picks[:MODIFIED]), pa.int64())
+    deleted_at = pa.array(sorted(picks[MODIFIED:]), pa.int64())
+    modified = existing.take(modified_at)
+    later = pc.add(modified.column("createDateTime"), pa.scalar(dt.timedelta(days=60)))
+    modified = modified.set_column(
+        modified.schema.get_field_index("createDateTime"), "createDateTime", later
+    ).set_column(
+        modified.schema.get_field_index("nationalClass"),
+        "nationalClass",
+        pa.array(["999"] * modified.num_rows, pa.string()),
+    )
+    late = _rows(rng, LATE, b"late", 60)
+    _write_stage(directory, "repair-changed", pa.concat_tables([late, modified]))
+
+    # Every day again: the lake's rows minus the deleted ones, the modified ones as they are
+    # now, and the late ones.
+    gone = pc.is_in(
+        existing.column("id"),
+        value_set=pa.concat_arrays(
+            [
+                existing.column("id").take(deleted_at).combine_chunks(),
+                modified.column("id").combine_chunks(),
+            ]
+        ),
+    )
+    days = pa.concat_tables([existing.filter(pc.invert(gone)), modified, late])
+    _write_stage(directory, "repair-days", days)
+
+    restamped = existing.set_column(
+        existing.schema.get_field_index("createDateTime"),
+        "createDateTime",
+        pc.add(existing.column("createDateTime"), pa.scalar(dt.timedelta(days=1))),
+    )
+    _write_stage(directory, "restamp-changed", restamped)
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) -> dict[str, Any]:
+    """One stage merged into the partition, as ``Refresher._merge_stage`` does it."""
+    impl = importlib.import_module(_IMPL[0])
+    old_files = lake.list_files(PARTITION, suffix=".parquet")
+    incoming = read_files(stage, [stage_file])
+    existing = read_files(lake, old_files)
+    empty = ARROW_SCHEMA.empty_table()
+    if days:
+        merged, stats = impl.merge_partition(existing, empty, days, incoming)
+    else:
+        merged, stats = impl.merge_partition(existing, incoming, (), empty)
+    prefix = "part-" + stage_file.removesuffix(".parquet")
+    written = [w.path for w in write_partition_files(lake, PARTITION, merged, prefix)]
+    for path in old_files:
+        if path not in written:
+            lake.delete(path)
+    return {
+        "rows": merged.num_rows,
+        "added": stats.added,
+        "updated": stats.updated,
+        "deleted": stats.deleted,
+    }
+
+
+_IMPL = ["harvester.merge"]
+
+
+def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
+    lake, stage = Lake.open(str(lake_dir)), Lake.open(str(stage_dir))
+    start = time.perf_counter()
+    if case == "repair":
+        stages = [
+            _merge_stage(lake, stage, "repair-changed.parquet", []),
+            _merge_stage(lake, stage, "repair-days.parquet", DAYS),
+        ]
+    else:
+        stages = [_merge_stage(lake, stage, "restamp-changed.parquet", [])]
+    seconds = time.perf_counter() - start
+    return {
+        "case": case,
+        "impl": _IMPL[0],
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(_peak_rss_mb()),
+        "stages": stages,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.merge_rss", description=__doc__)
+    parser.add_argument("--rows", type=int, default=900_000)
+    parser.add_argument("--impl", default="harvester.merge", help="module with merge_partition")
+    parser.add_argument("--keep", type=Path, help="build here (reused if already built)")
+    parser.add_argument("--case", choices=CASES, action="append", help="default: both")
+    parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    _IMPL[0] = args.impl
+    cases = args.case or list(CASES)
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], cases[0])))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="merge-rss-") as tmp:
+        base = args.keep or Path(tmp)
+        if not (base / "built").exists():
+            start = time.perf_counter()
+            build(base, args.rows)
+            (base / "built").touch()
+            print(f"built {args.rows:,} rows in {time.perf_counter() - start:.0f}s", flush=True)
+        for case in cases:
+            # Every case starts from the same partition: a copy of the one built.
+            work = base / "work"
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(base / "lake", work)
+            command = [sys.executable, "-m", "bench.merge_rss", "--impl", args.impl]
+            command += ["--case", case, "--child", str(work), str(base / "stage")]
+            subprocess.run(command, check=True)
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
