@@ -165,12 +165,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.log_format, args.verbose)
+    from harvester.ops.deep import DeepOptions
     from harvester.ops.verify import verify_lake
     from harvester.progress import make_progress
 
+    if args.sample is not None and not args.deep:
+        args.command_parser.error("--sample needs --deep")
+    if args.sample is not None and args.sample < 1:
+        args.command_parser.error(f"--sample must be at least 1, not {args.sample}")
+    if args.sample_seed is not None and args.sample is None:
+        args.command_parser.error("--sample-seed needs --sample")
+    deep = DeepOptions(args.sample, args.sample_seed) if args.deep else None
     progress = make_progress(settings.quiet or not args.repair, settings.log_format)
     try:
-        outcome = asyncio.run(verify_lake(settings, args.repair, progress))
+        outcome = asyncio.run(verify_lake(settings, args.repair, progress, deep))
     finally:
         progress.stop()
     print("\n".join(outcome.lines()))
@@ -238,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--repair", action="store_true", help="fetch the days that differ again, then re-check"
+    )
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="also fetch whole days and compare every row, field by field",
+    )
+    verify.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="with --deep: compare N random days of the range, not all of them",
+    )
+    verify.add_argument(
+        "--sample-seed",
+        type=int,
+        metavar="S",
+        help="the seed of --sample's draw, to repeat a run's days (default: a new one, printed)",
     )
     command("compact", "merge each partition's small files (no API call)", cmd_compact)
     add_sim_arguments(command("simulate", "run the offline API simulator", cmd_simulate))

@@ -6,6 +6,11 @@ refresh or compact rewrites a partition, its manifest (``state.PartitionManifest
 that partition's files instead, and it wins over the markers. Any data file that
 neither names is uncommitted: a leftover of a killed run, removed by ``sweep``.
 
+Only files of the harvester's own naming scheme in its own partitions are ever deleted or
+replaced (``is_own_file``, the one test); any other file in the lake is foreign: left
+alone, and named by ``verify``. A new lake is only created where nothing lives yet
+(``refuse_foreign_root``), so a harvest never shares a directory or prefix by accident.
+
 Replacing a partition (refresh, compact) goes: write the new files under new names, write
 the manifest (the commit point: one atomic put), then delete the old files. A reader
 listing the directory in that short window may see old and new files together, so rows
@@ -26,13 +31,15 @@ import pyarrow.parquet as pq
 from harvester import quarantine
 from harvester.checkpoint import NoPageStore, PageStore, page_store
 from harvester.decode import decode_docs
+from harvester.errors import LakeError
 from harvester.fetch import FetchedShard
-from harvester.lake import Lake
+from harvester.lake import TEMP_MARK, Lake, is_temp_name
 from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA
-from harvester.shard import Shard
-from harvester.state import HarvestState, PartitionManifest, ShardMarker, StoredPlan
-from harvester.writer import write_partition_files, write_shard
+from harvester.shard import Shard, is_shard_file_name
+from harvester.state import LOCK, HarvestState, PartitionManifest, ShardMarker, StoredPlan
+from harvester.state import ROOT as STATE_ROOT
+from harvester.writer import is_partition_file_name, write_partition_files, write_shard
 
 
 def committed_files(
@@ -49,21 +56,61 @@ def committed_files(
     return {p: sorted(f) for p, f in files.items() if f}
 
 
+def is_own_data_file(path: str) -> bool:
+    """True for a data file of the harvester's naming scheme in one of its partitions:
+    ``year=YYYY/month=M/<name>`` with ``<name>`` a shard's file (``shard.is_shard_file_name``)
+    or a partition rewrite's (``writer.is_partition_file_name``)."""
+    try:
+        Partition.of_file(path)
+    except ValueError:
+        return False
+    name = path.rsplit("/", 1)[-1]
+    return is_shard_file_name(name) or is_partition_file_name(name)
+
+
+def is_own_file(path: str) -> bool:
+    """The one test of "the harvester wrote this, so it may delete or replace it" (a path
+    relative to the lake root): anything under ``_harvest/`` (``state``'s), its data files
+    (``is_own_data_file``), and the temp files ``Lake.write_bytes`` makes of either. Every
+    other file is foreign: never deleted, named by ``verify``."""
+    if path.startswith(f"{STATE_ROOT}/"):
+        return True
+    directory, _, name = path.rpartition("/")
+    if is_temp_name(name):
+        name = name[1 : name.rindex(TEMP_MARK)]  # ".<name>.tmp-<uuid32>"
+    return is_own_data_file(f"{directory}/{name}" if directory else name)
+
+
+def refuse_foreign_root(lake: Lake) -> None:
+    """A lake is declared by ``_harvest/lake.json``, written only where nothing else lives:
+    LakeError when the root of a new lake (a directory, a prefix, or a whole bucket) holds
+    any file besides a lock of ours (a run killed right after taking it)."""
+    example = lake.example_file(skip={LOCK})
+    if example is not None:
+        raise LakeError(
+            f"{lake.uri} already holds files that are not a harvester lake (e.g. {example}):"
+            " harvest into an empty directory or a new prefix"
+        )
+
+
 def uncommitted_files(lake: Lake, committed: dict[str, list[str]]) -> list[str]:
+    """Data files of ours (``is_own_data_file``) that nothing commits: leftovers of a killed
+    run. Foreign files are never among them."""
     owned = {f for files in committed.values() for f in files}
     return [
         path
         for path in lake.list_files("", suffix=".parquet")
-        if not path.startswith(("_", ".")) and path not in owned
+        if is_own_data_file(path) and path not in owned
     ]
 
 
 def sweep(lake: Lake, committed: dict[str, list[str]]) -> int:
-    """Delete uncommitted data files and leftover temp files; returns how many."""
+    """Delete uncommitted data files and leftover temp files of ours (``is_own_file``);
+    returns how many. Foreign files stay where they are."""
     stale = uncommitted_files(lake, committed)
     for path in stale:
         lake.delete(path)
-    return len(stale) + lake.cleanup_temp_files()
+    return len(stale) + lake.cleanup_temp_files(is_own_file)
 
 
 def replace_partition(
@@ -71,6 +118,7 @@ def replace_partition(
 ) -> list[str]:
     """New files first, then the manifest (commit), then the old files go."""
     lake = state.lake
+    state.check_fence()  # a run that lost the lake's lock writes nothing more
     written = [w.path for w in write_partition_files(lake, partition, table, name_prefix)]
     state.save_manifest(PartitionManifest(partition, sorted(written)))
     for path in old_files:
@@ -121,6 +169,8 @@ class LakeSink:
 
     def commit(self, shard: Shard, fetched: FetchedShard) -> Committed:
         result = decode_docs(fetched.docs, source=shard.key)
+        # Fenced here (no data files) and again by the marker's write (no commit record).
+        self._state.check_fence()
         files = write_shard(self._state.lake, shard.file_name, result.table)
         quarantine.write(self._state, shard, [q.to_json() for q in result.quarantined])
         marker = ShardMarker(

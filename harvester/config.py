@@ -68,7 +68,9 @@ class Settings:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     lookback_days: int = 2
-    reconcile_days: int = 30
+    reconcile_days: int = 0  # 0: the whole coverage, every refresh
+    drop_share: float = 0.25
+    stamp_tolerance_days: float = 2.0
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     log_format: str = "text"
@@ -152,6 +154,14 @@ def _non_negative_float(text: Any) -> float:
     rule = "must be a number >= 0"
     value = _number(text, rule)
     if not value >= 0:
+        raise ValueError(rule)
+    return value
+
+
+def _share(text: Any) -> float:
+    rule = "must be a number from 0 to 1"
+    value = _number(text, rule)
+    if not 0 <= value <= 1:
         raise ValueError(rule)
     return value
 
@@ -306,8 +316,14 @@ SPECS: tuple[Spec, ...] = (
          "days of overlap below the watermark",
          flag="--lookback", commands=_REFRESHING, metavar="DAYS"),
     Spec("reconcile_days", ("refresh", "reconcile_days"), "HARVESTER_RECONCILE_DAYS",
-         _non_negative_int, "recent mail days to check against the service",
+         _non_negative_int,
+         "mail days (back from the newest) checked against the service; 0: the whole coverage",
          flag="--reconcile-days", commands=_REFRESHING, metavar="DAYS"),
+    Spec("drop_share", ("refresh", "drop_share"), "HARVESTER_DROP_SHARE", _share,
+         "a day losing more than this share of its rows (or all) waits for a later count"),
+    Spec("stamp_tolerance_days", ("refresh", "stamp_tolerance_days"),
+         "HARVESTER_STAMP_TOLERANCE_DAYS", _non_negative_float,
+         "createDateTime this far past now is reported, never taken as the watermark"),
     Spec("log_format", ("log", "format"), "HARVESTER_LOG_FORMAT", _choice("text", "json"),
          "log lines as text or JSON",
          flag="--log-format", commands=SETTINGS_COMMANDS, metavar="{text,json}"),

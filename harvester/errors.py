@@ -16,6 +16,7 @@ The hierarchy::
     │   │   ├── ApiUnreachable    the service cannot be reached at start-up
     │   │   └── CountsDisagree    the service's counts contradict each other
     │   ├── LakeError             4: the lake cannot be used for this command
+    │   │   └── LockLost          another run took the lake's lock: stop before writing
     │   ├── RetriesExhausted      a request kept failing: its shard is marked failed (5)
     │   └── ShardUnstable         a shard's index kept moving: marked failed (5)
     └── ShardTooLarge             not an error: a shard outgrew the window, split it
@@ -110,6 +111,11 @@ class LakeError(HarvesterError):
     """The lake is not in a state this command can work on (e.g. no completed harvest)."""
 
     exit_code = EXIT_LAKE
+
+
+class LockLost(LakeError):
+    """This run no longer holds the lake's lock (another run took it over, or it was
+    deleted): raised by the fence before the next write, so the run stops writing."""
 
 
 class ShardUnstable(HarvesterError):

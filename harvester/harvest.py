@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 
 from harvester.client import ApiClient
-from harvester.commit import committed_files, sweep
+from harvester.commit import committed_files, refuse_foreign_root, sweep
 from harvester.config import Settings
 from harvester.errors import ConfigError, CountsDisagree, QueryError, RetriesExhausted
 from harvester.lock import holding
@@ -41,14 +41,26 @@ from harvester.runner import (
     preflight,
 )
 from harvester.shard import Shard, month_spans
-from harvester.state import CompleteRecord, HarvestState, ShardMarker, StoredPlan, utc_now
+from harvester.stamps import newest_stamp
+from harvester.state import (
+    CompleteRecord,
+    Coverage,
+    HarvestState,
+    ShardMarker,
+    StoredPlan,
+    utc_now,
+)
 
 log = logging.getLogger("harvester.harvest")
 
 
-async def make_plan(settings: Settings, planner: Planner, client: ApiClient) -> StoredPlan:
+async def make_plan(
+    settings: Settings, planner: Planner, client: ApiClient, stamp_form: str
+) -> StoredPlan:
     """The shards of a new harvest of ``settings``' range (the first day probed when not
-    given), plus the shard for rows without a mail date. ``plan`` shows exactly this."""
+    given), plus the shard for rows without a mail date, and the watermark the harvest will
+    leave: the newest createDateTime the service holds now, before anything is fetched
+    (``stamps``). ``plan`` shows exactly this."""
     last = settings.date_to or dt.datetime.now(dt.UTC).date()
     first = settings.date_from or await planner.probe_first_day(last)
     if first is None:
@@ -65,7 +77,18 @@ async def make_plan(settings: Settings, planner: Planner, client: ApiClient) -> 
         )
     except QueryError as exc:
         log.warning("the service refused the query for rows without a mail date: %s", exc)
-    return StoredPlan(first, last, settings.date_template, settings.shard_size, shards)
+    newest = await newest_stamp(
+        client,
+        stamp_form,
+        low=None,
+        tolerance=dt.timedelta(days=settings.stamp_tolerance_days),
+    )
+    if newest.beyond:
+        log.warning("%d rows are stamped after %s: never taken as the watermark", newest.beyond,
+                    newest.ceiling)  # fmt: skip
+    return StoredPlan(
+        first, last, settings.date_template, settings.shard_size, shards, watermark=newest.stamp
+    )
 
 
 def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
@@ -95,7 +118,7 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
         plan = state.load_plan()
         new_plan = plan is None
         if plan is None:
-            plan = await make_plan(settings, planner, client)
+            plan = await make_plan(settings, planner, client, known.profile.stamp_form)
         else:
             _check_plan_matches(plan, settings)
             if state.load_complete() is not None:
@@ -103,11 +126,15 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
                 report.status = "complete"
                 report.events.append("the harvest of this lake is already complete: use refresh")
                 return RunOutcome(report, True)
+        if new_plan and state.check_compatible() is None:
+            refuse_foreign_root(lake)  # before the lock: a refused root gets no _harvest/
         # Everything before this line only read; from here on the lake is written.
-        async with holding(lake, "harvest"):
+        async with holding(state, "harvest"):
             if new_plan:
                 state.write_meta()
                 known.remember(state)  # before the plan: a resume finds both, or neither
+                end = settings.date_to.isoformat() if settings.date_to else None
+                state.save_coverage(Coverage(plan.first.isoformat(), end))
                 state.save_plan(plan)
             known.remember(state)
             runner = ShardRunner(settings, client, planner, state, plan, progress, known.limits)
@@ -147,7 +174,12 @@ async def _harvest_plan(
     report.rows_in_lake = committed_rows(leaves, markers)
     complete = all((m := markers.get(s.key)) is not None and m.done for s in leaves)
     if complete:
-        watermark = max((m.max_create for m in markers.values() if m.max_create), default=None)
+        # The service's newest stamp when the harvest started, not the newest fetched: a row
+        # changed while the harvest ran is newer than it, so the first refresh finds it.
+        # (A plan made before it was kept falls back to the newest fetched.)
+        watermark = plan.watermark or max(
+            (m.max_create for m in markers.values() if m.max_create), default=None
+        )
         state.save_complete(CompleteRecord(utc_now(), report.rows_in_lake, len(leaves), watermark))
     return complete
 

@@ -7,7 +7,8 @@ never climb out of the root. Writes are atomic for readers, in different ways pe
   ``os.replace`` renames it over the target. A rename within one directory is atomic on
   POSIX, so a reader sees the old file or the new one, never a partial one. A killed run can
   leave a temp file behind; its name starts with ``.`` and does not end in ``.parquet``, so
-  DuckDB and Spark never read it, and ``cleanup_temp_files`` removes it.
+  DuckDB and Spark never read it, and ``cleanup_temp_files`` removes it (the sweep only
+  those of files the harvester owns: ``commit.is_own_file``).
 - S3: one ``PutObject`` (s3fs switches to a multipart upload above 100 MB). S3 makes an
   object visible only once its upload completes, and an overwrite replaces the whole object,
   so readers likewise see old or new, never partial. A rename would be a copy plus delete on
@@ -23,7 +24,7 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any, Final
 
 import fsspec
@@ -45,7 +46,9 @@ def _check_relative(path: str) -> str:
     return path
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
+    """Make a rename or a new name in ``directory`` durable (POSIX needs the directory's
+    own fsync for that)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -145,7 +148,7 @@ class Lake:
             os.replace(temp, full)
             # The rename itself is durable only once the directory is: the caller writes a
             # marker that vouches for this file right after, and it must not outlive it.
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
@@ -214,22 +217,60 @@ class Lake:
             out.append(rel)
         return sorted(out)
 
-    def cleanup_temp_files(self) -> int:
-        """Remove temp files a killed run left anywhere under the root; returns how many."""
-        removed = 0
+    def temp_files(self) -> list[str]:
+        """The temp files (``is_temp_name``) anywhere under the root, relative, sorted: what
+        ``list_files`` hides."""
         if self._local:
-            for directory, _, names in os.walk(self.root):
-                for name in names:
-                    if is_temp_name(name):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(os.path.join(directory, name))
-                            removed += 1
-            return removed
-        # S3 writes never make temp objects; sweep anyway in case another tool copied some.
-        self.fs.invalidate_cache(self.root)
-        for full in self.fs.find(self.root):
-            if is_temp_name(full.rsplit("/", 1)[-1]):
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm_file(full)
-                    removed += 1
+            found = [os.path.join(d, n) for d, _, names in os.walk(self.root) for n in names]
+        else:
+            self.fs.invalidate_cache(self.root)
+            found = [self.fs._strip_protocol(f) for f in self.fs.find(self.root)]
+        return sorted(
+            full[len(self.root) + 1 :].replace(os.sep, "/")
+            for full in found
+            if full.startswith(self.root + "/") and is_temp_name(full.rsplit("/", 1)[-1])
+        )
+
+    def cleanup_temp_files(self, owned: Callable[[str], bool] | None = None) -> int:
+        """Remove temp files a killed run left anywhere under the root (only those ``owned``
+        accepts, given their relative path, when given); returns how many. S3 writes never
+        make temp objects, but another tool may have copied some."""
+        removed = 0
+        for path in self.temp_files():
+            if owned is None or owned(path):
+                self.delete(path)
+                removed += 1
         return removed
+
+    def example_file(self, skip: Container[str] = ()) -> str | None:
+        """One file under the root (relative path) other than ``skip``, or None when there is
+        none: whether a directory, a prefix or a whole bucket is empty, without listing all
+        of it (one listing per level until the first file)."""
+        if self._local:
+            for directory, dirs, names in os.walk(self.root):
+                dirs.sort()
+                for name in sorted(names):
+                    rel = os.path.relpath(os.path.join(directory, name), self.root)
+                    if rel.replace(os.sep, "/") not in skip:
+                        return rel.replace(os.sep, "/")
+            return None
+        return self._s3_example(self.root, skip)
+
+    def _s3_example(self, directory: str, skip: Container[str]) -> str | None:
+        try:
+            entries = self.fs.ls(directory, detail=True, refresh=True)
+        except FileNotFoundError:
+            return None
+        subdirs = []
+        for entry in sorted(entries, key=lambda e: str(e["name"])):
+            full = str(self.fs._strip_protocol(entry["name"])).rstrip("/")
+            if entry.get("type") == "directory":
+                subdirs.append(full)
+                continue
+            rel = full[len(self.root) + 1 :] if full.startswith(self.root + "/") else full
+            if rel not in skip:
+                return rel
+        for sub in subdirs:
+            if sub != directory and (found := self._s3_example(sub, skip)) is not None:
+                return found
+        return None

@@ -25,7 +25,7 @@ from harvester.lake import Lake
 from harvester.partition import Partition
 from harvester.plan import Counter
 from harvester.shard import Shard, month_spans
-from harvester.state import HarvestState
+from harvester.state import HarvestState, PendingDrop
 
 DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
 
@@ -84,48 +84,95 @@ async def differing_days(
 
 @dataclass
 class Reconciliation:
-    """The days of a refresh's reconcile window that differ, with why."""
+    """The days of a refresh's reconcile window whose counts differ."""
 
     first: dt.date
     last: dt.date
-    repair: dict[str, str]  # ISO day -> reason
+    differing: DayDifferences
     quarantined: dict[str, int]  # ISO day -> quarantined rows counted on it (in the window)
 
 
-async def days_to_repair(
+async def differing_in_window(
     state: HarvestState,
     committed: Mapping[str, list[str]],
     counter: Counter,
     date_template: str,
-    reconcile_days: int,
-    planned_last: dt.date,
-) -> Reconciliation | None:
-    """The last ``reconcile_days`` mail days (back from the newest day the lake holds, or
-    ``planned_last``) whose counts differ from the service's; None when reconciliation is
-    off. Only the partitions inside the window are read, not the whole lake."""
-    if reconcile_days == 0:
-        return None
+    first: dt.date,
+    last: dt.date,
+) -> Reconciliation:
+    """The days of ``[first, last]`` whose lake count (files plus quarantine) differs from
+    the service's. Only the partitions inside the window are read, not the whole lake."""
     counts = await asyncio.to_thread(quarantine.count, state)
     quarantined, floating = counts.days()
-    in_files = await asyncio.to_thread(newest_day, state.lake, committed)
-    newest = max([*counts.per_day, *([in_files] if in_files else [])], default=planned_last)
-    first = newest - dt.timedelta(days=reconcile_days - 1)
     in_window = {
-        p: files for p, files in committed.items() if Partition.parse(p) >= Partition.of(first)
+        p: files
+        for p, files in committed.items()
+        if Partition.of(first) <= Partition.parse(p) <= Partition.of(last)
     }
     lake_days = await asyncio.to_thread(day_counts, state.lake, in_window)
     for day, n in quarantined.items():
         lake_days[day] = lake_days.get(day, 0) + n
-    last = max(newest, dt.datetime.now(dt.UTC).date())
     differing = quarantine.settle(
         await differing_days(counter, date_template, lake_days, first, last), floating
     )
     return Reconciliation(
         first,
         last,
-        {
-            day.isoformat(): f"lake has {lake} rows, service {service}"
-            for day, (lake, service) in sorted(differing.items())
-        },
+        differing,
         {d.isoformat(): n for d, n in sorted(quarantined.items()) if first <= d <= last},
     )
+
+
+def window(
+    state: HarvestState,
+    committed: Mapping[str, list[str]],
+    coverage_first: dt.date,
+    coverage_last: dt.date,
+    reconcile_days: int,
+) -> tuple[dt.date, dt.date]:
+    """The days a refresh reconciles: the whole coverage, or (``reconcile_days`` > 0) its
+    last that many days back from the newest day the lake holds."""
+    if reconcile_days == 0:
+        return coverage_first, coverage_last
+    newest = newest_day(state.lake, committed) or coverage_last
+    newest = min(newest, coverage_last)
+    return max(coverage_first, newest - dt.timedelta(days=reconcile_days - 1)), coverage_last
+
+
+@dataclass
+class Verdict:
+    """What reconciliation does with the days that differ."""
+
+    repair: dict[str, str]  # ISO day -> why it is fetched again now
+    held: dict[str, str]  # ISO day -> why its rows are kept for now
+    pending: dict[str, PendingDrop]  # what the next refresh checks again
+
+
+def hold_drops(
+    differing: DayDifferences,
+    pending: Mapping[str, PendingDrop],
+    drop_share: float,
+    run_id: str,
+    now: str,
+) -> Verdict:
+    """A day whose count fell to 0, or by more than ``drop_share`` of its rows, is fetched
+    again (and its rows replaced) only when a later refresh counts the same: a transient
+    ``404`` or an empty replica must not delete a day. Other differences are repaired now."""
+    verdict = Verdict({}, {}, {})
+    for day, (lake, service) in sorted(differing.items()):
+        key = day.isoformat()
+        why = f"lake has {lake} rows, service {service}"
+        suspicious = service < lake and (service == 0 or (lake - service) / lake > drop_share)
+        if not suspicious:
+            verdict.repair[key] = why
+            continue
+        earlier = pending.get(key)
+        if earlier is not None and earlier.run_id != run_id and earlier.service == service:
+            verdict.repair[key] = f"{why} (confirmed: counted {service} since {earlier.seen_at})"
+            continue
+        if earlier is not None and earlier.run_id == run_id:
+            verdict.pending[key] = earlier  # a resumed run: the same count, not a later one
+        else:
+            verdict.pending[key] = PendingDrop(lake, service, now, run_id)
+        verdict.held[key] = f"{why}: kept until a later refresh counts the same"
+    return verdict

@@ -50,6 +50,7 @@ from harvester.runner import (
 )
 from harvester.schema import ARROW_SCHEMA
 from harvester.shard import EARLIEST_PROBE, Shard, changed_since_scope
+from harvester.stamps import newest_stamp
 from harvester.state import (
     CompleteRecord,
     HarvestState,
@@ -63,19 +64,30 @@ from harvester.state import (
 log = logging.getLogger("harvester.refresh")
 
 
-def changed_since(state: HarvestState, lookback_days: int) -> str:
-    """The createDateTime from which changed rows are fetched (watermark - lookback)."""
+def changed_since(state: HarvestState, lookback_days: int, ceiling: str | None = None) -> str:
+    """The createDateTime from which changed rows are fetched (watermark - lookback). A
+    watermark past ``ceiling`` (the future beyond the tolerance: written by an older
+    version from a row stamped 9999-12-31) is not trusted: everything is fetched again."""
     mark = state.watermark()
-    if mark is None:
+    if mark is None or (ceiling is not None and mark > ceiling):
         return EARLIEST_PROBE.isoformat() + "T00:00:00"
     since = dt.datetime.fromisoformat(mark) - dt.timedelta(days=lookback_days)
     return since.replace(microsecond=0).isoformat()
 
 
-def changed_rows_shard(since: str, today: dt.date, stamp_form: str) -> Shard:
-    """The one root shard of every row created or changed since ``since``: refresh fetches
-    it (split by the planner), ``plan`` counts it."""
-    return Shard(EARLIEST_PROBE, today, scope=changed_since_scope(since, stamp_form))
+def changed_rows_shard(since: str, coverage: tuple[dt.date, dt.date], stamp_form: str) -> Shard:
+    """The one root shard of every row of the coverage created or changed since ``since``:
+    refresh fetches it (split by the planner), ``plan`` counts it. Rows outside the
+    coverage are never asked for, so never written."""
+    first, last = coverage
+    return Shard(first, last, scope=changed_since_scope(since, stamp_form))
+
+
+def coverage_span(state: HarvestState) -> tuple[dt.date, dt.date]:
+    """The days the lake covers now: an open end reaches today."""
+    coverage = state.coverage()
+    today = dt.datetime.now(dt.UTC).date()
+    return coverage.first_day, coverage.last_day(today)
 
 
 def require_completed(state: HarvestState) -> tuple[CompleteRecord, StoredPlan]:
@@ -112,7 +124,7 @@ class Refresher:
             self.known = await learn_service(self.settings, self.state, client)
             self.settings = self.known.settings(self.settings)
             planner = make_planner(self.settings, client, self.known.limits)
-            async with holding(self.lake, self.report.command):
+            async with holding(self.state, self.report.command):
                 self.known.remember(self.state)
                 try:
                     run, ok = await self._run_locked(plan, planner, client, repair_days)
@@ -158,7 +170,7 @@ class Refresher:
                 run = None
         if ok:
             if run is None:
-                run = self._new_run(repair_days)
+                run = await self._new_run(repair_days, client)
                 self.state.save_refresh_run(run)
             else:
                 self.report.events.append(f"resumed refresh {run.run_id} at phase {run.phase}")
@@ -170,19 +182,37 @@ class Refresher:
     def _committed(self, plan: StoredPlan) -> dict[str, list[str]]:
         return committed_files(self.state, plan, self.state.load_markers())
 
-    def _new_run(self, repair_days: dict[str, str] | None) -> RefreshRun:
-        if repair_days is None:
-            since = changed_since(self.state, self.settings.lookback_days)
-            return RefreshRun(self.report.run_id, since)
-        # Straight to the reconcile phase with the days already chosen: it fetches them.
-        return RefreshRun(self.report.run_id, "", "reconcile", dict(repair_days), kind="repair")
+    async def _new_run(self, repair_days: dict[str, str] | None, client: ApiClient) -> RefreshRun:
+        if repair_days is not None:
+            # Straight to the reconcile phase with the days already chosen: it fetches them.
+            return RefreshRun(self.report.run_id, "", "reconcile", dict(repair_days), kind="repair")
+        # The watermark this run will leave: the service's newest stamp now, before fetching
+        # (``stamps``); a resumed run keeps it. Stamps in the future are reported, not used.
+        current = self.state.watermark()
+        newest = await newest_stamp(
+            client,
+            self.known.profile.stamp_form,
+            low=current if current and current <= self._ceiling() else None,
+            tolerance=dt.timedelta(days=self.settings.stamp_tolerance_days),
+        )
+        if newest.beyond:
+            self.report.events.append(
+                f"{newest.beyond} rows are stamped after {newest.ceiling} (the future):"
+                " never taken as the watermark"
+            )
+        since = changed_since(self.state, self.settings.lookback_days, newest.ceiling)
+        return RefreshRun(self.report.run_id, since, watermark=newest.stamp or current)
+
+    def _ceiling(self) -> str:
+        moment = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        return (moment + dt.timedelta(days=self.settings.stamp_tolerance_days)).isoformat()
 
     async def _phases(
         self, run: RefreshRun, plan: StoredPlan, planner: Planner, client: ApiClient
     ) -> bool:
-        today = dt.datetime.now(dt.UTC).date()
+        covered = coverage_span(self.state)
         if run.phase == "fetch-changed":
-            root = changed_rows_shard(run.since, today, self.known.profile.stamp_form)
+            root = changed_rows_shard(run.since, covered, self.known.profile.stamp_form)
             if not await self._fetch_stage("changed", [root], planner, client):
                 return False
             run.phase = "merge-changed"
@@ -193,21 +223,7 @@ class Refresher:
             self.state.save_refresh_run(run)
         if run.phase == "reconcile":
             if run.repair_days is None:
-                found = await reconcile.days_to_repair(
-                    self.state,
-                    self._committed(plan),
-                    client,
-                    self.settings.date_template,
-                    self.settings.reconcile_days,
-                    plan.last,
-                )
-                run.repair_days = {} if found is None else found.repair
-                if found is not None:
-                    self.report.extra["reconcile_window"] = [
-                        found.first.isoformat(),
-                        found.last.isoformat(),
-                    ]
-                    self.report.extra["quarantined_per_day"] = found.quarantined
+                run.repair_days = await self._reconcile(plan, client, covered, run)
                 self.state.save_refresh_run(run)
             days = [dt.date.fromisoformat(d) for d in sorted(run.repair_days)]
             if days and not await self._fetch_stage(
@@ -223,6 +239,36 @@ class Refresher:
             self.state.save_refresh_run(run)
         await asyncio.to_thread(self._finish, run)
         return True
+
+    async def _reconcile(
+        self,
+        plan: StoredPlan,
+        client: ApiClient,
+        covered: tuple[dt.date, dt.date],
+        run: RefreshRun,
+    ) -> dict[str, str]:
+        """The days to fetch again whole: those of the coverage whose counts differ, but a day
+        that would lose all or most of its rows only once a later refresh agrees."""
+        committed = self._committed(plan)
+        first, last = await asyncio.to_thread(
+            reconcile.window, self.state, committed, *covered, self.settings.reconcile_days
+        )
+        found = await reconcile.differing_in_window(
+            self.state, committed, client, self.settings.date_template, first, last
+        )
+        verdict = reconcile.hold_drops(
+            found.differing,
+            self.state.load_pending_drops(),
+            self.settings.drop_share,
+            run.run_id,
+            utc_now(),
+        )
+        self.state.save_pending_drops(verdict.pending)
+        self.report.extra["reconcile_window"] = [first.isoformat(), last.isoformat()]
+        self.report.extra["quarantined_per_day"] = found.quarantined
+        self.report.extra["days_held"] = verdict.held
+        self.report.events.extend(f"kept {day}: {why}" for day, why in verdict.held.items())
+        return verdict.repair
 
     # -- fetching into a staging area -----------------------------------------------------
     async def _fetch_stage(
@@ -266,7 +312,13 @@ class Refresher:
         partitions = set(staged) | {Partition.of(d).path for d in repair_days}
         for partition in sorted(partitions):
             incoming = read_files(stage.lake, staged.get(partition, []))
-            existing = read_files(self.lake, committed.get(partition, []))
+            owned = committed.get(partition, [])
+            if run.kind == "repair":
+                # verify --repair names every day a missing committed file held among the
+                # days to fetch again: the partition is rebuilt without it.
+                listed = set(self.lake.list_files(partition, suffix=".parquet"))
+                owned = [f for f in owned if f in listed]
+            existing = read_files(self.lake, owned)
             days = {d for d in repair_days if Partition.of(d).path == partition}
             if name == "days":
                 merged, stats = merge_partition(
@@ -277,7 +329,9 @@ class Refresher:
             self.merge_stats += stats
             # Row count too: duplicate copies of a replaced day's rows are dropped by the
             # merge without being counted as changes (they share their id with a kept row).
-            if not stats.changed and merged.num_rows == existing.num_rows:
+            # A missing file dropped: rewritten even if its rows all went from the service.
+            unchanged = not stats.changed and merged.num_rows == existing.num_rows
+            if unchanged and len(owned) == len(committed.get(partition, [])):
                 continue
             prefix = f"part-{run.run_id}-{name}"
             replace_partition(self.state, partition, committed.get(partition, []), merged, prefix)
@@ -287,22 +341,19 @@ class Refresher:
 
     def _finish(self, run: RefreshRun) -> None:
         """Move the watermark (data is committed), keep quarantined rows, drop staging."""
-        newest: str | None = None
         # Rows quarantined earlier on days fetched again whole are superseded by this fetch.
         repaired = {dt.date.fromisoformat(d) for d in run.repair_days or {}}
         quarantine.supersede_days(self.state, repaired, run.run_id)
         stages: tuple[StageName, ...] = ("changed", "days")
         for name in stages:
-            stage = self.state.stage(name)
-            quarantine.promote(self.state, stage, run.run_id, name)
-            for marker in stage.load_markers().values():
-                if marker.max_create and (newest is None or marker.max_create > newest):
-                    newest = marker.max_create
+            quarantine.promote(self.state, self.state.stage(name), run.run_id, name)
+        # The watermark is the service's newest stamp when the run started (``_new_run``),
+        # not the newest fetched: it cannot run ahead of rows changed while the run went on.
+        # A repair fetched some days only and moves no watermark.
         record = self.state.load_watermark()
         current = None if record is None else record.watermark
-        # A repair fetched some days only: changed rows elsewhere are not in the lake yet, so
-        # moving the watermark past them would make the next refresh miss them.
-        if run.kind == "refresh" and newest and (current is None or newest > current):
+        newest = run.watermark
+        if run.kind == "refresh" and newest and (current is None or newest != current):
             self.state.save_watermark(WatermarkRecord(newest, utc_now(), run.run_id))
         self.state.clear_refresh()
 

@@ -12,7 +12,8 @@ deterministic and readable, and ``Shard.parse_key`` reads them back:
 
 The slug is the key made safe for a file name (``2019-07-15_id0-8``); it is injective on
 the keys above. It names the shard's marker, its page checkpoint, its quarantine file and
-its data files (``part-<slug>.parquet``), so writing a shard again replaces its files.
+its data files (``part-<slug>.parquet``), so writing a shard again replaces its files;
+``is_shard_file_name`` tells those names from any other (``Shard.parse_slug`` reads one back).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ _DAY: Final = r"\d{4}-\d{2}-\d{2}"
 _BOUND: Final = r"[0-9A-Za-z]*"
 _KEY: Final = re.compile(rf"({_DAY})(?:\.\.({_DAY}))?(?:/id\[({_BOUND})-({_BOUND})\))?")
 _SLUG_UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]+")
+_SLUG: Final = re.compile(rf"({_DAY})(?:_to_({_DAY}))?(?:_id({_BOUND})-({_BOUND}))?")
+_FILE_PREFIX: Final = "part-"
+_FILE_SUFFIX: Final = ".parquet"
 
 
 def changed_since_scope(since: str, stamp_form: str = "{stamp}Z") -> str:
@@ -84,10 +88,28 @@ class Shard:
         key = self.key.replace("..", "_to_").replace("/id[", "_id").replace(")", "")
         return _SLUG_UNSAFE.sub("_", key)
 
+    @classmethod
+    def parse_slug(cls, slug: str) -> Shard:
+        """The shard a slug names (``parse_key`` of the key it was made from); ValueError for
+        anything ``slug`` would not make."""
+        match = _SLUG.fullmatch(slug)
+        if slug == UNDATED_KEY:
+            key = UNDATED_KEY
+        elif match is None:
+            raise ValueError(f"not a shard slug: {slug!r}")
+        else:
+            key = match[1] + (f"..{match[2]}" if match[2] else "")
+            if match[3] is not None:
+                key += f"/id[{match[3]}-{match[4]})"
+        shard = cls.parse_key(key)
+        if shard.slug != slug:  # e.g. "2019-07-15_to_2019-07-15": no key makes it
+            raise ValueError(f"not a shard slug: {slug!r}")
+        return shard
+
     @property
     def file_name(self) -> str:
         """The name of this shard's data file in each partition its rows reach."""
-        return f"part-{self.slug}.parquet"
+        return f"{_FILE_PREFIX}{self.slug}{_FILE_SUFFIX}"
 
     # -- what it covers -------------------------------------------------------------------
     @property
@@ -148,6 +170,18 @@ class Shard:
             int(data.get("expected", -1)),
             data.get("scope"),
         )
+
+
+def is_shard_file_name(name: str) -> bool:
+    """True for a name ``Shard.file_name`` makes: ``part-<slug>.parquet`` whose slug reads
+    back as a shard's (what ``commit.is_own_file`` asks)."""
+    if not (name.startswith(_FILE_PREFIX) and name.endswith(_FILE_SUFFIX)):
+        return False
+    try:
+        Shard.parse_slug(name[len(_FILE_PREFIX) : -len(_FILE_SUFFIX)])
+    except ValueError:
+        return False
+    return True
 
 
 def month_spans(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date]]:

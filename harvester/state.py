@@ -22,6 +22,9 @@ Layout::
     _harvest/watermark.json              WatermarkRecord: the last refresh's watermark
     _harvest/lock.json                   LockRecord: the one writer (``lock``)
     _harvest/service.json                ServiceProfile: what the service was found to do
+    _harvest/coverage.json               Coverage: the mail-date range the lake keeps equal
+    _harvest/pending-drops.json          PendingDrops: days whose rows would go, awaiting
+                                         a second, later count
     _harvest/refresh/run.json            RefreshRun: an unfinished refresh or repair
     _harvest/refresh/<stage>/...         a refresh's staging areas (lakes of their own)
     _harvest/runs/<run-id>.json          one report per run (``report.RunReport``)
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
@@ -53,6 +57,8 @@ COMPLETE: Final = f"{ROOT}/complete.json"
 WATERMARK: Final = f"{ROOT}/watermark.json"
 LOCK: Final = f"{ROOT}/lock.json"
 SERVICE: Final = f"{ROOT}/service.json"
+COVERAGE: Final = f"{ROOT}/coverage.json"
+PENDING_DROPS: Final = f"{ROOT}/pending-drops.json"
 REFRESH: Final = f"{ROOT}/refresh"
 REFRESH_RUN: Final = f"{REFRESH}/run.json"
 RUNS: Final = f"{ROOT}/runs"
@@ -98,6 +104,9 @@ class StoredPlan:
     shard_size: int
     shards: list[Shard]
     created_at: str = field(default_factory=utc_now)
+    # The newest createDateTime the service held when the harvest started (``stamps``):
+    # the lake's watermark once it completes. None in lakes planned before it was kept.
+    watermark: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +115,7 @@ class StoredPlan:
             "date_template": self.date_template,
             "shard_size": self.shard_size,
             "created_at": self.created_at,
+            "watermark": self.watermark,
             "shards": [s.to_json() for s in self.shards],
         }
 
@@ -118,6 +128,7 @@ class StoredPlan:
             int(data["shard_size"]),
             [Shard.from_json(s) for s in data["shards"]],
             data.get("created_at", ""),
+            data.get("watermark"),
         )
 
 
@@ -164,13 +175,31 @@ class WatermarkRecord:
 
 @dataclass
 class LockRecord:
-    """Who writes the lake now, with a heartbeat (see ``lock``)."""
+    """Who writes the lake now, with a heartbeat (see ``lock``). ``token`` is random and
+    known only to the holder; ``boot_id`` and ``pid_ns`` say where its ``pid`` means
+    something (a container has a PID namespace of its own, even under a shared host name).
+    """
 
     host: str
     pid: int
     command: str
     started_at: str = ""
     heartbeat: str = ""
+    token: str = ""
+    boot_id: str = ""
+    pid_ns: str = ""
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def parse(cls, raw: bytes) -> LockRecord | None:
+        """The record in ``raw``; None when it cannot be read (torn or foreign)."""
+        try:
+            data = orjson.loads(raw)
+            return _record(cls, data) if isinstance(data, dict) else None
+        except (orjson.JSONDecodeError, TypeError, LakeError):
+            return None
 
 
 @dataclass
@@ -193,6 +222,42 @@ class RefreshRun:
     stats: dict[str, int] = field(default_factory=dict)
     partitions_rewritten: list[str] = field(default_factory=list)
     kind: RefreshKind = "refresh"  # "repair": verify --repair, given days only
+    # The newest createDateTime the service held when this run started: the watermark it
+    # leaves (a resumed run keeps it; None for a repair, which moves no watermark).
+    watermark: str | None = None
+
+
+@dataclass
+class Coverage:
+    """The mail-date range the lake keeps equal to the service: from ``first`` to ``last``,
+    or, with ``last`` None (a harvest without ``--to``), to the newest day the service
+    holds. Refresh never writes a row outside it."""
+
+    first: str
+    last: str | None = None
+    updated_at: str = field(default_factory=utc_now)
+
+    @property
+    def first_day(self) -> dt.date:
+        return dt.date.fromisoformat(self.first)
+
+    def last_day(self, today: dt.date) -> dt.date:
+        """The last day covered now (an open end reaches ``today``)."""
+        return dt.date.fromisoformat(self.last) if self.last else today
+
+    def covers(self, day: dt.date, today: dt.date) -> bool:
+        return self.first_day <= day <= self.last_day(today)
+
+
+@dataclass
+class PendingDrop:
+    """A day whose service count fell to 0, or by more than the allowed share: its lake rows
+    are kept until a later refresh counts the same again."""
+
+    lake: int
+    service: int
+    seen_at: str
+    run_id: str
 
 
 @dataclass
@@ -218,6 +283,22 @@ class HarvestState:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
+        # The writer's fence, set by ``lock.holding`` and shared with the staging areas:
+        # called before every state file is written; raises once the lake's lock is lost.
+        self._fence: list[Callable[[], None]] = []
+
+    @property
+    def fence(self) -> Callable[[], None] | None:
+        return self._fence[0] if self._fence else None
+
+    @fence.setter
+    def fence(self, check: Callable[[], None] | None) -> None:
+        self._fence[:] = [] if check is None else [check]
+
+    def check_fence(self) -> None:
+        """Raise (``errors.LockLost``) if this run no longer holds the lake's lock."""
+        for check in self._fence:
+            check()
 
     def _read(self, path: str) -> Any:
         if not self.lake.exists(path):
@@ -225,6 +306,7 @@ class HarvestState:
         return orjson.loads(self.lake.read_bytes(path))
 
     def _write(self, path: str, data: Any) -> None:
+        self.check_fence()
         self.lake.write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
     # -- the lake itself ---------------------------------------------------------------
@@ -338,6 +420,38 @@ class HarvestState:
     def save_service(self, profile: ServiceProfile) -> None:
         self._write(SERVICE, asdict(profile))
 
+    # -- coverage and pending drops ----------------------------------------------------------
+    def load_coverage(self) -> Coverage | None:
+        data = self._read(COVERAGE)
+        return None if data is None else _record(Coverage, data)
+
+    def coverage(self) -> Coverage:
+        """The lake's coverage; a lake harvested before it was kept covers its plan's range
+        with an open end (what refresh did then)."""
+        stored = self.load_coverage()
+        if stored is not None:
+            return stored
+        plan = self.load_plan()
+        if plan is None:
+            raise LakeError(f"{self.lake.uri} holds no harvest plan: run `harvester harvest`")
+        return Coverage(plan.first.isoformat(), None)
+
+    def save_coverage(self, coverage: Coverage) -> None:
+        self._write(COVERAGE, asdict(coverage))
+
+    def load_pending_drops(self) -> dict[str, PendingDrop]:
+        data = self._read(PENDING_DROPS)
+        if not isinstance(data, dict):
+            return {}
+        return {day: _record(PendingDrop, entry) for day, entry in data.items()}
+
+    def save_pending_drops(self, drops: dict[str, PendingDrop]) -> None:
+        if drops:
+            self._write(PENDING_DROPS, {day: asdict(d) for day, d in sorted(drops.items())})
+        else:
+            self.check_fence()
+            self.lake.delete(PENDING_DROPS)
+
     # -- the lock ------------------------------------------------------------------------
     def load_lock(self) -> LockRecord | None:
         """The lock's holder; None when there is no lock or it cannot be read (a torn one)."""
@@ -371,10 +485,13 @@ class HarvestState:
 
     def stage(self, name: StageName) -> HarvestState:
         """A refresh staging area: a small lake of its own under ``_harvest/refresh/``."""
-        return HarvestState(self.lake.child(f"{REFRESH}/{name}"))
+        area = HarvestState(self.lake.child(f"{REFRESH}/{name}"))
+        area._fence = self._fence  # the same writer, the same fence
+        return area
 
     def clear_refresh(self) -> None:
         """Drop the staging areas, then the checkpoint (last: the refresh is over)."""
+        self.check_fence()
         for path in self.lake.list_files(REFRESH):
             if path != REFRESH_RUN:
                 self.lake.delete(path)

@@ -32,6 +32,12 @@ ROW_GROUP_ROWS: Final = 128 * 1024
 PARTITION_FILE_ROWS: Final = 1_000_000
 SORT_KEYS: Final = [("submissionDate", "ascending"), ("id", "ascending")]
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What ``write_partition_files`` names with the prefixes refresh and compact give it,
+# ``part-<run-id>-<stage>`` and ``part-<run-id>-compact`` (a run id is
+# ``report.new_run_id``'s ``20240102T030405Z-<command>-<hex>``), plus ``-NNNNN.parquet``.
+_PARTITION_FILE: Final = re.compile(
+    r"part-\d{8}T\d{6}Z-[a-z]+-[0-9a-f]+-(?:changed|days|compact)-\d{5}\.parquet"
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,12 @@ class WrittenFile:
     path: str  # relative to the lake root, e.g. year=2019/month=7/part-2019-07-15.parquet
     rows: int
     bytes: int
+
+
+def is_partition_file_name(name: str) -> bool:
+    """True for a file name a partition rewrite by refresh or compact makes (what
+    ``commit.is_own_file`` asks; shard files are ``shard.is_shard_file_name``'s)."""
+    return _PARTITION_FILE.fullmatch(name) is not None
 
 
 def _check_name(name: str, what: str = "data file name") -> str:

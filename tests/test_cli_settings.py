@@ -57,6 +57,8 @@ BAD_ENV_VALUES: dict[str, str] = {
     "shard_attempts": "none",
     "page_checkpoints": "maybe",
     "quiet": "very",
+    "drop_share": "1.5",
+    "stamp_tolerance_days": "-1",
 }
 
 # The flags of every command before they were generated from SPECS: none may be lost.
@@ -71,7 +73,7 @@ EXPECTED_FLAGS = {
     "harvest": RUN_FLAGS | DATES,
     "refresh": RUN_FLAGS | REFRESH,
     "plan": RUN_FLAGS | DATES | REFRESH | {"--job", "--shards", "--json"},
-    "verify": RUN_FLAGS | DATES | {"--repair"},
+    "verify": RUN_FLAGS | DATES | {"--repair", "--deep", "--sample", "--sample-seed"},
     "status": LAKE_FLAGS | {"--json"},
     "compact": LAKE_FLAGS,
 }

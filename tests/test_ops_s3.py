@@ -72,17 +72,22 @@ def test_verify_on_s3_names_a_stray_object_and_repairs(
     args = ("verify", "--api-url", sim.url, "--out", uri, "--rate", "0")
     assert "verify: ok" in ok(cli(*args, env=env))
     first = next(p for p in lake.list_files("year=2019/month=1", suffix=".parquet"))
-    lake.write_bytes("year=2019/month=1/stray.parquet", lake.read_bytes(first))
+    lake.write_bytes(
+        "year=2019/month=1/part-20260101T000000Z-compact-abcdef-compact-00000.parquet",
+        lake.read_bytes(first),
+    )
     result = cli(*args, env=env)
     assert result.returncode == 6
     assert (
-        "file not part of the committed lake (readers see it): year=2019/month=1/stray.parquet"
+        "file not part of the committed lake (readers see it): year=2019/month=1/part-20260101T000000Z-compact-abcdef-compact-00000.parquet"
         in result.stdout
     )
     rows = pq.read_metadata(lake.fs.open(lake.full_path(first))).num_rows
     assert f"{rows} ids appear more than once" in result.stdout
     assert "after repair: ok" in ok(cli(*args, "--repair", env=env))
-    assert not lake.exists("year=2019/month=1/stray.parquet")
+    assert not lake.exists(
+        "year=2019/month=1/part-20260101T000000Z-compact-abcdef-compact-00000.parquet"
+    )
     assert_lake_equals_truth(lake, sim.truth())
 
 

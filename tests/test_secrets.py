@@ -142,7 +142,7 @@ def test_values_from_the_data_become_paths_only_through_validated_partitions(
         assert harvested.returncode == 0, harvested.stderr
     allowed = re.compile(
         r"year=(19|2\d)\d\d/month=([1-9]|1[0-2])/part-[A-Za-z0-9][A-Za-z0-9._-]*\.parquet"
-        r"|_harvest/(lake|plan|complete|watermark|service)\.json"
+        r"|_harvest/(lake|plan|complete|watermark|service|coverage|pending-drops)\.json"
         r"|_harvest/(shards|runs)/[A-Za-z0-9][A-Za-z0-9._-]*\.json"
         r"|_harvest/quarantine/[A-Za-z0-9][A-Za-z0-9._-]*\.jsonl"
     )

@@ -19,6 +19,10 @@ from tests.support.harvest import DATES, RANGE, harvest_env, run_harvest, start_
 from tests.support.lakecheck import assert_lake_equals_truth
 
 
+# An open end: the lake follows the service's newest data (the test adds days later).
+OPEN = ("--from", "2019-01-01")
+
+
 def untold_env(**extra: str) -> dict[str, str]:
     """The fast test settings, but nothing told of the service's limits: the defaults'
     window (10,000), shard size and page-size ceiling (1,000)."""
@@ -135,7 +139,7 @@ def test_counts_that_do_not_add_up_fail_loudly_naming_the_range(tmp_path: Path) 
 
 
 def _kill_after_some_shards(sim: SimHandle, out: Path, *extra: str) -> None:
-    proc = start_harvest(sim.url, out, *DATES, "--rate", "30", "--concurrency", "1", *extra)
+    proc = start_harvest(sim.url, out, *OPEN, "--rate", "30", "--concurrency", "1", *extra)
     shards = out / "_harvest" / "shards"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(shards.glob("*.json"))) < 3:
@@ -156,7 +160,7 @@ def test_learned_limits_are_shown_reused_on_resume_and_relearned_when_contradict
         plan = json.loads(ok(cli("plan", "--api-url", sim.url, "--out", str(out), "--json")))
         assert plan["service"]["page_size"] == 37 and plan["rows_per_request"] == 37
         before = sim.stats()["requests"]
-        resumed = run_harvest(sim.url, str(out), *DATES, env=untold_env())
+        resumed = run_harvest(sim.url, str(out), *OPEN, env=untold_env())
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         spent = sim.stats()["requests"] - before
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())

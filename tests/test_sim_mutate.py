@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,35 @@ def test_export_truth_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
     assert first.count(b"\n") == 4000 == other.count(b"\n")
     corpus = Corpus(8, 4000, dt.date(2018, 6, 1), dt.date(2019, 5, 31), bad_rows=3)
     assert first == b"".join(corpus.truth_chunks())
+
+
+def test_silent_modifications_and_swaps_keep_counts_and_old_stamps(corpus: Corpus) -> None:
+    before = truth(corpus)
+    old = by_id(before)
+    per_day = Counter(r["submissionDate"][:10] for r in before)
+    newest = max(r["createDateTime"] for r in before)
+    summary = Mutator(corpus).apply(MutationSpec(modify_silently=12, swap=7, seed=2))
+    assert summary["modified_silently"] == 12 and summary["swapped"] == 7
+    after_rows = truth(corpus)
+    after = by_id(after_rows)
+    # Count-neutral on every day, and nothing new to a watermark taken before the call.
+    assert Counter(r["submissionDate"][:10] for r in after_rows) == per_day
+    assert summary["numFound"] == 5000 == len(after)
+    assert max(r["createDateTime"] for r in after_rows) == newest
+    changed = [i for i in after.keys() & old.keys() if after[i] != old[i]]
+    assert len(changed) == 12
+    for i in changed:
+        assert after[i]["createDateTime"] == old[i]["createDateTime"]
+        assert after[i]["actionTypeCategory"] != old[i]["actionTypeCategory"]
+        assert list(after[i]) == sorted(after[i])
+    gone, new = old.keys() - after.keys(), after.keys() - old.keys()
+    assert len(gone) == len(new) == 7
+    assert sorted(old[i]["submissionDate"] for i in gone) == sorted(
+        after[i]["submissionDate"] for i in new
+    )
+    assert set(summary["days"]) == {after[i]["submissionDate"][:10] for i in [*changed, *new]}
+    # The service finds them by their (old) stamp as it finds any row.
+    for i in new:
+        stamp = after[i]["createDateTime"]
+        node = parse(f"createDateTime:[{stamp}Z TO {stamp}Z] AND id:{i}")
+        assert corpus.search(node, 0, 1)[0] == 1

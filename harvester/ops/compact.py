@@ -12,7 +12,8 @@ are uncommitted and the next run's sweep removes them. The rows are not changed:
 read with the lake's schema and written sorted, as every writer of the lake does.
 
 Compaction rewrites the lake, so it refuses to run while a harvest is unfinished or a
-refresh is interrupted; like them it assumes no other writer runs at the same time.
+refresh is interrupted; like them it holds the lake's lock (``lock.holding_sync``), with a
+heartbeat, and stops before its next write if another run takes the lock over.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from harvester.commit import read_files, replace_partition, sweep
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.lock import LakeLock
+from harvester.lock import holding_sync
 from harvester.ops.lakeinfo import file_rows, load_committed, open_state, require_quiet_lake
 from harvester.report import RunReport
 from harvester.state import HarvestState
@@ -65,12 +66,9 @@ def compact_lake(settings: Settings) -> CompactOutcome:
     needs; writes a run report."""
     state = open_state(settings)
     require_quiet_lake(state, "compact")
-    lock = LakeLock(state.lake, "compact")
-    lock.acquire()
-    try:
+    # The lock's heartbeat runs while compacting; a lost lock stops it before its next write.
+    with holding_sync(state, "compact"):
         return _compact(settings, state)
-    finally:
-        lock.release()
 
 
 def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:

@@ -30,10 +30,11 @@ from harvester.config import Settings
 from harvester.errors import ConfigError
 from harvester.harvest import make_plan
 from harvester.ops.lakeinfo import service_lines
-from harvester.refresh import changed_rows_shard, changed_since, require_completed
+from harvester.refresh import changed_rows_shard, changed_since, coverage_span, require_completed
 from harvester.runner import Service, learn_service, make_client, make_planner, open_lake, preflight
 from harvester.service import limits_from
 from harvester.shard import UNDATED_KEY, Shard
+from harvester.stamps import newest_stamp
 from harvester.state import HarvestState
 
 JOBS = ("auto", "harvest", "refresh")
@@ -157,7 +158,8 @@ async def _plan_new_harvest(
     settings: Settings, client: ApiClient, known: Service, plan: JobPlan
 ) -> None:
     """What the harvest plans (``harvest.make_plan``), without saving it."""
-    stored = await make_plan(settings, make_planner(settings, client, known.limits), client)
+    planner = make_planner(settings, client, known.limits)
+    stored = await make_plan(settings, planner, client, known.profile.stamp_form)
     plan.what = f"new harvest of {stored.first}..{stored.last}"
     plan.shards = stored.shards
     plan.check_requests = closing_check_requests(plan.shards)
@@ -189,16 +191,30 @@ async def _plan_refresh(
     """What ``Refresher`` would fetch: changed rows, then the days reconciliation repairs."""
     _, stored = require_completed(state)
     planner = make_planner(settings, client, known.limits)
-    since = changed_since(state, settings.lookback_days)
-    today = dt.datetime.now(dt.UTC).date()
-    root = changed_rows_shard(since, today, known.profile.stamp_form)
+    # As the refresh does: the service's newest stamp first (its counts are planning
+    # requests too), then the changed rows of the coverage, then the differing days.
+    current = state.watermark()
+    newest = await newest_stamp(
+        client,
+        known.profile.stamp_form,
+        low=current,
+        tolerance=dt.timedelta(days=settings.stamp_tolerance_days),
+    )
+    since = changed_since(state, settings.lookback_days, newest.ceiling)
+    covered = coverage_span(state)
+    root = changed_rows_shard(since, covered, known.profile.stamp_form)
     root = root.with_expected(await client.count(root.criteria(settings.date_template)))
     changed = await planner.refine(root)
     committed = committed_files(state, stored, state.load_markers())
-    found = await reconcile.days_to_repair(
-        state, committed, client, settings.date_template, settings.reconcile_days, stored.last
+    first, last = reconcile.window(state, committed, *covered, settings.reconcile_days)
+    found = await reconcile.differing_in_window(
+        state, committed, client, settings.date_template, first, last
     )
-    repair = {} if found is None else found.repair
+    verdict = reconcile.hold_drops(
+        found.differing, state.load_pending_drops(), settings.drop_share, "plan", ""
+    )
+    repair = verdict.repair
+    plan.notes.extend(f"kept for now {day}: {why}" for day, why in verdict.held.items())
     days = []
     for day in sorted(repair):
         shard = Shard(dt.date.fromisoformat(day), dt.date.fromisoformat(day))

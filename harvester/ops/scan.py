@@ -9,6 +9,9 @@ What it finds:
   the rows created or changed at or after a given time (the watermark);
 - files readers see that the committed lake does not own, committed files that are gone,
   and visible files that are not Parquet (Spark would try to read them);
+- foreign files: any other file the harvester did not write (``commit.is_own_file``), which
+  no command ever deletes; the visible Parquet ones are read like the rest (readers do), but
+  their rows are never counted as the lake's;
 - files whose schema is not the lake's (names and types, in order);
 - rows stored under a partition that is not their own mail date's;
 - ids that readers see more than once, with the file and mail date of every copy.
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harvester.commit import is_own_file
 from harvester.lake import Lake
 from harvester.ops.dupes import DuplicateFinder, id_keys
 from harvester.ops.lakeinfo import is_visible, parallel_map, parquet_file
@@ -51,7 +55,8 @@ class Scan:
     rows: int = 0  # in committed files
     day_counts: dict[dt.date, int] = field(default_factory=dict)  # committed files only
     changed_day_counts: dict[dt.date, int] = field(default_factory=dict)  # of those, >= since
-    uncommitted: list[str] = field(default_factory=list)
+    uncommitted: list[str] = field(default_factory=list)  # ours, from a killed run
+    foreign: list[str] = field(default_factory=list)  # not written by the harvester
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -131,9 +136,18 @@ class _Scanner:
         scan.unexpected = [p for p in visible if not p.endswith(".parquet")]
         scan.missing = sorted(self.committed - present)
         scan.uncommitted = sorted(
-            p for p in visible if p.endswith(".parquet") and p not in self.committed
+            p
+            for p in visible
+            if p.endswith(".parquet") and p not in self.committed and is_own_file(p)
         )
-        to_read = sorted((self.committed & present) | set(scan.uncommitted))
+        unexpected = set(scan.unexpected)
+        scan.foreign = sorted(
+            p
+            for p in [*listed, *self.lake.temp_files()]
+            if not is_own_file(p) and p not in unexpected
+        )
+        seen = {p for p in scan.foreign if is_visible(p) and p.endswith(".parquet")}
+        to_read = sorted((self.committed & present) | set(scan.uncommitted) | seen)
         by_dir: dict[str, list[str]] = defaultdict(list)
         for path in to_read:
             by_dir[posixpath.dirname(path)].append(path)
@@ -163,7 +177,7 @@ class _Scanner:
             month_key = partition.year * 100 + partition.month
             outside = pc.sum(pc.not_equal(_month_keys(dates), month_key)).as_py()
         except ValueError:
-            outside = 0  # not in a partition at all: reported as uncommitted already
+            outside = 0  # not in a partition at all: reported as foreign already
         if outside:
             scan.misplaced[read.path] = int(outside)
         if read.path in self.committed:

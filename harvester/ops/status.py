@@ -27,6 +27,9 @@ class LakeStatus:
     schema_version: int | None = None
     harvest: str = "not started"  # not started | in progress | complete
     harvest_range: tuple[str, str] | None = None
+    coverage: tuple[str, str | None] | None = None  # the range refresh keeps (None: open)
+    holds: tuple[str, str] | None = None  # the first and last partition holding rows
+    pending_drops: dict[str, str] = field(default_factory=dict)  # days kept for a later count
     completed_at: str | None = None
     shards_total: int = 0
     shards_done: int = 0
@@ -54,6 +57,11 @@ class LakeStatus:
         span = f" {self.harvest_range[0]}..{self.harvest_range[1]}" if self.harvest_range else ""
         done_at = f", completed {self.completed_at}" if self.completed_at else ""
         lines.append(f"harvest: {self.harvest}{span}{done_at}")
+        if self.coverage:
+            end = self.coverage[1] or "the service's newest data (open end)"
+            held = f"; holds {self.holds[0]} .. {self.holds[1]}" if self.holds else ""
+            lines.append(f"coverage: {self.coverage[0]} .. {end}{held}")
+        lines.extend(f"  kept {day}: {why}" for day, why in sorted(self.pending_drops.items()))
         lines.append(
             f"shards: {self.shards_done} done, {self.shards_pending} pending,"
             f" {len(self.shards_failed)} failed (of {self.shards_total})"
@@ -132,6 +140,15 @@ def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
     status.rows += sum(file_rows(state.lake, footers_needed).values())
     status.files = sum(len(files) for files in committed.values())
     status.partitions = sum(1 for files in committed.values() if files)
+    held = sorted((Partition.parse(p) for p, files in committed.items() if files))
+    if held:
+        status.holds = (held[0].path, held[-1].path)
+    coverage = state.coverage()
+    status.coverage = (coverage.first, coverage.last)
+    status.pending_drops = {
+        day: f"lake {d.lake} rows, service {d.service} since {d.seen_at}"
+        for day, d in state.load_pending_drops().items()
+    }
     status.rewritten_partitions = len(manifests)
     status.uncommitted_files = len(uncommitted_files(state.lake, committed))
 

@@ -13,14 +13,25 @@ month that differs):
   the count stays, the rows do not. Such rows carry a new ``createDateTime``, so they show
   here. (Rows changed with an older stamp than the watermark stay invisible to counts.)
 - ids that readers see more than once; files readers see that the committed lake does not
-  own; committed files that are gone; files whose schema is not the lake's; rows stored
-  under another month's partition; a harvest or refresh left unfinished.
+  own; files the harvester did not write (foreign); committed files that are gone; files
+  whose schema is not the lake's; rows stored under another month's partition; a harvest
+  or refresh left unfinished.
 
 ``--repair`` hands the days whose counts differ (and days holding duplicate ids) to the
 refresh machinery (``Refresher.run(repair_days=...)``): staged, resumable, partitions
 replaced the careful way, watermark untouched. Its sweep also removes files the committed
-lake does not own. Then the lake is verified again. Schema and partition problems and
-missing files are named but not repaired: they mean someone else wrote into the lake.
+lake does not own (of the harvester's naming only: foreign files, ``commit.is_own_file``,
+are named and always left alone). Then the lake is verified again. Schema and partition
+problems are named but not repaired: they mean someone else wrote into the lake. A committed
+file that is missing is repaired by fetching again every day it held (its shard's days, from
+the marker's key; every day of its month for a file a manifest names), and its partition is
+rewritten without it.
+
+``--deep [--sample N]`` adds ``ops.deep``: whole days fetched and compared row by row, field
+by field, which sees what no count sees (a row changed without a new ``createDateTime``, a
+day where a row went and another came with an old stamp). Its differing days join the
+repair's days. After a repair, only the days the deep check found differing are compared
+again (they were fetched again; the others were found equal).
 """
 
 from __future__ import annotations
@@ -35,15 +46,17 @@ from harvester import quarantine
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.ops.lakeinfo import load_committed, open_state
+from harvester.ops.deep import DeepCheck, DeepOptions, LakeDays, choose_days, deep_check
+from harvester.ops.lakeinfo import is_visible, load_committed, open_state
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
+from harvester.partition import Partition
 from harvester.progress import Progress
 from harvester.reconcile import differing_days
 from harvester.refresh import Refresher
 from harvester.report import RunOutcome, RunReport
-from harvester.runner import Service, learn_service, make_client, preflight
-from harvester.shard import changed_since_scope
-from harvester.state import HarvestState
+from harvester.runner import Service, learn_service, make_client, make_planner, preflight
+from harvester.shard import Shard, changed_since_scope
+from harvester.state import HarvestState, ShardMarker
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
 
@@ -62,6 +75,7 @@ class Check:
     changed: dict[dt.date, tuple[int, int]] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, text)
     repair_days: dict[str, str] = field(default_factory=dict)
+    deep: DeepCheck | None = None  # with --deep: the days compared row by row
 
     def lines(self) -> list[str]:
         out: list[str] = []
@@ -91,7 +105,20 @@ class Check:
                 d.isoformat(): list(v) for d, v in sorted(self.changed.items())
             },
             "duplicate_ids": len(self.scan.duplicates),
+            "deep": None if self.deep is None else self.deep.to_json(),
         }
+
+    def deep_line(self) -> str | None:
+        deep = self.deep
+        if deep is None:
+            return None
+        what = None
+        if deep.seed is not None:
+            what = f"a sample of {len(deep.days)} days (seed {deep.seed})"
+        return (
+            f"deep: {what or f'{len(deep.days)} days'} compared row by row,"
+            f" {deep.rows_compared:,} rows served, {len(deep.differing)} days differ"
+        )
 
 
 @dataclass
@@ -115,6 +142,7 @@ class VerifyOutcome:
             f"verify {b.first}..{b.last}: {b.scan.rows:,} rows in {b.scan.files_read} files,"
             f" {b.quarantined} quarantined, {self.report.requests} requests"
         ]
+        out.extend(line for line in [b.deep_line()] if line)
         out.extend(b.lines())
         out.append(f"verify: {len(b.problems)} problems" if b.problems else "verify: ok")
         if self.repair is not None:
@@ -126,12 +154,30 @@ class VerifyOutcome:
             )
             out.extend(f"failed shard {k}: {c}" for k, c in sorted(repair.failures.items()))
         if self.after is not None:
+            out.extend(line for line in [self.after.deep_line()] if line)
             out.extend(self.after.lines())
             problems = len(self.after.problems)
             out.append(f"after repair: {problems} problems" if problems else "after repair: ok")
         if self.report.saved_to:
             out.append(f"report: {self.report.saved_to}")
         return out
+
+
+def _copy_label(path: str, committed: bool, foreign: set[str]) -> str:
+    if committed:
+        return ""
+    return " (foreign)" if path in foreign else " (uncommitted)"
+
+
+def _who_reads(path: str) -> str:
+    """What readers make of a foreign file: it is never removed, so say who still sees it."""
+    if not is_visible(path) or not path.endswith(".parquet"):
+        return "readers skip it"
+    try:
+        Partition.parse(path.rpartition("/")[0])
+    except ValueError:
+        return "a reader globbing the lake for *.parquet reads it"
+    return "DuckDB and Spark read its rows as the lake's"
 
 
 def _problems(check: Check, state: HarvestState) -> None:
@@ -157,9 +203,10 @@ def _problems(check: Check, state: HarvestState) -> None:
         add(("changed", f"day {day}: lake has {lake} rows {since}, service has {service}"))
         check.repair_days.setdefault(day.isoformat(), f"{lake} rows {since}, service {service}")
     # One problem per set of files sharing ids: a copied file is one problem, not 10,000.
+    foreign = set(scan.foreign)
     groups: dict[tuple[str, ...], list[str]] = {}
     for id_, copies in scan.duplicates.items():
-        places = Counter(c.path + ("" if c.committed else " (uncommitted)") for c in copies)
+        places = Counter(c.path + _copy_label(c.path, c.committed, foreign) for c in copies)
         where = tuple(f"{p} x{n}" if n > 1 else p for p, n in sorted(places.items()))
         groups.setdefault(where, []).append(id_)
     for where, ids in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
@@ -170,8 +217,14 @@ def _problems(check: Check, state: HarvestState) -> None:
         check.repair_days.setdefault(day.isoformat(), f"{n} copies of duplicated ids")
     for path in scan.uncommitted:
         add(("uncommitted", f"file not part of the committed lake (readers see it): {path}"))
+    for path in scan.foreign:
+        note = _who_reads(path)
+        add(("foreign", f"file not written by the harvester (left alone; {note}): {path}"))
+    manifests = state.load_manifests() if scan.missing else {}
     for path in scan.missing:
         add(("missing", f"committed file is missing: {path}"))
+        for day in _days_of_missing(path, markers, manifests):
+            check.repair_days.setdefault(day.isoformat(), f"committed file {path} is missing")
     for path in scan.unexpected:
         add(("unexpected", f"file readers would try to read that is not Parquet: {path}"))
     for path, reason in sorted(scan.unreadable.items()):
@@ -182,18 +235,60 @@ def _problems(check: Check, state: HarvestState) -> None:
         add(("partition", f"{rows} rows of {path} belong to another month's partition"))
 
 
+def _days_of_missing(
+    path: str, markers: dict[str, ShardMarker], manifests: dict[str, list[str]]
+) -> list[dt.date]:
+    """The mail days a missing committed file held: its shard's (the key of the marker that
+    names it), or every day of its month for a file of a rewritten partition (a manifest
+    names files, not days)."""
+    try:
+        partition = Partition.of_file(path)
+    except ValueError:
+        return []
+    if partition.path not in manifests:
+        owner = next((m for m in markers.values() if m.done and path in m.files), None)
+        try:
+            shard = Shard.parse_key(owner.key) if owner is not None else None
+        except ValueError:
+            shard = None
+        if shard is not None and not shard.undated:
+            return [d for d in shard.days if partition.contains(d)]
+    first = partition.first_day
+    last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+    return Shard(first, last).days
+
+
+def _deep_problems(check: Check) -> None:
+    """Name every row the deep check found different; its days join the repair's."""
+    if check.deep is None:
+        return
+    for day, result in sorted(check.deep.differing.items()):
+        check.problems.extend(("deep", line) for line in result.lines())
+        check.repair_days.setdefault(day.isoformat(), result.reason())
+
+
 async def _check(
-    state: HarvestState, settings: Settings, client: ApiClient, known: Service
+    state: HarvestState,
+    settings: Settings,
+    client: ApiClient,
+    known: Service,
+    deep: DeepOptions | None = None,
+    deep_days: list[dt.date] | None = None,
 ) -> Check:
+    """One pass; with ``deep``, the range's days (or a sample, or ``deep_days``) are also
+    compared row by row."""
     view = load_committed(state)  # again after a repair: it rewrites partitions
     mark = state.watermark()
     # Whole seconds on both sides: the query cannot say more, and both must count the same.
     since = dt.datetime.fromisoformat(mark).replace(microsecond=0) if mark else None
     scan = await asyncio.to_thread(scan_lake, state.lake, view.files, since)
     quarantined = await asyncio.to_thread(quarantine.count, state, since)
-    first = settings.date_from or view.plan.first
+    # The lake's coverage (what refresh keeps equal), unless --from/--to narrow it; an open
+    # end reaches the newest day the lake holds, or the harvest's last day.
+    coverage = state.coverage()
     newest = max(scan.day_counts, default=view.plan.last)
-    last = settings.date_to or max(view.plan.last, newest)
+    first = settings.date_from or coverage.first_day
+    last = settings.date_to or coverage.last_day(max(view.plan.last, newest))
     template = known.profile.date_template  # proven on the service (``service``)
 
     async def compare(
@@ -213,12 +308,26 @@ async def _check(
     if since is not None:
         scope = changed_since_scope(since.isoformat(), known.profile.stamp_form)
         check.changed = await compare(scan.changed_day_counts, True, scope)
+    if deep is not None:
+        # Days given (after a repair): those days, not a draw.
+        days, seed = (deep_days, None) if deep_days else choose_days(first, last, deep)
+        sample = None if deep_days else deep.sample
+        planner = make_planner(known.settings(settings), client, known.limits)
+        lake_days = LakeDays(state.lake, view.files, scan.missing)
+        check.deep = await deep_check(
+            client, planner, template, known.limits, settings.shard_attempts, lake_days,
+            days, sample, seed,
+        )  # fmt: skip
     _problems(check, state)
+    _deep_problems(check)
     return check
 
 
-async def verify_lake(settings: Settings, repair: bool, progress: Progress) -> VerifyOutcome:
-    """Verify (and with ``repair``, repair) the lake at ``settings.out``; writes a run report."""
+async def verify_lake(
+    settings: Settings, repair: bool, progress: Progress, deep: DeepOptions | None = None
+) -> VerifyOutcome:
+    """Verify (and with ``repair``, repair) the lake at ``settings.out``; writes a run report.
+    With ``deep``, days are also compared row by row (``ops.deep``)."""
     state = open_state(settings)
     if repair and state.load_complete() is None:
         raise LakeError(
@@ -230,17 +339,15 @@ async def verify_lake(settings: Settings, repair: bool, progress: Progress) -> V
         await preflight(client)
         known = await learn_service(settings, state, client)
         known.remember(state)
-        outcome = VerifyOutcome(report, await _check(state, settings, client, known))
+        outcome = VerifyOutcome(report, await _check(state, settings, client, known, deep))
         if repair and outcome.before.problems:
-            if outcome.before.scan.missing:
-                raise LakeError(
-                    f"{state.lake.uri}: committed files are missing"
-                    f" ({outcome.before.scan.missing[:3]}); --repair cannot rebuild"
-                    " partitions from missing files"
-                )
             refresher = Refresher(settings, progress, command="repair")
             outcome.repair = await refresher.run(repair_days=outcome.before.repair_days)
-            outcome.after = await _check(state, settings, client, known)
+            # The days the deep check found differing are compared again; the rest were equal.
+            again = sorted(outcome.before.deep.differing) if outcome.before.deep else []
+            outcome.after = await _check(
+                state, settings, client, known, deep if again else None, again
+            )
         if outcome.repair_failed:
             status = "repair incomplete"
         elif outcome.final.problems:

@@ -8,6 +8,11 @@ per call, always past the newest mail day.
 Within one call: deletions and modifications are drawn from the index as it was before the
 call (disjoint rows), then late rows go into old days, then new days are appended, then the
 index order is re-seeded if asked.
+
+Two mutations change what no count and no watermark can see (``verify --deep`` can):
+``modify_silently`` changes rows as ``modify`` does but keeps their ``createDateTime``;
+``swap`` deletes a row and puts a new one on the same day, stamped like the day's base rows
+(long before the clock), so the day's count stays.
 """
 
 from __future__ import annotations
@@ -21,12 +26,25 @@ from itertools import accumulate
 from typing import Any
 
 from harvester.sim.corpus import Corpus, DayOverlay
-from harvester.sim.rows import CATEGORIES, CLAIM_RUNS, MAX_CLAIMS, PARAGRAPHS, Row, Stamps, generate
+from harvester.sim.rows import (
+    CATEGORIES,
+    CLAIM_RUNS,
+    MAX_CLAIMS,
+    PARAGRAPHS,
+    Row,
+    Stamps,
+    base_stamps,
+    generate,
+)
 from harvester.sim.seeding import derive_seed
 
 BASE_LOAD_DAYS = 45  # base rows are loaded within this many days of their mail date
 CATEGORY_CYCLE = tuple(dict.fromkeys(CATEGORIES))
+_DELETE, _MODIFY, _SILENT, _SWAP = range(4)  # the kinds of drawn rows, in drawing order
 PARAGRAPH_CYCLE = tuple(dict.fromkeys(PARAGRAPHS))
+# Rows a source clock gone wrong stamps at the end of time (issue 12: "one row stamped
+# 9999-12-31 blinds every later refresh").
+FUTURE_STAMPS = Stamps(dt.date(9999, 12, 30), 86400)
 
 
 class MutationError(ValueError):
@@ -39,6 +57,9 @@ class MutationSpec:
     late: int = 0
     modify: int = 0
     delete: int = 0
+    modify_silently: int = 0
+    swap: int = 0
+    future: int = 0  # late rows stamped 9999-12-30: a clock gone wrong at the source
     reorder: bool = False
     seed: int | None = None
 
@@ -46,11 +67,12 @@ class MutationSpec:
     def from_json(cls, body: Any) -> MutationSpec:
         if not isinstance(body, dict):
             raise MutationError("the body must be a JSON object")
-        unknown = sorted(set(body) - {"add", "late", "modify", "delete", "reorder", "seed"})
+        names = ("add", "late", "modify", "delete", "modify_silently", "swap", "future")
+        unknown = sorted(set(body) - {*names, "reorder", "seed"})
         if unknown:
             raise MutationError(f"unknown keys: {', '.join(unknown)}")
         counts: dict[str, int] = {}
-        for name in ("add", "late", "modify", "delete"):
+        for name in names:
             value = body.get(name, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise MutationError(f"{name} must be a non-negative integer")
@@ -83,16 +105,18 @@ class Mutator:
         stamps = Stamps(self.clock, 86400)
         touched: set[int] = set()
 
-        deleted, modified = self._delete_and_modify(rng, spec.delete, spec.modify, stamps, touched)
-        late_days = Counter(
-            rng.randint(corpus.first, corpus.last) for _ in range(spec.late)
-        ).items()
-        for ordinal, n in sorted(late_days):
-            self._append_new_rows(ordinal, n, stamps, "late")
-            touched.add(ordinal)
-        for ordinal, n in sorted(new_days.items()):
-            self._append_new_rows(ordinal, n, stamps, "add")
-            touched.add(ordinal)
+        deleted, modified, silent, swapped = self._delete_and_modify(
+            rng, (spec.delete, spec.modify, spec.modify_silently, spec.swap), stamps, touched
+        )
+        batches = (
+            (self._old_days(rng, spec.late), stamps, "late"),
+            (new_days, stamps, "add"),
+            (self._old_days(rng, spec.future), FUTURE_STAMPS, "future"),
+        )
+        for days, batch_stamps, kind in batches:
+            for ordinal, n in sorted(days.items()):
+                self._append_new_rows(ordinal, n, batch_stamps, kind)
+                touched.add(ordinal)
         corpus.last = newest
         corpus.version += 1
         if spec.reorder:
@@ -107,10 +131,18 @@ class Mutator:
             "late": spec.late,
             "modified": modified,
             "deleted": deleted,
+            "modified_silently": silent,
+            "swapped": swapped,
+            "future": spec.future,
             "reordered": spec.reorder,
             "days": [dt.date.fromordinal(o).isoformat() for o in sorted(touched)],
             "numFound": corpus.total,
         }
+
+    def _old_days(self, rng: random.Random, n: int) -> dict[int, int]:
+        """``n`` rows spread at random over the existing days (late rows)."""
+        corpus = self.corpus
+        return dict(Counter(rng.randint(corpus.first, corpus.last) for _ in range(n)))
 
     def _new_days(self, n: int) -> dict[int, int]:
         """Spread ``n`` rows over weekdays after the last day, a typical day's volume each."""
@@ -140,18 +172,27 @@ class Mutator:
         overlay.note(stamps)
 
     def _delete_and_modify(
-        self, rng: random.Random, n_delete: int, n_modify: int, stamps: Stamps, touched: set[int]
-    ) -> tuple[int, int]:
+        self,
+        rng: random.Random,
+        wanted_counts: tuple[int, int, int, int],
+        stamps: Stamps,
+        touched: set[int],
+    ) -> tuple[int, int, int, int]:
+        """Delete, modify, modify silently and swap distinct rows; returns how many of each."""
         corpus = self.corpus
         ordinals = list(corpus.ordinals())
         starts = [0, *accumulate(corpus.count(o) for o in ordinals)]
-        n_delete = min(n_delete, starts[-1])
-        n_modify = min(n_modify, starts[-1] - n_delete)
-        picked = rng.sample(range(starts[-1]), n_delete + n_modify)
-        targets: dict[int, list[tuple[int, bool]]] = {}
+        counts: list[int] = []
+        for n in wanted_counts:
+            counts.append(min(n, starts[-1] - sum(counts)))
+        n_delete, n_modify, n_silent, n_swap = counts
+        picked = rng.sample(range(starts[-1]), sum(counts))
+        bounds = list(accumulate(counts))  # picked[i] is of kind k where i < bounds[k] first
+        targets: dict[int, list[tuple[int, int]]] = {}
         for i, position in enumerate(picked):
             k = bisect_right(starts, position) - 1
-            targets.setdefault(ordinals[k], []).append((position - starts[k], i < n_delete))
+            kind = bisect_right(bounds, i)
+            targets.setdefault(ordinals[k], []).append((position - starts[k], kind))
         for ordinal, wanted in sorted(targets.items()):
             day = corpus.day(ordinal)
             order = corpus.base_order(ordinal)
@@ -160,21 +201,33 @@ class Mutator:
             resolved = [
                 (order[p] if p < len(order) else None,
                  added_ids[p - len(order)] if p >= len(order) else None,
-                 dict(day.view[p]), delete)
-                for p, delete in wanted
+                 dict(day.view[p]), kind)
+                for p, kind in wanted
             ]  # fmt: skip
             overlay = self._overlay(ordinal)
-            for base_position, added_id, row, delete in resolved:
+            for base_position, added_id, row, kind in resolved:
                 if base_position is not None:
                     overlay.deleted.add(base_position)
                 else:
                     del overlay.added[str(added_id)]
-                if not delete:
+                if kind == _MODIFY:
                     overlay.added[row["id"]] = self._modified(rng, row, stamps)
-            if any(not delete for *_, delete in resolved):
+                elif kind == _SILENT:
+                    # Same stamp: the day's base stamps (or a stamp already noted) cover it.
+                    new = self._modified(rng, row, stamps)
+                    new["createDateTime"] = row["createDateTime"]
+                    overlay.added[row["id"]] = new
+                    overlay.note(base_stamps(dt.date.fromordinal(ordinal)))
+            if any(kind == _MODIFY for *_, kind in resolved):
                 overlay.note(stamps)
+            swaps = sum(kind == _SWAP for *_, kind in resolved)
+            if swaps:
+                # Stamped on the day's first load day, as its base rows were: no watermark
+                # after the harvest sees them.
+                first_load = Stamps(base_stamps(dt.date.fromordinal(ordinal)).first, 86400)
+                self._append_new_rows(ordinal, swaps, first_load, "swap")
             touched.add(ordinal)
-        return n_delete, n_modify
+        return n_delete, n_modify, n_silent, n_swap
 
     @staticmethod
     def _modified(rng: random.Random, row: Row, stamps: Stamps) -> Row:

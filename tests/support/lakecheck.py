@@ -107,3 +107,8 @@ def assert_lake_equals_truth(lake: Lake, truth: list[dict[str, Any]]) -> None:
         quarantined = read_quarantine(lake)
         assert len(quarantined) == len(bad), (len(quarantined), len(bad))
         assert all(q.get("reason") for q in quarantined)
+
+
+def within(truth: list[dict[str, Any]], first: str, last: str) -> list[dict[str, Any]]:
+    """The truth rows of a lake whose coverage is ``first``..``last`` (ISO days)."""
+    return [d for d in truth if first <= str(d.get("submissionDate", ""))[:10] <= last]

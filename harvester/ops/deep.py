@@ -1,0 +1,303 @@
+"""``harvester verify --deep``: fetch whole days from the service and compare every row of
+them, field by field, with the lake.
+
+Counts cannot see a row changed without a new ``createDateTime``, nor a day where one row
+went and another came with an old stamp: the number of rows stays, and so does the number
+changed since the watermark. Only the rows themselves can tell. For each day checked (all
+of verify's range, or a seeded random sample of ``--sample N`` days):
+
+- the day is fetched whole, as the harvest fetches a shard (``fetch.fetch_shard`` with the
+  run's limits; a day larger than the paging window is split by id range by the planner,
+  as the pipeline splits a shard), and decoded by ``decode.decode_docs``;
+- the lake's rows of that day are read from the committed files of its partition, only the
+  row groups whose statistics can hold the day (footers are read once per partition);
+- rows are matched by ``id``: rows the lake lacks, rows the service no longer has, ids the
+  lake holds more than once, and every field that differs, with both values (shortened).
+
+One day is held at a time (its served rows and the lake's), so memory follows the largest
+day, not the lake. Rows the decoder quarantines are in ``_harvest/quarantine/``, not in the
+files: they are compared by the count checks, not here. A day that differs goes to
+``--repair``'s days, which fetches it again through the refresh machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harvester.client import ApiClient
+from harvester.decode import decode_docs
+from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
+from harvester.fetch import fetch_shard
+from harvester.lake import Lake
+from harvester.ops.lakeinfo import parallel_map, parquet_file
+from harvester.partition import Partition
+from harvester.plan import Planner
+from harvester.schema import ARROW_SCHEMA
+from harvester.service import Limits
+from harvester.shard import Shard
+
+log = logging.getLogger("harvester.verify")
+
+NAMED_PER_DAY = 100  # rows named per day (problems and report); the counts cover them all
+VALUE_CHARS = 60  # a differing value is shown up to this many characters
+
+
+@dataclass(frozen=True)
+class DeepOptions:
+    """What ``--deep`` was asked: every day of the range, or ``sample`` of them."""
+
+    sample: int | None = None
+    seed: int | None = None  # of the sample's draw; None: a new one, kept in the report
+
+
+@dataclass
+class DayResult:
+    """One day compared: what the service and the lake hold, and how they differ."""
+
+    day: dt.date
+    service_rows: int = 0
+    lake_rows: int = 0
+    missing: list[str] = field(default_factory=list)  # ids the lake lacks (named ones)
+    extra: list[str] = field(default_factory=list)  # ids the service no longer has
+    differing: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    repeated: dict[str, int] = field(default_factory=dict)  # id -> copies in the lake
+    counts: Counter[str] = field(default_factory=Counter)  # missing/extra/differing/repeated
+    error: str | None = None  # the day could not be fetched or read
+
+    @property
+    def equal(self) -> bool:
+        return self.error is None and not sum(self.counts.values())
+
+    def reason(self) -> str:
+        if self.error is not None:
+            return f"deep check failed: {self.error}"
+        parts = [f"{self.counts[k]} {k}" for k in ("missing", "extra", "differing", "repeated")]
+        return "deep check: rows " + ", ".join(p for p in parts if not p.startswith("0 "))
+
+    def lines(self) -> list[str]:
+        day = self.day.isoformat()
+        if self.error is not None:
+            return [f"day {day}: could not be compared: {self.error}"]
+        out = [f"day {day}: row {i} is missing from the lake" for i in self.missing]
+        out += [
+            f"day {day}: row {i} is in the lake, the service no longer has it" for i in self.extra
+        ]
+        out += [
+            f"day {day}: id {i} appears {n} times in the lake" for i, n in self.repeated.items()
+        ]
+        for row_id, fields in self.differing.items():
+            what = "; ".join(f"{name}: lake {a}, service {b}" for name, a, b in fields)
+            out.append(f"day {day}: row {row_id} differs in {what}")
+        named = len(self.missing) + len(self.extra) + len(self.repeated) + len(self.differing)
+        if sum(self.counts.values()) > named:
+            out.append(f"day {day}: ... and {sum(self.counts.values()) - named} more rows differ")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service_rows": self.service_rows,
+            "lake_rows": self.lake_rows,
+            "counts": dict(self.counts),
+            "missing": self.missing,
+            "extra": self.extra,
+            "repeated": self.repeated,
+            "differing": {
+                i: [{"field": n, "lake": a, "service": b} for n, a, b in fields]
+                for i, fields in self.differing.items()
+            },
+            "error": self.error,
+        }
+
+
+@dataclass
+class DeepCheck:
+    """The days compared row by row, and those that differ."""
+
+    days: list[dt.date]
+    sample: int | None
+    seed: int | None
+    rows_compared: int = 0
+    differing: dict[dt.date, DayResult] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "days": [d.isoformat() for d in self.days],
+            "sample": self.sample,
+            "seed": self.seed,
+            "rows_compared": self.rows_compared,
+            "days_differing": {
+                d.isoformat(): r.to_json() for d, r in sorted(self.differing.items())
+            },
+        }
+
+
+def choose_days(
+    first: dt.date, last: dt.date, options: DeepOptions
+) -> tuple[list[dt.date], int | None]:
+    """The days to compare (sorted) and the seed of the draw (None when all are taken)."""
+    days = Shard(first, last).days if first <= last else []
+    if options.sample is None or options.sample >= len(days):
+        return days, None
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+    return sorted(random.Random(seed).sample(days, options.sample)), seed
+
+
+def _short(value: Any) -> str:
+    text = repr(value.isoformat() if isinstance(value, dt.date | dt.datetime) else value)
+    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 3] + "..."
+
+
+def compare_day(day: dt.date, lake: pa.Table, served: pa.Table) -> DayResult:
+    """How the lake's rows of ``day`` differ from the service's (both ``ARROW_SCHEMA``)."""
+    result = DayResult(day, served.num_rows, lake.num_rows)
+    lake_rows: dict[str, dict[str, Any]] = {}
+    copies: Counter[str] = Counter()
+    for row in lake.to_pylist():
+        copies[row["id"]] += 1
+        lake_rows.setdefault(row["id"], row)
+    served_ids: set[str] = set()
+    names = ARROW_SCHEMA.names
+
+    def named(kind: str) -> bool:
+        result.counts[kind] += 1
+        shown = len(result.missing) + len(result.extra) + len(result.differing)
+        return shown + len(result.repeated) < NAMED_PER_DAY
+
+    for want in served.to_pylist():
+        row_id = want["id"]
+        served_ids.add(row_id)
+        have = lake_rows.get(row_id)
+        if have is None:
+            if named("missing"):
+                result.missing.append(row_id)
+            continue
+        fields = [(n, _short(have[n]), _short(want[n])) for n in names if have[n] != want[n]]
+        if fields and named("differing"):
+            result.differing[row_id] = fields
+    for row_id in sorted(lake_rows.keys() - served_ids):
+        if named("extra"):
+            result.extra.append(row_id)
+    for row_id, n in sorted(copies.items()):
+        if n > 1 and named("repeated"):
+            result.repeated[row_id] = n
+    return result
+
+
+class LakeDays:
+    """The lake's rows of one day at a time, from the committed files of its partition."""
+
+    def __init__(self, lake: Lake, committed: dict[str, list[str]], gone: Iterable[str]) -> None:
+        self.lake = lake
+        self.committed = committed
+        self.gone = set(gone)  # committed files that are missing (named by the scan)
+        self._partition: str | None = None
+        self._groups: dict[str, list[tuple[int, dt.date | None, dt.date | None]]] = {}
+
+    def _index(self, partition: str) -> None:
+        """Each file's row groups with their submissionDate bounds (None: unknown)."""
+        if partition == self._partition:
+            return
+        paths = [p for p in self.committed.get(partition, []) if p not in self.gone]
+        self._groups = dict(zip(paths, parallel_map(self.lake, self._bounds, paths), strict=True))
+        self._partition = partition
+
+    def _bounds(self, path: str) -> list[tuple[int, dt.date | None, dt.date | None]]:
+        with parquet_file(self.lake, path) as parquet:
+            meta = parquet.metadata
+            out: list[tuple[int, dt.date | None, dt.date | None]] = []
+            for i in range(meta.num_row_groups):
+                group = meta.row_group(i)
+                low = high = None
+                for j in range(group.num_columns):
+                    column = group.column(j)
+                    stats = column.statistics
+                    if column.path_in_schema != "submissionDate" or stats is None:
+                        continue
+                    if stats.has_min_max and isinstance(stats.min, dt.date):
+                        low, high = stats.min, stats.max
+                out.append((i, low, high))
+            return out
+
+    def rows(self, day: dt.date) -> pa.Table:
+        self._index(Partition.of(day).path)
+        wanted = {
+            path: [
+                i for i, low, high in groups if low is None or high is None or low <= day <= high
+            ]
+            for path, groups in self._groups.items()
+        }
+        reads = [(path, groups) for path, groups in wanted.items() if groups]
+        tables = parallel_map(self.lake, lambda item: self._read(day, *item), reads)
+        return pa.concat_tables(tables) if tables else ARROW_SCHEMA.empty_table()
+
+    def _read(self, day: dt.date, path: str, groups: list[int]) -> pa.Table:
+        with parquet_file(self.lake, path) as parquet:
+            table = parquet.read_row_groups(groups, columns=ARROW_SCHEMA.names)
+        table = table.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+        return table.filter(pc.equal(table.column("submissionDate"), pa.scalar(day, pa.date32())))
+
+
+async def fetch_day(
+    client: ApiClient, planner: Planner, template: str, limits: Limits, attempts: int, day: dt.date
+) -> list[dict[str, Any]]:
+    """Every served row of one mail day; a day beyond the paging window is fetched in the
+    planner's id-range pieces, as the pipeline would."""
+    docs: list[dict[str, Any]] = []
+    pending = [Shard(day, day)]
+    while pending:
+        shard = pending.pop()
+        try:
+            fetched = await fetch_shard(
+                client, shard.criteria(template), limits=limits, attempts=attempts
+            )
+        except ShardTooLarge as exc:
+            pieces = await planner.refine(shard.with_expected(exc.num_found))
+            if pieces == [shard]:
+                raise ShardUnstable(
+                    f"{shard.key}: {exc.num_found} rows exceed the paging window and cannot be"
+                    " split further"
+                ) from None
+            pending.extend(pieces)
+            continue
+        docs.extend(fetched.docs)
+    return docs
+
+
+async def deep_check(
+    client: ApiClient,
+    planner: Planner,
+    template: str,
+    limits: Limits,
+    attempts: int,
+    lake_days: LakeDays,
+    days: list[dt.date],
+    sample: int | None,
+    seed: int | None,
+) -> DeepCheck:
+    """Compare ``days`` one at a time (see the module docstring)."""
+    check = DeepCheck(days, sample, seed)
+    for n, day in enumerate(days, 1):
+        try:
+            docs = await fetch_day(client, planner, template, limits, attempts, day)
+            served = decode_docs(docs, source=f"verify {day.isoformat()}").table
+            lake = await asyncio.to_thread(lake_days.rows, day)
+        except (RetriesExhausted, ShardUnstable, OSError, pa.ArrowException, ValueError) as exc:
+            check.differing[day] = DayResult(day, error=f"{type(exc).__name__}: {exc}"[:300])
+            continue
+        result = compare_day(day, lake, served)
+        check.rows_compared += served.num_rows
+        if not result.equal:
+            check.differing[day] = result
+        if n % 50 == 0:
+            log.info("verify --deep: %d of %d days compared", n, len(days))
+    return check

@@ -1,0 +1,390 @@
+"""The lake's lock fences: atomic acquisition, a token checked before every commit and
+heartbeat, stale takeover, and a run that lost its lock stops before its next write."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import multiprocessing
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harvester import lock as lockmod
+from harvester.commit import LakeSink, replace_partition
+from harvester.errors import LakeError, LockLost
+from harvester.fetch import FetchedShard
+from harvester.lake import Lake
+from harvester.lock import LakeLock, holding, holding_sync, is_stale, process_space
+from harvester.schema import ARROW_SCHEMA
+from harvester.shard import Shard
+from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.state import LOCK, HarvestState, LockRecord, ShardMarker, StoredPlan
+from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
+from tests.support.s3server import MotoS3
+
+SMALL_SHARDS = harvest_env(HARVESTER_SHARD_SIZE="60")
+DAY = Shard(dt.date(2019, 1, 2), dt.date(2019, 1, 2))
+
+
+def _now(minutes_ago: float = 0) -> str:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)).isoformat()
+
+
+def thief(**changes: Any) -> LockRecord:
+    """Another run's lock: on another machine, with a fresh heartbeat, unless changed."""
+    record = LockRecord(
+        "thief-host", 1, "refresh", _now(), _now(), secrets.token_hex(16), "other-boot", "pid:[1]"
+    )
+    for name, value in changes.items():
+        setattr(record, name, value)
+    return record
+
+
+def put_lock(lake: Lake, record: LockRecord) -> bytes:
+    """Overwrite the lock as another writer would (one atomic write); returns its bytes."""
+    data = record.to_bytes()
+    lake.write_bytes(LOCK, data)
+    return data
+
+
+def lock_bytes(lake: Lake) -> bytes | None:
+    return lake.read_bytes(LOCK) if lake.exists(LOCK) else None
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    if request.param == "local":
+        return Lake.open(str(tmp_path / "lake"))
+    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    uri: str = request.getfixturevalue("s3_lake_uri")
+    monkeypatch.setattr(lockmod, "S3_SETTLE_SECONDS", 0.05)
+    return Lake.open(uri, moto.storage_options())
+
+
+# -- acquire, beat, release ----------------------------------------------------------------
+def test_the_lock_carries_a_token_and_a_second_run_is_refused(lake: Lake) -> None:
+    first = LakeLock(lake, "harvest")
+    first.acquire()
+    held = LockRecord.parse(lock_bytes(lake) or b"")
+    assert held is not None and held.token == first.token and len(held.token) == 32
+    assert (held.host, held.boot_id, held.pid_ns) == process_space()
+    second = LakeLock(lake, "refresh")
+    with pytest.raises(LakeError, match="is in use by `harvester harvest`"):
+        second.acquire()
+    assert LockRecord.parse(lock_bytes(lake) or b"") == held  # the refused run wrote nothing
+    first.release()
+    assert lock_bytes(lake) is None
+    second.acquire()
+    assert (LockRecord.parse(lock_bytes(lake) or b"") or held).token == second.token
+    second.release()
+
+
+def test_beat_renews_only_a_lock_it_still_holds(lake: Lake) -> None:
+    mine = LakeLock(lake, "harvest")
+    mine.acquire()
+    before = LockRecord.parse(lock_bytes(lake) or b"")
+    time.sleep(0.01)
+    assert mine.beat()
+    after = LockRecord.parse(lock_bytes(lake) or b"")
+    assert before is not None and after is not None
+    assert after.token == mine.token and after.heartbeat > before.heartbeat
+    assert after.started_at == before.started_at
+    mine.check()  # still ours: passes
+
+    stolen = put_lock(lake, thief())
+    assert not mine.beat()
+    assert lock_bytes(lake) == stolen  # never overwritten by the run that lost it
+    with pytest.raises(LockLost, match=r"lost its lock to `harvester refresh` \(pid 1 on thief"):
+        mine.check()
+    mine.release()
+    assert lock_bytes(lake) == stolen  # nor deleted
+
+
+def test_a_deleted_lock_is_lost_too(lake: Lake) -> None:
+    mine = LakeLock(lake, "compact")
+    mine.acquire()
+    lake.delete(LOCK)
+    with pytest.raises(LockLost, match=r"lock\.json was removed.*stopping before writing"):
+        mine.check()
+    assert not mine.beat() and lock_bytes(lake) is None  # beat does not bring it back
+
+
+def test_stale_locks_are_taken_over_live_ones_are_not(lake: Lake) -> None:
+    host, boot_id, namespace = process_space()
+    here = {"host": host, "boot_id": boot_id, "pid_ns": namespace}
+    cases = [
+        (thief(pid=dead_pid(), **here), True),  # this machine, its process is gone
+        (thief(pid=os.getppid(), **here), False),  # this machine, its process lives
+        (thief(heartbeat=_now(minutes_ago=11)), True),  # elsewhere, heartbeat too old
+        (thief(heartbeat=_now(minutes_ago=2)), False),  # elsewhere, recent heartbeat
+        # Same host name, PID 1 in both, another PID namespace (two containers): pid 1 is
+        # alive here, but that says nothing about the holder; only its heartbeat tells.
+        (thief(host=host, boot_id=boot_id, pid=1, pid_ns="pid:[42]"), False),
+        (thief(host=host, boot_id=boot_id, pid=1, pid_ns="pid:[42]", heartbeat="x"), True),
+    ]
+    for record, stale in cases:
+        assert is_stale(record) is stale, record
+        put_lock(lake, record)
+        mine = LakeLock(lake, "harvest")
+        if stale:
+            mine.acquire()
+            assert (LockRecord.parse(lock_bytes(lake) or b"") or record).token == mine.token
+            mine.release()
+        else:
+            with pytest.raises(LakeError, match="is in use by `harvester refresh`"):
+                mine.acquire()
+            assert LockRecord.parse(lock_bytes(lake) or b"") == record
+
+
+# -- the fence ------------------------------------------------------------------------------
+def fetched_day() -> FetchedShard:
+    return FetchedShard(docs=[], num_found=0, attempts=1, pages=1)
+
+
+def test_the_fence_stops_every_commit_of_a_run_that_lost_its_lock(tmp_path: Path) -> None:
+    lake = Lake.open(str(tmp_path / "lake"))
+    state = HarvestState(lake)
+    with holding_sync(state, "harvest"):
+        stage = state.stage("changed")  # a refresh staging area carries the same fence
+        state.save_marker(DAY, ShardMarker(DAY.key, "failed", cause="x"))  # held: written
+        put_lock(lake, thief())
+        before = sorted(lake.list_files(""))
+        attempts: list[Callable[[], object]] = [
+            lambda: state.save_marker(DAY, ShardMarker(DAY.key, "failed", cause="y")),
+            lambda: state.save_plan(StoredPlan(DAY.first, DAY.last, "{d}", 60, [DAY])),
+            lambda: stage.save_plan(StoredPlan(DAY.first, DAY.last, "{d}", 60, [DAY])),
+            lambda: LakeSink(state).commit(DAY, fetched_day()),
+            lambda: LakeSink(stage).record_split(DAY, 500, [DAY]),
+            lambda: LakeSink(state).record_failure(DAY, "z"),
+            lambda: replace_partition(
+                state, "year=2019/month=1", [], ARROW_SCHEMA.empty_table(), "part-x"
+            ),
+            lambda: state.clear_refresh(),
+        ]
+        for attempt in attempts:
+            with pytest.raises(LockLost, match="stopping before writing"):
+                attempt()
+        assert sorted(lake.list_files("")) == before  # nothing written, nothing deleted
+        marker = state.load_marker(DAY)
+        assert marker is not None and marker.cause == "x"
+    assert state.fence is None  # the fence goes with the lock
+
+
+async def test_holding_stops_the_body_once_the_heartbeat_finds_the_lock_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lockmod, "HEARTBEAT_SECONDS", 0.05)
+    lake = Lake.open(str(tmp_path / "lake"))
+    state = HarvestState(lake)
+    started = time.monotonic()
+    with pytest.raises(LockLost, match="lost its lock to `harvester refresh`"):
+        async with holding(state, "harvest") as held:
+            await asyncio.sleep(0.2)
+            first = LockRecord.parse(lock_bytes(lake) or b"")
+            assert first is not None and first.token == held.token
+            assert first.heartbeat > first.started_at  # renewed in the background
+            stolen = put_lock(lake, thief())
+            await asyncio.sleep(30)  # a long fetch: the heartbeat must stop it
+    assert time.monotonic() - started < 5
+    assert lock_bytes(lake) == stolen and state.fence is None
+
+
+def test_holding_sync_beats_in_a_thread_and_leaves_no_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lockmod, "HEARTBEAT_SECONDS", 0.05)
+    lake = Lake.open(str(tmp_path / "lake"))
+    state = HarvestState(lake)
+    with holding_sync(state, "compact") as held:
+        first = LockRecord.parse(lock_bytes(lake) or b"")
+        time.sleep(0.3)
+        later = LockRecord.parse(lock_bytes(lake) or b"")
+        assert first is not None and later is not None and later.token == held.token
+        assert later.heartbeat > first.heartbeat
+    assert lock_bytes(lake) is None
+    assert not [t for t in threading.enumerate() if t.name == "lake-lock-heartbeat"]
+
+
+# -- two processes racing for the lock --------------------------------------------------------
+def _race_worker(
+    uri: str,
+    options: dict[str, Any],
+    rounds: int,
+    settle: float,
+    barrier: Any,
+    results: Any,
+) -> None:
+    lockmod.S3_SETTLE_SECONDS = settle
+    lake = Lake.open(uri, options)
+    for n in range(rounds):
+        barrier.wait()  # the parent set the round up
+        contender = LakeLock(lake, f"race-{os.getpid()}")
+        try:
+            contender.acquire()
+            won, error = True, ""
+        except LakeError as exc:
+            won, error = False, str(exc)
+        if won:
+            contender.check()  # the winner's fence passes while it holds the lock
+        results.put((n, won, error))
+        barrier.wait()  # both have tried; the winner still holds it
+        if won:
+            contender.release()
+        barrier.wait()
+
+
+def race(lake: Lake, options: dict[str, Any], rounds: int, settle: float) -> None:
+    """Two processes try to take the lock at the same moment, ``rounds`` times, alternately
+    on a free lake and over a stale lock: exactly one wins each time."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3, timeout=60)
+    results = ctx.Queue()
+    args = (lake.uri, options, rounds, settle, barrier, results)
+    workers = [ctx.Process(target=_race_worker, args=args) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        for n in range(rounds):
+            if n % 2:  # a lock left by a killed run on this machine: both take it over
+                host, boot_id, namespace = process_space()
+                put_lock(lake, thief(pid=dead_pid(), host=host, boot_id=boot_id, pid_ns=namespace))
+            barrier.wait()
+            barrier.wait()
+            got = sorted([results.get(timeout=60), results.get(timeout=60)])
+            winners = [won for _, won, _ in got]
+            assert [r for r, _, _ in got] == [n, n]
+            assert winners.count(True) == 1, f"round {n}: {got}"
+            assert "is in use by `harvester race-" in next(e for _, w, e in got if not w)
+            barrier.wait()
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.kill()
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert lock_bytes(lake) is None
+
+
+def test_two_processes_racing_never_both_take_the_lock(tmp_path: Path) -> None:
+    race(Lake.open(str(tmp_path / "lake")), {}, rounds=120, settle=0.0)
+
+
+def test_two_processes_racing_on_s3_never_both_take_the_lock(
+    moto_s3: MotoS3, s3_lake_uri: str
+) -> None:
+    options = moto_s3.storage_options()
+    race(Lake.open(s3_lake_uri, options), options, rounds=16, settle=0.1)
+
+
+# -- a real harvest whose lock is stolen ------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_sim() -> Iterator[SimHandle]:
+    with run_simulator_process(
+        "--records", "3000", *RANGE, "--max-window", WINDOW, "--seed", "61", "--admin"
+    ) as sim:
+        yield sim
+
+
+def commit_records(out: Path) -> dict[str, tuple[int, int]]:
+    """Every commit record of the lake (markers, manifests, completion), with mtime and size."""
+    harvest = out / "_harvest"
+    paths = [*harvest.glob("shards/*.json"), *harvest.glob("partitions/*.json")]
+    paths += [p for p in (harvest / "complete.json", harvest / "plan.json") if p.exists()]
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in paths}
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        time.sleep(0.02)
+
+
+def test_a_harvest_whose_lock_is_stolen_stops_before_its_next_commit(
+    small_sim: SimHandle, tmp_path: Path
+) -> None:
+    out = tmp_path / "lake"
+    dates = ("--from", "2019-01-01", "--to", "2019-02-28")
+    proc = subprocess.Popen(
+        harvest_cmd(small_sim.url, str(out), *dates, "--rate", "15", "--concurrency", "1"),
+        env=SMALL_SHARDS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        shards = out / "_harvest" / "shards"
+        wait_until(lambda: len(list(shards.glob("*.json"))) >= 3, "three committed shards")
+        lake = Lake.open(str(out))
+        stolen = put_lock(lake, thief())  # another run took the lake over
+        at_steal = commit_records(out)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 4, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "lost its lock to `harvester refresh` (pid 1 on thief-host)" in lines[0]
+    assert lines[0].endswith("stopping before writing")
+    after = commit_records(out)
+    # The fence reads the lock right before each marker: at most the one write that had
+    # already passed its check when the lock was taken can land, and nothing after it.
+    changed = {name for name in after if at_steal.get(name) != after[name]}
+    assert len(changed) <= 1, changed
+    assert "complete.json" not in after
+    plan = HarvestState(lake).load_plan()
+    assert plan is not None and len(after) < len(plan.shards)  # much was left to do
+    assert lock_bytes(lake) == stolen  # the loser neither renewed nor removed the lock
+
+    # Once the other run is gone, the same command finishes the lake, equal to the source.
+    lake.delete(LOCK)
+    result = run_harvest(small_sim.url, str(out), *dates, env=SMALL_SHARDS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_lake_equals_truth(lake, small_sim.truth())
+
+
+def test_a_compaction_whose_lock_is_stolen_writes_nothing(
+    small_sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harvester import cli, commit
+
+    out = tmp_path / "lake"
+    dates = ("--from", "2019-01-01", "--to", "2019-02-28")
+    result = run_harvest(small_sim.url, str(out), *dates, env=SMALL_SHARDS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = Lake.open(str(out))
+
+    def files() -> dict[str, tuple[int, int]]:
+        paths = [p for p in out.rglob("*") if p.is_file() and p.name != "lock.json"]
+        return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in paths}
+
+    before = files()
+    read_files = commit.read_files
+
+    def steal_then_read(*args: Any, **kwargs: Any) -> Any:
+        put_lock(lake, thief())  # taken over while compaction reads its first partition
+        return read_files(*args, **kwargs)
+
+    monkeypatch.setattr("harvester.ops.compact.read_files", steal_then_read)
+    for name in list(os.environ):
+        if name.startswith(("HARVESTER_", "USPTO_")):
+            monkeypatch.delenv(name)
+    assert cli.main(["compact", "--out", str(out)]) == 4
+    assert files() == before, "a compaction that lost its lock wrote or deleted files"
+    assert LockRecord.parse(lock_bytes(lake) or b"") is not None  # the thief's, kept
