@@ -107,7 +107,10 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
 async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
     lake = open_lake(settings)
     state = HarvestState(lake)
-    state.check_compatible()
+    if state.check_compatible() is None and not state.has_plan():
+        # A new lake: refused where anything else lives, before a request is spent and
+        # before the lock would create a _harvest/ there.
+        refuse_foreign_root(lake)
     report = RunReport.begin("harvest", settings)
     async with make_client(settings) as client:
         progress.bind_stats(client.progress_counters)
@@ -126,8 +129,6 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
                 report.status = "complete"
                 report.events.append("the harvest of this lake is already complete: use refresh")
                 return RunOutcome(report, True)
-        if new_plan and state.check_compatible() is None:
-            refuse_foreign_root(lake)  # before the lock: a refused root gets no _harvest/
         # Everything before this line only read; from here on the lake is written.
         async with holding(state, "harvest"):
             if new_plan:
