@@ -1,6 +1,7 @@
-"""Peak memory and time of refresh's partition merge (issue 12): a check, not a scenario.
+"""Peak memory and time of refresh's partition merge (issue 12).
 
-Run: ``python -m bench.merge_rss [--rows 900000] [--impl harvester.merge] [--keep DIR]``.
+Run: ``python -m bench.merge_rss [--rows 900000] [--impl harvester.merge] [--keep DIR]``;
+``make bench`` runs it as the ``refresh_rss`` scenario (``measure``).
 
 Builds one month of ``--rows`` simulator rows (``harvester.sim.rows``, decoded like a
 harvest) and writes it as a partition with the harvester's writer, plus the staged rows of
@@ -14,8 +15,9 @@ two refreshes, then runs each refresh's merge in a fresh subprocess, the way
 - ``restamp``: every row's ``createDateTime`` changed (an upstream reload): all rows are
   changed rows.
 
-Each child prints its wall time and peak RSS (``VmHWM`` of ``/proc/self/status``), so the
-numbers are the merge's own, not the setup's. ``--impl`` names the module that provides
+Each child prints its wall time and peak RSS (``VmHWM`` of ``/proc/self/status``; also
+its RSS before the merge: the interpreter and its imports), so the numbers are the
+merge's own, not the setup's. ``--impl`` names the module that provides
 ``merge_partition`` (e.g. a copy of an older ``harvester/merge.py``, for comparison).
 """
 
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ PARTITION = f"year={YEAR}/month={MONTH}"
 DAYS = [dt.date(YEAR, MONTH, d) for d in range(1, 32)]
 LATE, MODIFIED, DELETED = 2_000, 5_000, 500
 CASES = ("repair", "restamp")
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def _rows(rng: random.Random, count: int, prefix: bytes, stamp_offset_days: int) -> pa.Table:
@@ -113,11 +117,12 @@ def build(directory: Path, rows: int) -> None:
     _write_stage(directory, "restamp-changed", restamped)
 
 
-def _peak_rss_mb() -> float:
+def _rss_bytes(field: str = "VmHWM") -> int:
+    """This process's peak RSS (``VmHWM``) or current RSS (``VmRSS``), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024  # the kernel counts kB = KiB
+    return -1
 
 
 def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) -> dict[str, Any]:
@@ -149,6 +154,8 @@ _IMPL = ["harvester.merge"]
 
 def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
     lake, stage = Lake.open(str(lake_dir)), Lake.open(str(stage_dir))
+    importlib.import_module(_IMPL[0])
+    before = _rss_bytes("VmRSS")  # the interpreter and its imports, before any row
     start = time.perf_counter()
     if case == "repair":
         stages = [
@@ -158,13 +165,63 @@ def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
     else:
         stages = [_merge_stage(lake, stage, "restamp-changed.parquet", [])]
     seconds = time.perf_counter() - start
+    peak = _rss_bytes()
     return {
         "case": case,
         "impl": _IMPL[0],
         "seconds": round(seconds, 1),
-        "peak_rss_mb": round(_peak_rss_mb()),
+        # MiB, as this script has always printed them (docs/decisions.md quotes them).
+        "peak_rss_mb": round(peak / 2**20),
+        "peak_rss_bytes": peak,
+        "rss_before_bytes": before,
         "stages": stages,
     }
+
+
+def measure(
+    rows: int,
+    *,
+    impl: str = "harvester.merge",
+    cases: Sequence[str] = CASES,
+    keep: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Build ``rows`` rows (in ``keep``, reused if already built there; else a temporary
+    directory) and run each case's merge in a fresh subprocess, each from a copy of the
+    same partition. Returns the build's seconds (``None`` when reused) and each case's
+    result as its child reported it (``seconds``, ``peak_rss_mb``, ``stages``)."""
+    results: dict[str, Any] = {"rows": rows, "impl": impl, "build_s": None, "cases": {}}
+    with tempfile.TemporaryDirectory(prefix="merge-rss-") as tmp:
+        base = keep or Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        if not (base / "built").exists():
+            start = time.perf_counter()
+            build(base, rows)
+            (base / "built").touch()
+            results["build_s"] = round(time.perf_counter() - start, 1)
+            log(f"built {rows:,} rows in {results['build_s']:.0f}s")
+        for case in cases:
+            results["cases"][case] = run_case(base, case, impl)
+            log(json.dumps(results["cases"][case]))
+    return results
+
+
+def run_case(base: Path, case: str, impl: str = "harvester.merge") -> dict[str, Any]:
+    """One case's merge in a fresh subprocess, on a copy of the partition built in
+    ``base``; returns what the child reported."""
+    work = base / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(base / "lake", work)
+    try:
+        command = [sys.executable, "-m", "bench.merge_rss", "--impl", impl]
+        command += ["--case", case, "--child", str(work), str(base / "stage")]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=_REPO)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"merge_rss {case}: exit {done.returncode}: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,22 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], cases[0])))
         return 0
-    with tempfile.TemporaryDirectory(prefix="merge-rss-") as tmp:
-        base = args.keep or Path(tmp)
-        if not (base / "built").exists():
-            start = time.perf_counter()
-            build(base, args.rows)
-            (base / "built").touch()
-            print(f"built {args.rows:,} rows in {time.perf_counter() - start:.0f}s", flush=True)
-        for case in cases:
-            # Every case starts from the same partition: a copy of the one built.
-            work = base / "work"
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.copytree(base / "lake", work)
-            command = [sys.executable, "-m", "bench.merge_rss", "--impl", args.impl]
-            command += ["--case", case, "--child", str(work), str(base / "stage")]
-            subprocess.run(command, check=True)
-            shutil.rmtree(work, ignore_errors=True)
+    measure(
+        args.rows,
+        impl=args.impl,
+        cases=cases,
+        keep=args.keep,
+        log=lambda line: print(line, flush=True),
+    )
     return 0
 
 

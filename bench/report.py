@@ -311,6 +311,25 @@ def _unknown(sc: dict[str, Any]) -> list[str]:
     return out
 
 
+def _refresh_rss(sc: dict[str, Any]) -> list[str]:
+    p = sc["params"]
+    out = [
+        f"One month partition ({p['partition']}) of {p['rows']:,} rows, written by the"
+        f" harvester's writer. Measured: {p['measured']} One run per case; MB = 10^6 bytes.",
+        "",
+        "| case | merges | rows after | added | updated | deleted | wall s | peak RSS MB"
+        " | RSS before the merge MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in sc["runs"]:
+        out.append(
+            f"| {r['what']} | {r['merges']} | {r['rows_after']:,} | {r['added']:,} |"
+            f" {r['updated']:,} | {r['deleted']:,} | {_num(r['wall_s'], 1)} |"
+            f" {_num(r['peak_rss_mb'])} | {_num(r['rss_before_mb'])} |"
+        )
+    return out
+
+
 def _count(good: int, runs: int) -> str:
     text = f"{good}/{runs}"
     return text if good == runs else f"**{text}**"
@@ -344,6 +363,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "output": _output,
     "resume": _resume,
     "unknown": _unknown,
+    "refresh_rss": _refresh_rss,
     "profile": _profile,
 }
 

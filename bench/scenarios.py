@@ -1,5 +1,5 @@
 """The benchmark scenarios (rate limit, throughput, scale, output, resume, an unknown
-service) and the profile. Each returns a JSON-ready dict.
+service, a refresh's peak memory) and the profile. Each returns a JSON-ready dict.
 
 Every measured run starts its own simulator process (``harvester.sim.testing``), so the
 server side starts equal for everyone (cold row cache, fresh rate-limit buckets) and its
@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from bench import verify
+from bench import merge_rss, verify
 from bench.contenders import Contender
 from bench.measure import Measured, clean_env, cpu_seconds, run_measured
 from harvester.sim.testing import SimHandle, run_simulator_process
@@ -52,6 +52,7 @@ class Sizes:
     resume_records: int
     profile_records: int
     unknown_records: int
+    refresh_rows: int
     seed: int = 7
 
     @classmethod
@@ -67,6 +68,7 @@ class Sizes:
             resume_records=1_000_000,
             profile_records=200_000,
             unknown_records=100_000,
+            refresh_rows=900_000,  # issue 12's partition: a large month of the real corpus
         )
 
     @classmethod
@@ -82,6 +84,7 @@ class Sizes:
             resume_records=100_000,
             profile_records=50_000,
             unknown_records=20_000,
+            refresh_rows=100_000,
         )
 
 
@@ -818,6 +821,77 @@ def _stats(sim: SimHandle) -> dict[str, Any]:
         return {"requests": 0}
 
 
+# ---- scenario 7: a refresh's peak memory ----------------------------------------------
+
+REFRESH_RSS_LIMIT_MB = 500
+REFRESH_CASES = {
+    "repair": "repair of every day: {late:,} late + {modified:,} modified rows merged, then"
+    " every day of the month fetched again and replacing the lake's ({deleted:,} gone)",
+    "restamp": "every row's createDateTime changed (an upstream reload): every row replaced",
+}
+
+
+def scenario_refresh_rss(bench: Bench) -> dict[str, Any]:
+    """``bench.merge_rss``: the merge step of a refresh (the partition and the staged rows
+    read, merged, the partition written, the old files deleted), each case in a fresh
+    process whose peak RSS (VmHWM) is the refresh's memory peak. Fetching the staged rows
+    is not part of it: scenario 2 measures fetch."""
+    rows = bench.sizes.refresh_rows
+    measured = merge_rss.measure(
+        rows,
+        keep=bench.path("out", "refresh_rss", str(rows)),
+        log=lambda line: bench.log(f"  refresh_rss {line}"),
+    )
+    shutil.rmtree(bench.path("out", "refresh_rss"), ignore_errors=True)
+    counts = {"late": merge_rss.LATE, "modified": merge_rss.MODIFIED, "deleted": merge_rss.DELETED}
+    runs = []
+    for case, result in measured["cases"].items():
+        stages = result["stages"]
+        runs.append(
+            {
+                "case": case,
+                "what": REFRESH_CASES[case].format(**counts),
+                "wall_s": result["seconds"],
+                "peak_rss_mb": round(result["peak_rss_bytes"] / MB, 1),
+                "rss_before_mb": round(result["rss_before_bytes"] / MB, 1),
+                "merges": len(stages),
+                "rows_after": stages[-1]["rows"],
+                "added": sum(st["added"] for st in stages),
+                "updated": sum(st["updated"] for st in stages),
+                "deleted": sum(st["deleted"] for st in stages),
+                "child": result,
+            }
+        )
+    by_case = {r["case"]: r for r in runs}
+    targets = []
+    for case, text in (("repair", "repair of every day"),
+                       ("restamp", "every createDateTime changed")):  # fmt: skip
+        peak = by_case[case]["peak_rss_mb"] if case in by_case else None
+        targets.append(
+            target(f"peak RSS <= {REFRESH_RSS_LIMIT_MB} MB, {text}", peak,
+                   None if peak is None else peak <= REFRESH_RSS_LIMIT_MB,
+                   "failed" if peak is None else f"{peak:.0f} MB")
+        )  # fmt: skip
+    return {
+        "title": "7. A refresh's peak memory (the merge step)",
+        "params": {
+            "rows": rows,
+            "partition": merge_rss.PARTITION,
+            "impl": measured["impl"],
+            "build_s": measured["build_s"],
+            **counts,
+            "measured": "the merge step of a refresh, as Refresher._merge_stage runs it:"
+            " read_files of the partition and of the staged rows, merge_partition,"
+            " write_partition_files, old files deleted; each case in a fresh process, peak"
+            " RSS = its VmHWM (the interpreter and imports included). The fetch of the"
+            " staged rows is not in it (scenario 2 measures fetching).",
+        },
+        "command": f"python -m bench.merge_rss --rows {rows}",
+        "runs": runs,
+        "targets": targets,
+    }
+
+
 # ---- the profile -----------------------------------------------------------------------
 
 
@@ -856,5 +930,6 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "output": scenario_output,
     "resume": scenario_resume,
     "unknown": scenario_unknown,
+    "refresh_rss": scenario_refresh_rss,
     "profile": scenario_profile,
 }
