@@ -18,7 +18,6 @@ from tests.support.cli import cli, ok, printed_report, reports, snapshot
 from tests.support.harvest import DATES, RANGE, harvest_env, run_harvest, start_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 
-
 # An open end: the lake follows the service's newest data (the test adds days later).
 OPEN = ("--from", "2019-01-01")
 
