@@ -452,26 +452,6 @@ class HarvestState:
             self.check_fence()
             self.lake.delete(PENDING_DROPS)
 
-    # -- the lock ------------------------------------------------------------------------
-    def load_lock(self) -> LockRecord | None:
-        """The lock's holder; None when there is no lock or it cannot be read (a torn one)."""
-        try:
-            data = self._read(LOCK)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        try:
-            return _record(LockRecord, data)
-        except TypeError:
-            return None
-
-    def save_lock(self, record: LockRecord) -> None:
-        self.lake.write_bytes(LOCK, orjson.dumps(asdict(record)))
-
-    def delete_lock(self) -> None:
-        self.lake.delete(LOCK)
-
     # -- refresh: its checkpoint and staging areas ----------------------------------------
     def load_refresh_run(self) -> RefreshRun | None:
         data = self._read(REFRESH_RUN)
