@@ -21,7 +21,14 @@ import pytest
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import snapshot
-from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest, start_harvest
+from tests.support.harvest import (
+    RANGE,
+    WINDOW,
+    harvest_env,
+    harvest_through_drift,
+    run_harvest,
+    start_harvest,
+)
 from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
 
 
@@ -143,12 +150,8 @@ def test_index_drift_during_harvest_is_noticed_and_repaired(tmp_path: Path) -> N
         "11",
         "--admin",
     ) as sim:
-        proc = start_harvest(sim.url, out, "--rate", "60", "--concurrency", "1")
-        for round_seed in (1, 2, 3):
-            time.sleep(1.0)
-            sim.mutate(reorder=True, add=300, late=200, seed=round_seed)
-        stdout, stderr = proc.communicate(timeout=240)
-        assert proc.returncode == 0, stdout + stderr
+        result = harvest_through_drift(sim, out)
+        assert result.returncode == 0, result.stdout + result.stderr
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
         report = _latest_report(out)
         assert report["refetched_shards"] + report["shards_split"] > 0 or any(

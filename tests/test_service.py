@@ -15,7 +15,14 @@ import pytest
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, printed_report, reports, snapshot
-from tests.support.harvest import DATES, RANGE, harvest_env, run_harvest, start_harvest
+from tests.support.harvest import (
+    DATES,
+    RANGE,
+    harvest_env,
+    harvest_through_drift,
+    run_harvest,
+    start_harvest,
+)
 from tests.support.lakecheck import assert_lake_equals_truth
 
 # An open end: the lake follows the service's newest data (the test adds days later).
@@ -70,12 +77,8 @@ def test_sort_honoured_pages_by_key_through_index_drift(tmp_path: Path) -> None:
     out = tmp_path / "lake"
     args = ("--records", "20000", *RANGE, "--sort", "honour", "--seed", "11", "--admin")
     with run_simulator_process(*args) as sim:
-        proc = start_harvest(sim.url, out, "--rate", "60", "--concurrency", "1")
-        for round_seed in (1, 2, 3):
-            time.sleep(1.0)
-            sim.mutate(reorder=True, add=300, late=200, seed=round_seed)
-        stdout, stderr = proc.communicate(timeout=240)
-        assert proc.returncode == 0, stdout + stderr
+        result = harvest_through_drift(sim, out)
+        assert result.returncode == 0, result.stdout + result.stderr
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
     service = service_of(reports(out, "harvest")[-1])
     assert service["sort"] == "honoured" and service["paging"] == "by key"

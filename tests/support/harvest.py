@@ -7,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from harvester.sim.testing import SimHandle
 
 # Two months of mail dates, ~340 rows a day on average: with a window of 300, many days
 # must be split by id range.
@@ -80,3 +83,14 @@ def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
         text=True,
         preexec_fn=_sigint_as_in_a_terminal,
     )
+
+
+def harvest_through_drift(sim: SimHandle, out: Path) -> subprocess.CompletedProcess[str]:
+    """A slow harvest (60 requests/s, one at a time) while the index drifts under it: three
+    rounds, a second apart, each reordering every day and adding new and late rows."""
+    proc = start_harvest(sim.url, out, "--rate", "60", "--concurrency", "1")
+    for round_seed in (1, 2, 3):
+        time.sleep(1.0)
+        sim.mutate(reorder=True, add=300, late=200, seed=round_seed)
+    stdout, stderr = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
