@@ -15,7 +15,8 @@ import pytest
 from harvester.sim.corpus import Corpus
 from harvester.sim.lucene import parse
 from harvester.sim.mutate import MutationError, MutationSpec, Mutator
-from harvester.sim.testing import SIM_MODULE
+from harvester.sim.predicate import compile_predicate
+from harvester.sim.testing import SIM_MODULE, run_simulator_process
 
 START, END = dt.date(2019, 1, 1), dt.date(2019, 2, 28)
 
@@ -117,6 +118,8 @@ def test_clock_moves_forward_every_call(corpus: Corpus) -> None:
         {"seed": 1.5},
         {"drop": 1},
         {"late": True},
+        {"reload": "yes"},
+        {"reload": 1},
     ],
 )
 def test_bad_mutation_requests_are_refused(body: Any) -> None:
@@ -176,3 +179,93 @@ def test_silent_modifications_and_swaps_keep_counts_and_old_stamps(corpus: Corpu
         stamp = after[i]["createDateTime"]
         node = parse(f"createDateTime:[{stamp}Z TO {stamp}Z] AND id:{i}")
         assert corpus.search(node, 0, 1)[0] == 1
+
+
+def count(corpus: Corpus, query: str) -> int:
+    return corpus.search(parse(query), 0, 0)[0]
+
+
+def test_base_rows_carry_the_stamps_of_weekly_batch_loads(corpus: Corpus) -> None:
+    rows = truth(corpus)
+    stamps = Counter(r["createDateTime"] for r in rows)
+    # A handful of loads stamp everything, as the captured sample's one stamp for 2011.
+    assert len(stamps) < len(rows) / 100
+    assert max(stamps.values()) > len(rows) / 20
+    for stamp in stamps:
+        assert dt.datetime.fromisoformat(stamp).weekday() == 1  # the loads' Tuesday
+    for row in rows:  # within the day's known bounds, which prune queries
+        delay = dt.date.fromisoformat(row["createDateTime"][:10]) - dt.date.fromisoformat(
+            row["submissionDate"][:10]
+        )
+        assert dt.timedelta(days=1) <= delay < dt.timedelta(days=45)
+    newest = max(stamps)
+    assert count(corpus, f"createDateTime:[{newest}Z TO {newest}Z]") == stamps[newest]
+
+
+def test_a_call_is_one_load_every_row_it_touches_shares_its_stamp(corpus: Corpus) -> None:
+    before = by_id(truth(corpus))
+    summary = Mutator(corpus).apply(MutationSpec(add=120, late=30, modify=25, seed=6))
+    after = truth(corpus)
+    touched = [r for r in after if r["id"] not in before or r != before[r["id"]]]
+    assert len(touched) == 175
+    assert {r["createDateTime"] for r in touched} == {summary["stamp"]}
+    assert summary["stamp"].startswith(summary["clock"][:10])
+    assert count(corpus, f"createDateTime:[{summary['stamp']}Z TO *]") == 175
+
+
+def test_reload_restamps_every_row_with_the_calls_content_changes(corpus: Corpus) -> None:
+    mutator = Mutator(corpus)
+    mutator.apply(MutationSpec(add=60, modify=20, seed=1))  # rows added before the reload
+    before = by_id(truth(corpus))
+    summary = mutator.apply(MutationSpec(reload=True, modify=5, delete=4, add=30, seed=2))
+    assert summary["reloaded"] is True and summary["modified"] == 5
+    rows = truth(corpus)
+    after = by_id(rows)
+    assert len(after) == len(before) - 4 + 30 == summary["numFound"] == count(corpus, "*:*")
+    assert {r["createDateTime"] for r in rows} == {summary["stamp"]}
+    # Apart from the stamp, only the five modified rows changed content.
+    changed = [
+        i
+        for i in after.keys() & before.keys()
+        if {**after[i], "createDateTime": ""} != {**before[i], "createDateTime": ""}
+    ]
+    assert len(changed) == 5
+    assert len(before.keys() - after.keys()) == 4 and len(after.keys() - before.keys()) == 30
+    # Every row is found by the reload's stamp, and by no older one (days pruned exactly).
+    stamp = summary["stamp"]
+    assert count(corpus, f"createDateTime:[{stamp}Z TO {stamp}Z]") == len(rows)
+    assert count(corpus, f"createDateTime:[* TO {stamp}Z}}") == 0
+
+    # Pruning by the days' stamp bounds answers as filtering every row would.
+    for query in (
+        f"createDateTime:[{stamp[:10]} TO *] AND submissionDate:[2019-01-10 TO 2019-02-03]",
+        f"NOT createDateTime:[{stamp}Z TO *]",
+        "createDateTime:[2019-02-01T00:00:00Z TO *] OR id:[a TO b}",
+    ):
+        predicate = compile_predicate(parse(query))
+        assert corpus.search(parse(query), 0, len(rows))[1] == [r for r in rows if predicate(r)]
+
+    # Later calls stamp newer loads; a swap is stamped like its day's base rows (the reload).
+    later = mutator.apply(MutationSpec(add=10, swap=3, modify_silently=2, seed=3))
+    assert later["stamp"] > stamp
+    rows = truth(corpus)
+    assert Counter(r["createDateTime"] for r in rows) == {
+        stamp: len(rows) - 10,
+        later["stamp"]: 10,
+    }
+
+
+def test_a_reload_is_reproducible_and_reaches_the_truth_of_a_served_simulator() -> None:
+    def run() -> bytes:
+        corpus = Corpus(4, 3000, START, END)
+        mutator = Mutator(corpus)
+        mutator.apply(MutationSpec(add=50, modify=30, delete=10, seed=1))
+        mutator.apply(MutationSpec(reload=True, modify=3, seed=2))
+        return b"".join(corpus.truth_chunks())
+
+    assert run() == run()
+    args = ("--records", "3000", "--start", "2019-01-01", "--end", "2019-02-28", "--seed", "4")
+    with run_simulator_process(*args, "--admin") as sim:
+        sim.mutate(add=50, modify=30, delete=10, seed=1)
+        sim.mutate(reload=True, modify=3, seed=2)
+        assert sim.truth_bytes() == run()

@@ -7,6 +7,10 @@ small LRU bounded by rows. Mutations live in an in-memory overlay per touched da
 Index order is day-major: within a day, a seeded permutation of the base rows (re-seeded by
 every ``reorder``), then rows added by mutations in insertion order. A modification is a
 delete plus an add, as in Lucene, so a modified row moves to the end of its day.
+
+Base rows carry the stamps of their day's load batches (``rows.base_batches``), until a
+reload (``restamp``): then every row, base and added, carries the reload's one stamp, and
+the days' stamp bounds (``facts``) say so, so stamp queries stay pruned exactly.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from harvester.sim.config import SimConfig
 from harvester.sim.lucene import Node
 from harvester.sim.predicate import compile_predicate
 from harvester.sim.prune import DAY_FIELD, NONE, SOME, DayFacts, compile_classifier, residual
-from harvester.sim.rows import Row, Stamps, base_stamps, generate
+from harvester.sim.rows import Row, Stamps, base_batches, generate
 from harvester.sim.seeding import derive_seed
 from harvester.sim.volumes import day_counts, prefix_sums
 
@@ -60,7 +64,9 @@ class DayOverlay:
     created_high: dt.datetime | None = None
 
     def note(self, stamps: Stamps) -> None:
-        low, high = stamps.low, stamps.high
+        self.note_bounds(stamps.low, stamps.high)
+
+    def note_bounds(self, low: dt.datetime, high: dt.datetime) -> None:
         self.created_low = low if self.created_low is None else min(self.created_low, low)
         self.created_high = high if self.created_high is None else max(self.created_high, high)
 
@@ -117,6 +123,9 @@ class Corpus:
         self.overlays: dict[int, DayOverlay] = {}
         self.version = 0  # bumped by every mutation: cached plans die with it
         self.order_key = "0"  # re-seeded by every reorder
+        # The newest reload's stamp (``restamp``): every base row carries it instead of its
+        # load batch's. None until the first reload.
+        self.reload_stamp: str | None = None
         self.cache_rows = cache_rows
         self._days: OrderedDict[int, Day] = OrderedDict()
         self._cached_rows = 0
@@ -169,14 +178,24 @@ class Corpus:
     def total(self) -> int:
         return sum(self.count(o) for o in self.ordinals())
 
+    def base_batches(self, ordinal: int) -> tuple[str, ...]:
+        """The stamps the day's base rows carry: its load batches, or the last reload's."""
+        if self.reload_stamp is not None:
+            return (self.reload_stamp,)
+        return base_batches(self.seed, dt.date.fromordinal(ordinal))
+
+    def base_bounds(self, ordinal: int) -> tuple[dt.datetime, dt.datetime]:
+        """The oldest and newest stamp a base row of the day can carry (no row generated)."""
+        batches = self.base_batches(ordinal)
+        return dt.datetime.fromisoformat(batches[0]), dt.datetime.fromisoformat(batches[-1])
+
     def facts(self, ordinal: int) -> DayFacts:
         day = dt.date.fromordinal(ordinal)
         low: dt.datetime | None = None
         high: dt.datetime | None = None
         overlay = self.overlays.get(ordinal)
         if self.base_count(ordinal) > (len(overlay.deleted) if overlay else 0):
-            stamps = base_stamps(day)
-            low, high = stamps.low, stamps.high
+            low, high = self.base_bounds(ordinal)
         if overlay is not None and overlay.created_low is not None:
             assert overlay.created_high is not None
             low = overlay.created_low if low is None else min(low, overlay.created_low)
@@ -208,13 +227,15 @@ class Corpus:
     def _build(self, ordinal: int) -> Day:
         date = dt.date.fromordinal(ordinal)
         count = self.base_count(ordinal)
+        batches = self.base_batches(ordinal)
         generated = generate(
             random.Random(derive_seed(self.seed, "day", ordinal)),
             count,
             date,
-            base_stamps(date),
+            Stamps(date, 86400),  # unused: the stamps are the batches'
             b"%d:%d:" % (self.seed, ordinal),
             self._bad.get(ordinal, frozenset()),
+            batches,
         )
         self.generated_rows += count
         order = self.base_order(ordinal)
@@ -242,6 +263,19 @@ class Corpus:
             _, old = self._days.popitem(last=False)
             self._cached_rows -= len(old.rows)
         return day
+
+    def restamp(self, stamp: str) -> None:
+        """A reload: every row of the index, base and added, now carries ``stamp``. Base
+        rows take it when generated (``base_batches``); added rows are changed here."""
+        moment = dt.datetime.fromisoformat(stamp)
+        self.reload_stamp = stamp
+        for overlay in self.overlays.values():
+            for row_id, row in overlay.added.items():
+                overlay.added[row_id] = {**row, "createDateTime": stamp}  # key order kept
+            overlay.created_low = overlay.created_high = None
+            if overlay.added:
+                overlay.note_bounds(moment, moment)
+        self.invalidate()
 
     def peek(self, ordinal: int) -> Day:
         """A day's rows without disturbing the LRU (for full scans such as the truth)."""

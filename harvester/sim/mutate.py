@@ -13,6 +13,11 @@ Two mutations change what no count and no watermark can see (``verify --deep`` c
 ``modify_silently`` changes rows as ``modify`` does but keeps their ``createDateTime``;
 ``swap`` deletes a row and puts a new one on the same day, stamped like the day's base rows
 (long before the clock), so the day's count stays.
+
+A call is one load at the source: every row it adds or modifies carries the call's one
+``createDateTime`` (a seeded second of the clock day), as the service's batch loads do.
+``reload`` makes the call a reload of the whole index (reference: "createDateTime is a batch
+stamp"): after its other changes, every row present, base and added, carries that stamp.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from harvester.sim.corpus import Corpus, DayOverlay
 from harvester.sim.rows import (
     CATEGORIES,
     CLAIM_RUNS,
+    CLOCK_MINUTES,
+    CLOCK_SECONDS,
     MAX_CLAIMS,
     PARAGRAPHS,
     Row,
     Stamps,
-    base_stamps,
     generate,
 )
 from harvester.sim.seeding import derive_seed
@@ -61,6 +67,7 @@ class MutationSpec:
     swap: int = 0
     future: int = 0  # late rows stamped 9999-12-30: a clock gone wrong at the source
     reorder: bool = False
+    reload: bool = False  # every row re-stamped with the call's stamp: the source reloaded
     seed: int | None = None
 
     @classmethod
@@ -68,22 +75,25 @@ class MutationSpec:
         if not isinstance(body, dict):
             raise MutationError("the body must be a JSON object")
         names = ("add", "late", "modify", "delete", "modify_silently", "swap", "future")
-        unknown = sorted(set(body) - {*names, "reorder", "seed"})
+        unknown = sorted(set(body) - {*names, "reorder", "reload", "seed"})
         if unknown:
             raise MutationError(f"unknown keys: {', '.join(unknown)}")
-        counts: dict[str, int] = {}
+        counts: dict[str, Any] = {}  # ints, checked below (Any: the spec has bools too)
         for name in names:
             value = body.get(name, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise MutationError(f"{name} must be a non-negative integer")
             counts[name] = value
-        reorder = body.get("reorder", False)
-        if not isinstance(reorder, bool):
-            raise MutationError("reorder must be true or false")
+        switches: dict[str, bool] = {}
+        for name in ("reorder", "reload"):
+            value = body.get(name, False)
+            if not isinstance(value, bool):
+                raise MutationError(f"{name} must be true or false")
+            switches[name] = value
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise MutationError("seed must be an integer")
-        return cls(reorder=reorder, seed=seed, **counts)
+        return cls(seed=seed, **switches, **counts)
 
 
 class Mutator:
@@ -103,30 +113,39 @@ class Mutator:
         newest = max([corpus.last, *new_days]) if new_days else corpus.last
         self.clock = max(self.clock + dt.timedelta(days=1), dt.date.fromordinal(newest + 1))
         stamps = Stamps(self.clock, 86400)
+        # Its own stream: the call's draws (which rows, which days) stay as they were.
+        second = derive_seed(corpus.seed, "stamp", self.calls, call_seed) % stamps.span_seconds
+        stamp = f"{self.clock.isoformat()}{CLOCK_MINUTES[second // 60]}{CLOCK_SECONDS[second % 60]}"
         touched: set[int] = set()
 
         deleted, modified, silent, swapped = self._delete_and_modify(
-            rng, (spec.delete, spec.modify, spec.modify_silently, spec.swap), stamps, touched
+            rng, (spec.delete, spec.modify, spec.modify_silently, spec.swap), stamp, touched
         )
-        batches = (
-            (self._old_days(rng, spec.late), stamps, "late"),
-            (new_days, stamps, "add"),
-            (self._old_days(rng, spec.future), FUTURE_STAMPS, "future"),
+        batches: tuple[tuple[dict[int, int], Stamps, str | None, str], ...] = (
+            (self._old_days(rng, spec.late), stamps, stamp, "late"),
+            (new_days, stamps, stamp, "add"),
+            (self._old_days(rng, spec.future), FUTURE_STAMPS, None, "future"),
         )
-        for days, batch_stamps, kind in batches:
+        for days, batch_stamps, batch, kind in batches:
             for ordinal, n in sorted(days.items()):
-                self._append_new_rows(ordinal, n, batch_stamps, kind)
+                self._append_new_rows(ordinal, n, batch_stamps, kind, batch)
                 touched.add(ordinal)
         corpus.last = newest
         corpus.version += 1
         if spec.reorder:
             corpus.order_key = f"{corpus.version}:{call_seed}"
+        if spec.reload:
+            # After every other change of the call: all rows present carry its stamp.
+            corpus.restamp(stamp)
+            touched.update(o for o in corpus.ordinals() if corpus.count(o))
+        elif spec.reorder:
             corpus.invalidate()
         else:
             corpus.invalidate(sorted(touched))
         return {
             "version": corpus.version,
             "clock": stamps.low.isoformat(),
+            "stamp": stamp,
             "added": sum(new_days.values()),
             "late": spec.late,
             "modified": modified,
@@ -135,6 +154,7 @@ class Mutator:
             "swapped": swapped,
             "future": spec.future,
             "reordered": spec.reorder,
+            "reloaded": spec.reload,
             "days": [dt.date.fromordinal(o).isoformat() for o in sorted(touched)],
             "numFound": corpus.total,
         }
@@ -162,20 +182,29 @@ class Mutator:
     def _overlay(self, ordinal: int) -> DayOverlay:
         return self.corpus.overlays.setdefault(ordinal, DayOverlay())
 
-    def _append_new_rows(self, ordinal: int, n: int, stamps: Stamps, kind: str) -> None:
+    def _append_new_rows(
+        self, ordinal: int, n: int, stamps: Stamps, kind: str, batch: str | None
+    ) -> None:
+        """``n`` new rows on the day, all stamped ``batch`` (None: spread over ``stamps``)."""
         corpus = self.corpus
         overlay = self._overlay(ordinal)
         rng = random.Random(derive_seed(corpus.seed, kind, corpus.version + 1, ordinal))
         prefix = b"%d:%s%d:%d:" % (corpus.seed, kind.encode(), corpus.version + 1, ordinal)
-        for row in generate(rng, n, dt.date.fromordinal(ordinal), stamps, prefix).rows:
+        day = dt.date.fromordinal(ordinal)
+        batches = None if batch is None else (batch,)
+        for row in generate(rng, n, day, stamps, prefix, batches=batches).rows:
             overlay.added[row["id"]] = row
-        overlay.note(stamps)
+        if batch is None:
+            overlay.note(stamps)
+        else:
+            moment = dt.datetime.fromisoformat(batch)
+            overlay.note_bounds(moment, moment)
 
     def _delete_and_modify(
         self,
         rng: random.Random,
         wanted_counts: tuple[int, int, int, int],
-        stamps: Stamps,
+        stamp: str,
         touched: set[int],
     ) -> tuple[int, int, int, int]:
         """Delete, modify, modify silently and swap distinct rows; returns how many of each."""
@@ -211,30 +240,32 @@ class Mutator:
                 else:
                     del overlay.added[str(added_id)]
                 if kind == _MODIFY:
-                    overlay.added[row["id"]] = self._modified(rng, row, stamps)
+                    overlay.added[row["id"]] = self._modified(rng, row, stamp)
                 elif kind == _SILENT:
                     # Same stamp: the day's base stamps (or a stamp already noted) cover it.
-                    new = self._modified(rng, row, stamps)
-                    new["createDateTime"] = row["createDateTime"]
-                    overlay.added[row["id"]] = new
-                    overlay.note(base_stamps(dt.date.fromordinal(ordinal)))
+                    overlay.added[row["id"]] = self._modified(rng, row, row["createDateTime"])
+                    overlay.note_bounds(*corpus.base_bounds(ordinal))
             if any(kind == _MODIFY for *_, kind in resolved):
-                overlay.note(stamps)
+                moment = dt.datetime.fromisoformat(stamp)
+                overlay.note_bounds(moment, moment)
             swaps = sum(kind == _SWAP for *_, kind in resolved)
             if swaps:
-                # Stamped on the day's first load day, as its base rows were: no watermark
-                # after the harvest sees them.
-                first_load = Stamps(base_stamps(dt.date.fromordinal(ordinal)).first, 86400)
-                self._append_new_rows(ordinal, swaps, first_load, "swap")
+                # Stamped like the day's base rows (its first load, or the last reload): no
+                # watermark taken after the harvest sees them.
+                first_load = corpus.base_batches(ordinal)[0]
+                day_stamps = Stamps(dt.date.fromisoformat(first_load[:10]), 86400)
+                self._append_new_rows(ordinal, swaps, day_stamps, "swap", first_load)
             touched.add(ordinal)
         return n_delete, n_modify, n_silent, n_swap
 
     @staticmethod
-    def _modified(rng: random.Random, row: Row, stamps: Stamps) -> Row:
-        """The row re-loaded: same id and mail date, a newer stamp, some fields changed."""
-        seconds = rng.randrange(stamps.span_seconds)
+    def _modified(rng: random.Random, row: Row, stamp: str) -> Row:
+        """The row re-loaded: same id and mail date, stamped ``stamp``, some fields changed."""
+        # Drawn as when each row had a second of its own: the draws after it (and so which
+        # rows and days a seeded scenario touches) stay what they were.
+        rng.randrange(86400)
         new = dict(row)
-        new["createDateTime"] = (stamps.low + dt.timedelta(seconds=seconds)).isoformat()
+        new["createDateTime"] = stamp
         category = CATEGORY_CYCLE.index(row.get("actionTypeCategory", ""))
         new["actionTypeCategory"] = CATEGORY_CYCLE[(category + 1) % len(CATEGORY_CYCLE)]
         if rng.random() < 0.5:

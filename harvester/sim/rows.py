@@ -3,8 +3,10 @@
 One office action yields 1-6 rows (one per rejection group) that share the application,
 the document id, the mail date, the art unit, the classes, the statute flags and the load
 stamp; rows differ in id, legal section, category, paragraph and claims (reference,
-"Size and coverage"; samples/records-by-application.json). Rows are dicts whose keys are
-already in alphabetical order, as the service serves them, so serialising needs no sort.
+"Size and coverage"; samples/records-by-application.json). Load stamps are batch stamps:
+a weekly load stamps every row it carries with one ``createDateTime`` (``base_batches``).
+Rows are dicts whose keys are already in alphabetical order, as the service serves them,
+so serialising needs no sort.
 
 Speed matters (a 5M-row corpus is regenerated day by day while serving), so each action
 draws a couple of ``getrandbits`` values and slices them into table lookups instead of
@@ -19,6 +21,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from harvester.sim.seeding import derive_seed
 
 Row = dict[str, Any]
 
@@ -107,6 +111,32 @@ def base_stamps(day: dt.date) -> Stamps:
     return Stamps(day + dt.timedelta(days=1), 44 * 86400)
 
 
+# The service loads rows in batches, every row of a batch stamped with the batch's one
+# createDateTime (reference: "createDateTime is a batch stamp"; the captured 2011 rows all
+# carry 2025-07-15T21:22:06, a Tuesday). Base rows go out in weekly loads on this weekday.
+LOAD_WEEKDAY = 1  # Tuesday
+# Which of the weekly loads after its mail date carries an office action: most go out in the
+# first, a tail in the next five. The sixth starts at most 7 + 35 = 42 days after the mail
+# date, so every stamp stays inside ``base_stamps``' bounds.
+LOAD_DELAY = _table({0: 44, 1: 10, 2: 5, 3: 3, 4: 1, 5: 1}, 64)
+
+
+def load_stamp(seed: int, load_day: dt.date) -> str:
+    """The one createDateTime of the base load on ``load_day``: its time of day is seeded."""
+    second = derive_seed(seed, "load", load_day.toordinal()) % 86400
+    return f"{load_day.isoformat()}{CLOCK_MINUTES[second // 60]}{CLOCK_SECONDS[second % 60]}"
+
+
+def base_batches(seed: int, day: dt.date) -> tuple[str, ...]:
+    """The stamps a day's base rows can carry: the loads of the six weeks after it, oldest
+    first. Rows of neighbouring days share them, so a load stamps thousands of rows."""
+    first = day + dt.timedelta(days=1)
+    first += dt.timedelta(days=(LOAD_WEEKDAY - first.weekday()) % 7)
+    return tuple(
+        load_stamp(seed, first + dt.timedelta(weeks=k)) for k in range(max(LOAD_DELAY) + 1)
+    )
+
+
 def _series(year: int) -> tuple[int, int, int]:
     # Utility application series in examination around ``year`` (series 16 began in 2018).
     newest = max(8, min(19, 16 + round((year - 2018) * 0.4)))
@@ -145,14 +175,20 @@ def generate(
     stamps: Stamps,
     id_prefix: bytes,
     bad: frozenset[int] = frozenset(),
+    batches: tuple[str, ...] | None = None,
 ) -> Generated:
-    """``count`` rows mailed on ``day``; ids are blake2b(id_prefix + position)."""
+    """``count`` rows mailed on ``day``; ids are blake2b(id_prefix + position).
+
+    An office action's ``createDateTime`` is one of ``batches`` (batch loads: ``LOAD_DELAY``
+    picks which; one stamp means every row shares it), or without them a uniform second of
+    ``stamps``. The draws are the same either way, so only the stamps differ."""
     submission = f"{day.isoformat()}T00:00:00"
     series = _series(day.year)
     dates = [
         (stamps.first + dt.timedelta(days=k)).isoformat()
         for k in range(stamps.span_seconds // 86400 + 1)
     ]
+    last_batch = len(batches) - 1 if batches else -1
     getrandbits = rng.getrandbits
     blake2b = hashlib.blake2b
     rows: list[Row] = []
@@ -181,10 +217,15 @@ def generate(
         eq1 = int(cite_max == 1 or (cite_max > 1 and b >> 46 & 3 == 0))
         sections = SECTIONS[r101 | r102 << 1 | r103 << 2 | r112 << 3]
         cls, sub = _uspc(getrandbits(32), design)
-        stamp = (c >> 23) % stamps.span_seconds
-        created = (
-            dates[stamp // 86400] + CLOCK_MINUTES[stamp % 86400 // 60] + CLOCK_SECONDS[stamp % 60]
-        )
+        if batches:
+            created = batches[min(LOAD_DELAY[c >> 23 & 63], last_batch)]
+        else:
+            stamp = (c >> 23) % stamps.span_seconds
+            created = (
+                dates[stamp // 86400]
+                + CLOCK_MINUTES[stamp % 86400 // 60]
+                + CLOCK_SECONDS[stamp % 60]
+            )
         claims = (c & 31) % MAX_CLAIMS + 1
         template: Row = {
             "actionTypeCategory": "",

@@ -62,6 +62,10 @@ class SimHandle:
         stats: dict[str, Any] = json.loads(self._call("/_sim/stats"))
         return stats
 
+    def quota_reset(self) -> None:
+        """POST /_sim/quota-reset: the weekly quota's Sunday, now."""
+        self._call("/_sim/quota-reset", {})
+
 
 def _wait_for_ready(process: subprocess.Popen[str], stderr: IO[bytes]) -> str:
     assert process.stdout is not None
