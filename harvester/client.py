@@ -31,6 +31,24 @@ toward ``max_attempts``):
   URL should fail in seconds, not after the whole budget. Once the service has answered
   once, a refusal is a restart or a blip, and gets the full budget.
 
+The long haul (a harvest lasts days; reference: "Weekly quota", "Gateway errors"):
+
+- **Outages.** ``outage_after`` failures in a row (5xx, 408, timeouts, resets, refused
+  connections), across every caller, with no answer between them, begin an outage hold
+  (``backoff.ServiceHold``): every caller waits, one request at a time probes, after a
+  wait doubling from ``backoff_base`` up to ``outage_wait_max``. Failures during the hold
+  do not use up attempts (the outage is not the request's fault). The first answer ends
+  it; the report lists it. One lasting over ``max_outage`` seconds: ``OutageTooLong``.
+- **The weekly quota.** A ``429`` whose body names a quota (``quota.is_quota_message``),
+  or ``429``s persisting ``quota_after`` seconds without one answer between them, mean
+  the key's week is spent: ``QuotaExhausted`` (the run stops cleanly, saying when the
+  quota resets), or with ``quota_wait`` a quota hold probing every ``quota_probe``
+  seconds (never past the reset) until the service answers again. Quota ``429``s use up
+  no attempts.
+- **Caps.** A ``Retry-After`` over ``max_retry_after`` seconds is cut to it and logged.
+  ``max_requests`` (0: none) stops the run cleanly with ``BudgetSpent`` before the
+  request that would exceed it.
+
 The API key goes into the ``X-API-KEY`` header and nowhere else: not into ``repr``, stats,
 logs or exception messages (server text quoted in errors is scrubbed of it too). It is
 never sent in clear to another machine: with a key set, a plain ``http://`` base URL whose
@@ -41,30 +59,37 @@ construction. Redirects are never followed, so the key never reaches a redirect'
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import logging
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from aiolimiter import AsyncLimiter
 
-from harvester.backoff import Throttle, full_jitter
+from harvester import quota
+from harvester.backoff import ServiceHold, Throttle, backoff_ceiling, full_jitter
 from harvester.errors import (
     ApiError,
     ApiUnreachable,
     AuthError,
+    BudgetSpent,
     ConfigError,
+    OutageTooLong,
     QueryError,
+    QuotaExhausted,
     RetriesExhausted,
 )
+from harvester.humanize import duration_text
 
 log = logging.getLogger("harvester.client")
 
@@ -96,7 +121,10 @@ class ClientStats:
     ``requests``: every HTTP attempt. ``pages_ok``: search pages accepted (404 included).
     ``retries_by_cause``: retryable failures other than 429, by cause, counted whether or not
     another attempt followed. ``throttled_429``: 429 responses. ``wait_seconds_429``: wall
-    time the client was paused by 429s (overlapping pauses counted once).
+    time the client was paused by 429s (overlapping pauses counted once). ``holds``: the
+    outages and quota waits met (``backoff.HoldEpisode.to_json``). ``quota_spent_at``: when
+    the weekly quota was found spent ("" if never). ``capped_waits``: ``Retry-After``
+    hints cut to ``max_retry_after``.
     """
 
     requests: int = 0
@@ -105,16 +133,41 @@ class ClientStats:
     throttled_429: int = 0
     bytes_received: int = 0
     wait_seconds_429: float = 0.0
+    holds: list[dict[str, object]] = field(default_factory=list)
+    quota_spent_at: str = ""
+    capped_waits: int = 0
 
 
 class _Retryable(Exception):
     """One attempt failed in a way another attempt may not. Internal to this module."""
 
-    def __init__(self, cause: str, *, unreachable: bool = False, detail: str = "") -> None:
+    def __init__(
+        self,
+        cause: str,
+        *,
+        unreachable: bool = False,
+        outage_like: bool = False,
+        detail: str = "",
+    ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.unreachable = unreachable  # nothing is listening, as far as we can tell
+        # A failure of the service or the way to it (not a damaged answer): what outages
+        # are made of. Refusals and connect timeouts are outage-like too.
+        self.outage_like = outage_like or unreachable
         self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Done(Generic[T]):
+    value: T
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    cause: str
+    wait: float  # the private backoff before the next attempt
+    counted: bool  # uses up one of max_attempts (not during an outage or quota hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +193,14 @@ class ApiClient:
         backoff_max: float = 60.0,
         min_429_wait: float = 5.0,
         user_agent: str = "harvester/0.1",
+        max_retry_after: float = 900.0,
+        outage_after: int = 5,
+        outage_wait_max: float = 300.0,
+        max_outage: float = 86_400.0,
+        quota_wait: bool = False,
+        quota_after: float = 1_800.0,
+        quota_probe: float = 900.0,
+        max_requests: int = 0,
     ) -> None:
         if concurrency < 1 or max_attempts < 1 or timeout <= 0:
             raise ValueError("concurrency and max_attempts must be >= 1 and timeout > 0")
@@ -162,8 +223,23 @@ class ApiClient:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._rng = random.Random()
         self._throttle = Throttle(
-            min_wait=min_429_wait, base=backoff_base, cap=backoff_max, rng=self._rng
+            min_wait=min_429_wait,
+            base=backoff_base,
+            cap=backoff_max,
+            max_hint=max_retry_after,
+            rng=self._rng,
         )
+        self._max_retry_after = max_retry_after
+        self._hold = ServiceHold()
+        self._outage_after = outage_after
+        self._outage_wait_max = outage_wait_max
+        self._max_outage = max_outage
+        self._failures_in_row = 0  # outage-like failures since the last answer, all callers
+        self._quota_wait = quota_wait
+        self._quota_after = quota_after
+        self._quota_probe = quota_probe
+        self._throttled_since: float | None = None  # first 429 since the last answer
+        self._max_requests = max_requests
         self._answered = False  # has any HTTP response ever arrived? (the unreachable rule)
         # Has any call been answered 200? Then URL and key are proven, and a 403 means
         # the key was rejected rather than "wrong URL or key not active yet".
@@ -270,30 +346,18 @@ class ApiClient:
         what: str,
     ) -> T:
         cause = "no attempt"
-        for attempt in range(1, self._max_attempts + 1):
-            wait = 0.0
-            try:
-                response = await self._send(method, path, form)
-                if response.status == 429:
-                    self._throttled(response.headers, what)
-                    cause = "http 429"  # the gate does the waiting, for every caller
-                else:
-                    self._throttle.answered()
-                    self._raise_for_status(response, form, path)
-                    return parse(response)
-            except _Retryable as failure:
-                cause = failure.cause
-                if (
-                    failure.unreachable
-                    and not self._answered
-                    and attempt >= min(UNREACHABLE_ATTEMPTS, self._max_attempts)
-                ):
-                    raise ApiUnreachable(
-                        self._scrub(f"cannot reach {self._base}: {failure.detail or cause}")
-                    ) from None
-                self.stats.retries_by_cause[cause] += 1
-                wait = full_jitter(attempt, self._backoff_base, self._backoff_max, self._rng)
+        attempt = 0  # attempts that count: not those an outage or a spent quota failed
+        while attempt < self._max_attempts:
+            await self._wait_out_hold()
+            result = await self._attempt(method, path, form, parse, what, attempt)
+            if isinstance(result, _Done):
+                return result.value
+            cause = result.cause
+            if not result.counted:
+                continue  # the hold waits for every caller; no attempt is used up
+            attempt += 1
             if attempt < self._max_attempts:
+                wait = result.wait
                 total = wait + self._throttle.gate.remaining()
                 n = self._max_attempts
                 log.info("%s: %s (attempt %d/%d), retry in %.2fs", what, cause, attempt, n, total)
@@ -302,12 +366,190 @@ class ApiClient:
         log.warning("%s: giving up after %d attempts: %s", what, self._max_attempts, cause)
         raise RetriesExhausted(cause, self._max_attempts)
 
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None,
+        parse: Callable[[_Response], T],
+        what: str,
+        attempt: int,
+    ) -> _Done[T] | _Retry:
+        """One request and what it means: a value, or a retry (counted or not)."""
+        try:
+            response = await self._send(method, path, form)
+            if response.status == 429:
+                return self._on_429(response, what)
+            if response.status >= 500 or response.status == 408:
+                raise _Retryable(f"http {response.status}", outage_like=True)
+            self._service_answered()
+            self._throttle.answered()
+            self._raise_for_status(response, form, path)
+            return _Done(parse(response))
+        except _Retryable as failure:
+            if (
+                failure.unreachable
+                and not self._answered
+                and attempt + 1 >= min(UNREACHABLE_ATTEMPTS, self._max_attempts)
+            ):
+                raise ApiUnreachable(
+                    self._scrub(f"cannot reach {self._base}: {failure.detail or failure.cause}")
+                ) from None
+            self.stats.retries_by_cause[failure.cause] += 1
+            if failure.outage_like and self._failed_in_outage(failure.cause, what):
+                return _Retry(failure.cause, 0.0, counted=False)
+            wait = full_jitter(attempt + 1, self._backoff_base, self._backoff_max, self._rng)
+            return _Retry(failure.cause, wait, counted=True)
+
+    # ---- outages and the weekly quota ---------------------------------------------------
+
+    async def _wait_out_hold(self) -> None:
+        """Return once no hold is on; meanwhile take turns sending the hold's probe: one
+        ``GET`` of the field list, which proves the service answers (and the quota is
+        back) without risking a request that fails by itself."""
+        while self._hold.episode is not None:
+            async with self._hold.probe_slot() as probing:
+                if not probing:
+                    return
+                await self._probe()
+
+    async def _probe(self) -> None:
+        episode = self._hold.episode
+        assert episode is not None
+        try:
+            response = await self._send("GET", FIELDS_PATH, None)
+        except _Retryable as failure:
+            self._hold_failed(failure.cause)
+            return
+        if response.status >= 500 or response.status == 408:
+            self._hold_failed(f"http {response.status}")
+        elif response.status == 429 and episode.kind == "quota":
+            episode.failed_requests += 1  # still spent (a throttling 429 is no proof either)
+            self.stats.holds = [e.to_json() for e in self._hold.episodes()]
+        else:
+            # Any other answer (a throttling 429 too) shows the service up: the waiting
+            # requests go on, and meet whatever it answers on their own.
+            self._service_answered()
+
+    def _hold_failed(self, cause: str) -> None:
+        """A failure during an outage hold: the hold's, never a request's attempt.
+        ``OutageTooLong`` once the hold has lasted ``max_outage``."""
+        episode = self._hold.episode
+        assert episode is not None
+        episode.failed_requests += 1
+        self.stats.holds = [e.to_json() for e in self._hold.episodes()]
+        if episode.kind == "outage" and self._hold.age() > self._max_outage:
+            raise OutageTooLong(
+                f"the service has failed every request since {episode.started_at}"
+                f" ({duration_text(self._hold.age())}, last: {cause}), longer than"
+                f" max_outage ({self._max_outage:.0f}s): stopped; finished work is saved,"
+                " run the same command again later to resume"
+            )
+
+    def _service_answered(self) -> None:
+        """An answer that is not a failure nor a 429: outage and quota holds are over."""
+        self._failures_in_row = 0
+        self._throttled_since = None
+        episode = self._hold.end()
+        if episode is not None:
+            self.stats.holds = [e.to_json() for e in self._hold.episodes()]
+            what = "outage" if episode.kind == "outage" else "wait for the weekly quota"
+            log.warning(
+                "the service answers again: %s over after %s (%s .. %s, %d failed requests)",
+                what,
+                duration_text(episode.seconds),
+                episode.started_at,
+                episode.ended_at,
+                episode.failed_requests,
+            )
+
+    def _failed_in_outage(self, cause: str, what: str) -> bool:
+        """Count an outage-like failure; True when an outage holds (it began now, or the
+        request was in flight when it began), so the failure is the outage's and uses up
+        no attempt."""
+        self._failures_in_row += 1
+        episode = self._hold.episode
+        if episode is None:
+            # Never before the service has answered once: then it is unreachable (a wrong
+            # URL), which ApiUnreachable reports in seconds.
+            if not self._answered or self._failures_in_row < self._outage_after:
+                return False
+            self._hold.begin("outage", cause, self._outage_wait)
+            log.warning(
+                "%s: %d requests in a row failed (%s): the service looks down; every worker"
+                " pauses and one request at a time probes (waits up to %.0fs)",
+                what,
+                self._failures_in_row,
+                cause,
+                self._outage_wait_max,
+            )
+        self._hold_failed(cause)
+        return True
+
+    def _outage_wait(self, probe: int) -> float:
+        """Before the n-th probe of an outage: doubling from the retry base, capped."""
+        return backoff_ceiling(probe, max(self._backoff_base, 0.1), self._outage_wait_max)
+
+    def _on_429(self, response: _Response, what: str) -> _Retry:
+        """A 429: throttling (the shared gate waits, and the attempt counts) or the weekly
+        quota (stop, or wait for the reset with one probe at a time: no attempt counts)."""
+        self._failures_in_row = 0  # the service answers: not an outage
+        self.stats.throttled_429 += 1
+        now = time.monotonic()
+        if self._throttled_since is None:
+            self._throttled_since = now
+        message = _server_message(response.body)
+        persisted = now - self._throttled_since >= self._quota_after
+        if not (quota.is_quota_message(message) or persisted):
+            self._throttled(response.headers, what)
+            return _Retry("http 429", 0.0, counted=True)
+        why = (
+            f'the API said "{message}"'
+            if not persisted
+            else f"429s for {duration_text(now - self._throttled_since)} without an answer"
+        )
+        wall = dt.datetime.now(dt.UTC)
+        reset = quota.next_reset(wall)
+        if not self.stats.quota_spent_at:
+            self.stats.quota_spent_at = wall.strftime("%Y-%m-%dT%H:%M:%SZ")
+        resets = f"{reset:%Y-%m-%d %H:%M} UTC (in {duration_text((reset - wall).total_seconds())})"
+        if not self._quota_wait:
+            raise QuotaExhausted(
+                self._scrub(
+                    f"the key's weekly quota is spent ({why}); it resets {resets}."
+                    " Finished work is saved: run the same command again then, or add"
+                    " --wait-for-quota to wait"
+                ),
+                reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+
+        def waits(probe: int) -> float:
+            until_reset = quota.next_reset(dt.datetime.now(dt.UTC)) - dt.datetime.now(dt.UTC)
+            return max(min(self._quota_probe, until_reset.total_seconds() + 1.0), 0.0)
+
+        if self._hold.begin("quota", "weekly quota", waits):
+            log.warning(
+                "%s: the key's weekly quota is spent (%s); waiting for its reset %s,"
+                " one probe every %.0fs",
+                what,
+                self._scrub(why),
+                resets,
+                self._quota_probe,
+            )
+        self._hold_failed("weekly quota")
+        return _Retry("weekly quota", 0.0, counted=False)
+
     async def _send(self, method: str, path: str, form: dict[str, str] | None) -> _Response:
         """One HTTP attempt; transport failures become ``_Retryable``."""
         if self._session is None:
             raise RuntimeError("ApiClient is used outside 'async with'")
         async with self._semaphore:
             await self._ready()
+            if self._max_requests and self.stats.requests >= self._max_requests:
+                raise BudgetSpent(
+                    f"--max-requests {self._max_requests} reached: stopped; finished work is"
+                    " saved, run the same command again to go on"
+                )
             self.stats.requests += 1
             try:
                 # No redirects: aiohttp would turn a redirected POST into a GET and drop the
@@ -324,23 +566,24 @@ class ApiClient:
                     # chunk boundary or a lying proxy. Skipped when decompression changed
                     # the size.
                     if expected is not None and encoding == "identity" and len(body) != expected:
-                        raise _Retryable("truncated body")
+                        raise _Retryable("truncated body", outage_like=True)
                     return _Response(resp.status, resp.headers, body)
             except aiohttp.ConnectionTimeoutError:
                 raise _Retryable("connect timeout", unreachable=True) from None
             except TimeoutError:
-                raise _Retryable("timeout") from None
+                raise _Retryable("timeout", outage_like=True) from None
             except aiohttp.ClientConnectorError as exc:
                 detail = exc.os_error.strerror or type(exc.os_error).__name__
                 raise _Retryable("connection refused", unreachable=True, detail=detail) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                raise _Retryable("connection reset") from None
+                raise _Retryable("connection reset", outage_like=True) from None
             except aiohttp.ClientPayloadError:
-                raise _Retryable("truncated body") from None
+                raise _Retryable("truncated body", outage_like=True) from None
             except aiohttp.ClientConnectionError as exc:
-                raise _Retryable(f"connection error ({type(exc).__name__})") from None
+                cause = f"connection error ({type(exc).__name__})"
+                raise _Retryable(cause, outage_like=True) from None
             except aiohttp.ClientResponseError:
-                raise _Retryable("bad http response") from None
+                raise _Retryable("bad http response", outage_like=True) from None
 
     async def _ready(self) -> None:
         """Wait for the pause gate, then a limiter slot; again if a 429 closed the gate
@@ -353,9 +596,16 @@ class ApiClient:
                 return
 
     def _throttled(self, headers: Mapping[str, str], what: str) -> None:
-        self.stats.throttled_429 += 1
         added, hint = self._throttle.throttled(headers.get("Retry-After"))
         self.stats.wait_seconds_429 += added
+        if hint is not None and hint > self._max_retry_after:
+            self.stats.capped_waits += 1
+            log.warning(
+                "%s: Retry-After %.0fs is longer than max_retry_after: waiting %.0fs",
+                what,
+                hint,
+                self._max_retry_after,
+            )
         shown = "unusable" if hint is None else f"{hint:.2f}s"
         pause = self._throttle.gate.remaining()
         streak = self._throttle.streak

@@ -18,6 +18,11 @@ The hierarchy::
     │   ├── LakeError             4: the lake cannot be used for this command
     │   │   └── LockLost          another run took the lake's lock: stop before writing
     │   ├── RetriesExhausted      a request kept failing: its shard is marked failed (5)
+    │   ├── Interrupted           a signal (Ctrl-C, SIGTERM, SIGHUP): 130, 143, 129
+    │   ├── RunStopped            the run stopped cleanly before its end; progress is saved
+    │   │   ├── QuotaExhausted    7: the key's weekly quota is spent (says when it resets)
+    │   │   ├── BudgetSpent       8: ``--max-requests`` requests were sent
+    │   │   └── OutageTooLong     9: the service stayed down longer than ``max_outage``
     │   └── ShardUnstable         a shard's index kept moving: marked failed (5)
     └── ShardTooLarge             not an error: a shard outgrew the window, split it
 
@@ -37,7 +42,16 @@ code  constant                meaning
 5     ``EXIT_FAILED_SHARDS``  the run finished but some shards failed (named in the output),
                               or ``verify --repair`` could not fetch what differs
 6     ``EXIT_MISMATCH``       ``verify`` found differences (named in the output)
-130   ``EXIT_INTERRUPTED``    interrupted (Ctrl-C); finished work is saved
+7     ``EXIT_QUOTA``          the weekly quota is spent: stopped cleanly, progress saved;
+                              the message says when it resets (``--wait-for-quota`` waits)
+8     ``EXIT_BUDGET``         ``--max-requests`` reached: stopped cleanly, progress saved
+9     ``EXIT_OUTAGE``         the service stayed down longer than ``max_outage``: stopped
+                              cleanly, progress saved
+129   ``EXIT_HANGUP``         stopped by SIGHUP; finished work and the report are saved
+130   ``EXIT_INTERRUPTED``    interrupted (Ctrl-C, SIGINT); finished work and the report
+                              are saved
+143   ``EXIT_TERMINATED``     stopped by SIGTERM (systemd, Kubernetes, Airflow); finished
+                              work and the report are saved
 ====  ======================  ============================================================
 """
 
@@ -50,7 +64,12 @@ EXIT_API = 3
 EXIT_LAKE = 4
 EXIT_FAILED_SHARDS = 5
 EXIT_MISMATCH = 6
+EXIT_QUOTA = 7
+EXIT_BUDGET = 8
+EXIT_OUTAGE = 9
+EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class HarvesterError(Exception):
@@ -105,6 +124,46 @@ class RetriesExhausted(HarvesterError):
         super().__init__(f"gave up after {attempts} attempts: {cause}")
         self.cause = cause
         self.attempts = attempts
+
+
+class Interrupted(HarvesterError):
+    """A signal stopped the run (``cli.run_async``): the request in flight was abandoned,
+    finished work and the run's report are saved. ``exit_code``: 128 + the signal."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
+class RunStopped(HarvesterError):
+    """The run stopped cleanly before its end, for a reason outside the harvester: no
+    shard is marked failed, finished work is committed, and running the same command
+    again resumes. Raised by the client, so every worker stops at once."""
+
+
+class QuotaExhausted(RunStopped):
+    """The key's weekly quota is spent (a quota 429, or 429s that outlast ``quota_after``).
+    ``resets_at``: when the service's week starts again (ODP: Sunday 00:00 UTC)."""
+
+    exit_code = EXIT_QUOTA
+
+    def __init__(self, message: str, resets_at: str) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+class BudgetSpent(RunStopped):
+    """The run sent the ``--max-requests`` it was allowed."""
+
+    exit_code = EXIT_BUDGET
+
+
+class OutageTooLong(RunStopped):
+    """The service kept failing (5xx, timeouts, refused connections) for longer than
+    ``max_outage``: a pause that long is better ended and resumed by the scheduler."""
+
+    exit_code = EXIT_OUTAGE
 
 
 class LakeError(HarvesterError):

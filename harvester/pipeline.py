@@ -25,6 +25,7 @@ from harvester.plan import Planner
 from harvester.progress import Progress
 from harvester.service import Limits
 from harvester.shard import Shard
+from harvester.signals import to_thread_to_the_end
 
 log = logging.getLogger("harvester.pipeline")
 
@@ -168,7 +169,7 @@ class ShardPipeline:
                 return
         except (RetriesExhausted, ShardUnstable) as exc:
             cause = exc.cause if isinstance(exc, RetriesExhausted) else str(exc)
-            await asyncio.to_thread(self._sink.record_failure, shard, cause)
+            await to_thread_to_the_end(self._sink.record_failure, shard, cause)
             self.totals.shards_failed += 1
             self.totals.failures[shard.key] = cause
             log.warning("shard %s failed: %s", shard.key, cause)
@@ -184,7 +185,7 @@ class ShardPipeline:
     async def _split(self, shard: Shard, exc: ShardTooLarge, work: asyncio.Queue[Shard]) -> None:
         """Replace a shard that outgrew the window by its pieces, recorded by the sink."""
         children = await self._planner.refine(shard.with_expected(exc.num_found))
-        await asyncio.to_thread(self._sink.record_split, shard, exc.num_found, children)
+        await to_thread_to_the_end(self._sink.record_split, shard, exc.num_found, children)
         self.totals.shards_split += 1
         self.totals.events.append(f"{shard.key}: {exc}; split into {len(children)} shards")
         self._progress.add_shards(len(children) - 1)
@@ -194,7 +195,7 @@ class ShardPipeline:
     async def _write_loop(self, written: asyncio.Queue[tuple[Shard, FetchedShard] | None]) -> None:
         while (item := await written.get()) is not None:
             shard, fetched = item
-            await asyncio.to_thread(self._commit, shard, fetched)
+            await to_thread_to_the_end(self._commit, shard, fetched)
 
     def _commit(self, shard: Shard, fetched: FetchedShard) -> None:
         committed = self._sink.commit(shard, fetched)

@@ -9,6 +9,7 @@ generous margins; no test relies on an upper bound tighter than seconds.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email.utils
 import logging
 import random
@@ -32,8 +33,11 @@ from harvester.errors import (
     ApiError,
     ApiUnreachable,
     AuthError,
+    BudgetSpent,
     ConfigError,
+    OutageTooLong,
     QueryError,
+    QuotaExhausted,
     RetriesExhausted,
 )
 from harvester.sim.config import SimConfig
@@ -120,6 +124,9 @@ def fast_client(url: str, **overrides: Any) -> ApiClient:
         "backoff_base": 0.01,
         "backoff_max": 0.05,
         "min_429_wait": 0.05,
+        # The outage breaker has tests of its own (test_long_haul); here a failing service
+        # must exhaust a request's attempts as before.
+        "outage_after": 10_000,
     }
     key = overrides.pop("api_key", KEY)
     options.update(overrides)
@@ -760,3 +767,107 @@ async def test_pause_gate_only_moves_later() -> None:
 def test_stats_start_empty() -> None:
     stats = ClientStats()
     assert (stats.requests, stats.throttled_429, dict(stats.retries_by_cause)) == (0, 0, {})
+
+
+# ---- the long haul: outages, the weekly quota, caps and the request budget -----------------
+
+
+def by_path(search: Handler, fields: Handler) -> Handler:
+    """Searches answered by ``search``, the field list (the hold's probe) by ``fields``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await (fields if request.path == FIELDS_PATH else search)(request)
+
+    return handler
+
+
+LIMIT_EXCEEDED = b'{"message": "Limit Exceeded"}'
+
+
+async def test_an_outage_holds_every_caller_and_uses_up_no_attempts(serve: Serve) -> None:
+    server = await serve(*[status(503)] * 7, ok())
+    async with fast_client(server.url, max_attempts=3, outage_after=3, outage_wait_max=0.02) as c:
+        page = await c.search("q", 0, 10)  # seven 503s, yet only three attempts allowed
+        stats = c.stats
+    assert page.num_found == 31
+    # Three searches fail (the third begins the hold); then the field list probes, one at a
+    # time, until it answers; then the search goes on.
+    probes = [(h.method, h.path) for h in server.hits[3:8]]
+    assert probes == [("GET", FIELDS_PATH)] * 5, probes
+    assert (server.hits[-1].method, server.hits[-1].path) == ("POST", RECORDS_PATH)
+    [outage] = stats.holds
+    assert outage["kind"] == "outage" and outage["cause"] == "http 503"
+    assert outage["ended_at"] and outage["failed_requests"] == 5  # the third search + 4 probes
+
+
+async def test_a_request_that_fails_by_itself_is_no_outage(serve: Serve) -> None:
+    """A search the service chokes on while its field list answers: the probe ends each
+    hold at once, and the search's own attempts run out, as before the breaker."""
+    server = await serve(by_path(status(500), ok(b'{"fields": ["id"]}')))
+    async with fast_client(server.url, max_attempts=4, outage_after=2, outage_wait_max=0.02) as c:
+        with pytest.raises(RetriesExhausted, match="http 500"):
+            await c.search("q", 0, 10)
+
+
+async def test_an_outage_longer_than_max_outage_stops_the_run(serve: Serve) -> None:
+    server = await serve(status(503))
+    async with fast_client(
+        server.url, outage_after=2, outage_wait_max=0.02, max_outage=0.3
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(OutageTooLong, match="max_outage"):
+            await client.search("q", 0, 10)
+    assert time.monotonic() - started < 5
+
+
+async def test_a_quota_429_stops_at_once_saying_when_it_resets(serve: Serve) -> None:
+    server = await serve(status(429, LIMIT_EXCEEDED))
+    async with fast_client(server.url, max_attempts=8) as client:
+        with pytest.raises(QuotaExhausted, match="weekly quota is spent") as caught:
+            await client.search("q", 0, 10)
+        assert client.stats.quota_spent_at
+    assert len(server.hits) == 1  # no retry of a spent quota
+    resets = dt.datetime.fromisoformat(caught.value.resets_at.replace("Z", "+00:00"))
+    assert resets.weekday() == 6 and (resets.hour, resets.minute) == (0, 0)  # Sunday 00:00
+    assert resets > dt.datetime.now(dt.UTC)
+
+
+async def test_429s_that_persist_past_quota_after_are_taken_as_the_quota(serve: Serve) -> None:
+    server = await serve(throttle(None))  # the gateway's bare throttle, forever
+    async with fast_client(server.url, max_attempts=10_000, quota_after=0.3) as client:
+        with pytest.raises(QuotaExhausted, match="429s for"):
+            await client.search("q", 0, 10)
+
+
+async def test_wait_for_quota_probes_until_the_quota_is_back(serve: Serve) -> None:
+    server = await serve(*[status(429, LIMIT_EXCEEDED)] * 3, ok())
+    async with fast_client(server.url, max_attempts=1, quota_wait=True, quota_probe=0.05) as client:
+        page = await client.search("q", 0, 10)  # one attempt allowed: quota 429s use none
+        stats = client.stats
+    assert page.num_found == 31
+    assert [(h.method, h.path) for h in server.hits[1:4]] == [
+        ("GET", FIELDS_PATH),
+        ("GET", FIELDS_PATH),
+        ("GET", FIELDS_PATH),
+    ]
+    [wait] = stats.holds
+    assert wait["kind"] == "quota" and wait["ended_at"] and wait["probes"] == 3
+
+
+async def test_a_long_retry_after_is_capped_and_counted(serve: Serve) -> None:
+    server = await serve(throttle("3600"), ok())
+    async with fast_client(server.url, max_retry_after=0.1) as client:
+        started = time.monotonic()
+        await client.search("q", 0, 10)
+        assert time.monotonic() - started < 5  # not an hour
+        assert client.stats.capped_waits == 1
+
+
+async def test_max_requests_stops_before_the_request_over_budget(serve: Serve) -> None:
+    server = await serve(ok())
+    async with fast_client(server.url, max_requests=2) as client:
+        await client.search("q", 0, 10)
+        await client.search("q", 10, 10)
+        with pytest.raises(BudgetSpent, match="--max-requests 2"):
+            await client.search("q", 20, 10)
+    assert len(server.hits) == 2
