@@ -1,9 +1,10 @@
 """`make demo`: the whole tool on one machine, against the bundled simulator.
 
 Starts the simulator in the background (200,000 rows over a year of mail dates), harvests
-it into ``./lake`` with the real command and visible progress, prints a DuckDB summary of
-the lake (rows in total and per month), and stops the simulator. Running it again resumes
-or re-checks the same lake instead of duplicating anything.
+it into ``./lake`` with the real command and visible progress, prints what ``harvester show``
+prints (DuckDB's rows per month, partitions, size on disk, the newest row), and stops the
+simulator. Running it again resumes or re-checks the same lake instead of duplicating
+anything.
 """
 
 from __future__ import annotations
@@ -21,23 +22,12 @@ LAKE = Path("lake")
 
 
 def summarise(lake: Path) -> None:
-    import duckdb
+    """What ``harvester show`` prints for the demo's lake (one implementation for both)."""
+    from harvester.lake import Lake
+    from harvester.ops.show import summarise as show_summary
 
-    glob = f"{lake.as_posix()}/**/*.parquet"
-    con = duckdb.connect()
-    total = con.execute(
-        "SELECT count(*), count(DISTINCT id) FROM read_parquet(?, hive_partitioning = true)", [glob]
-    ).fetchone()
-    assert total is not None
-    print(f"\nDuckDB over {lake}/: {total[0]:,} rows, {total[1]:,} distinct ids")
-    rows = con.execute(
-        "SELECT year, month, count(*) AS n FROM read_parquet(?, hive_partitioning = true)"
-        " GROUP BY ALL ORDER BY year, month",
-        [glob],
-    ).fetchall()
-    print("year  month       rows")
-    for year, month, n in rows:
-        print(f"{year:<5} {month:>5} {n:>10,}")
+    print()
+    print("\n".join(show_summary(Lake.open(str(lake))).lines()))
 
 
 def main() -> int:

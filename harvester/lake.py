@@ -16,20 +16,38 @@ never climb out of the root. Writes are atomic for readers, in different ways pe
 
 Listings must never be stale (a resume decides what to redo from them), so the S3 listing
 cache is disabled and caches are invalidated after every change.
+
+**Preflight.** ``Lake.open_checked`` (what ``runner.open_lake`` calls, first thing in every
+command) opens the lake and proves it usable before any API request is spent:
+``Lake.preflight`` lists the root (credentials, bucket, read access) and, for a command that
+writes, creates and deletes a probe ``.harvester-write-check.tmp-<uuid32>`` at the root
+(the directories of a new local lake are made for it and removed again, so a run that then
+fails leaves nothing behind). Foreign exceptions (``OSError`` and its subclasses, botocore's
+credential and connection errors, S3's ``NoSuchBucket`` and ``AccessDenied`` as s3fs
+translates them) become ``LakeError`` (exit 4) with what to do, in ``storage_error`` only;
+a URI that can never name a lake (``/``, ``s3://``, ``gs://...``) is a ``ConfigError`` (2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import uuid
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import Any, Final
 
 import fsspec
 
+from harvester.errors import ConfigError, HarvesterError, LakeError
+
 TEMP_MARK: Final = ".tmp-"
+# The write probe's name: hidden from readers (a leading '.') and shaped like our temp files,
+# so a listing never shows it; named so that anyone who meets a leftover knows whose it is.
+PROBE_PREFIX: Final = ".harvester-write-check"
+# What the credentials need on S3, named in the "access denied" message.
+_S3_PERMISSIONS: Final = "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject"
 _TEMP_NAME: Final = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 
 
@@ -77,7 +95,9 @@ class Lake:
             raise ValueError("empty lake URI")
         if uri.startswith("s3://"):
             bucket, _, prefix = uri[len("s3://") :].partition("/")
-            if not bucket or "@" in bucket or ":" in bucket:
+            if not bucket:
+                raise ValueError("an S3 lake URI names a bucket: s3://bucket/prefix")
+            if "@" in bucket or ":" in bucket:
                 # Refuse s3://key:secret@bucket: the URI is printed in messages and reports.
                 raise ValueError("an S3 lake URI is s3://bucket/prefix (no credentials in it)")
             prefix = prefix.strip("/")
@@ -97,6 +117,95 @@ class Lake:
         if root == os.path.dirname(root):
             raise ValueError(f"refusing a filesystem root as the lake root: {uri}")
         return cls(fsspec.filesystem("file"), root, root, local=True)
+
+    @classmethod
+    def open_checked(
+        cls, uri: str, storage_options: Mapping[str, Any] | None = None, *, for_write: bool
+    ) -> Lake:
+        """``open`` then ``preflight``, for a command's lake: a URI that can never be a lake
+        is a ``ConfigError``; a lake that cannot be used (``for_write``: written) is a
+        ``LakeError``, both one line, before any API request."""
+        try:
+            lake = cls.open(uri, storage_options)
+        except ValueError as exc:
+            raise ConfigError(f"invalid lake URI {uri!r} (--out): {exc}") from None
+        lake.preflight(for_write=for_write)
+        return lake
+
+    # -- preflight ----------------------------------------------------------------------
+    def preflight(self, *, for_write: bool) -> None:
+        """Prove the lake usable before a command spends any request: its root can be
+        listed (local: every existing part of the path is a directory; S3: credentials, the
+        bucket, list access), and with ``for_write`` a probe can be created and deleted at
+        the root. A probe only proves what a write needs, so nothing is left behind: the
+        probe goes, and the directories a new local lake needed for it are removed again
+        (the run makes them anew when it writes). Raises ``LakeError``."""
+        action = "write to" if for_write else "read"
+        with storage_errors(self.uri, action):
+            if self._local:
+                self._preflight_local(for_write)
+            else:
+                self._preflight_s3(for_write)
+
+    def _probe_name(self) -> str:
+        return f"{PROBE_PREFIX}{TEMP_MARK}{uuid.uuid4().hex}"
+
+    def _preflight_local(self, for_write: bool) -> None:
+        existing, missing = _nearest_existing(self.root)
+        if not os.path.isdir(existing):
+            raise LakeError(
+                f"cannot use {self.uri} as a lake: {existing} is a file, not a directory"
+            )
+        if not missing:
+            with os.scandir(existing) as entries:  # proves the root can be listed
+                next(entries, None)
+        if not for_write:
+            return  # a root that does not exist yet reads as an empty lake
+        made: list[str] = []
+        try:
+            for directory in reversed(missing):  # from the existing ancestor down
+                try:
+                    os.mkdir(directory)
+                except OSError as exc:
+                    raise LakeError(
+                        f"cannot write to {self.uri}: cannot create the directory {directory}"
+                        f" ({_local_reason(exc)})"
+                    ) from exc
+                made.append(directory)
+            probe = os.path.join(self.root, self._probe_name())
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"harvester write check\n")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        finally:
+            for directory in reversed(made):
+                with contextlib.suppress(OSError):  # another process put something there
+                    os.rmdir(directory)
+
+    def _preflight_s3(self, for_write: bool) -> None:
+        bucket, _, prefix = self.root.partition("/")
+        # One listing of at most one key: proves the credentials, the bucket and list access
+        # (on the lake's own prefix, which is all an IAM policy may grant), and unlike
+        # ``ls`` it tells a missing bucket from an empty prefix.
+        self.fs.call_s3(
+            "list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1
+        )
+        if not for_write:
+            return
+        probe = f"{self.root}/{self._probe_name()}"
+        self.fs.pipe_file(probe, b"harvester write check\n")
+        try:
+            self.fs.rm_file(probe)
+        except PermissionError as exc:
+            raise LakeError(
+                f"cannot delete from {self.uri}: {_server_message(exc)} (the harvester deletes"
+                f" files it replaces; allow {_S3_PERMISSIONS}); the probe object"
+                f" s3://{probe} is left behind: delete it"
+            ) from None
+        finally:
+            self.fs.invalidate_cache(probe)
 
     # -- identity (never any credentials) ----------------------------------------------
     @property
@@ -197,25 +306,40 @@ class Lake:
 
     def list_files(self, prefix: str = "", suffix: str | None = None) -> list[str]:
         """Files under ``prefix`` (recursive), relative to the root, sorted; no temp files."""
+        return sorted(self._listing(prefix, suffix, sizes=False))
+
+    def file_sizes(self, prefix: str = "", suffix: str | None = None) -> dict[str, int]:
+        """``list_files`` with each file's size in bytes (from the same one listing)."""
+        return dict(sorted(self._listing(prefix, suffix, sizes=True).items()))
+
+    def _listing(self, prefix: str, suffix: str | None, sizes: bool) -> dict[str, int]:
+        """Relative path -> size (0 unless ``sizes``) of the files under ``prefix``."""
         base = self.full_path(prefix) if prefix else self.root
+        found: dict[str, int] = {}
         if self._local:
             if os.path.isfile(base):
-                found = [base]
+                paths = [base]
             else:
-                found = [os.path.join(d, n) for d, _, names in os.walk(base) for n in names]
+                paths = [os.path.join(d, n) for d, _, names in os.walk(base) for n in names]
+            for full in paths:
+                found[full] = os.path.getsize(full) if sizes else 0
         else:
             self.fs.invalidate_cache(base)
-            found = [self.fs._strip_protocol(f) for f in self.fs.find(base)]
-        out: list[str] = []
-        for full in found:
+            if sizes:
+                for name, info in self.fs.find(base, detail=True).items():
+                    found[self.fs._strip_protocol(name)] = int(info.get("size") or 0)
+            else:
+                found = dict.fromkeys((self.fs._strip_protocol(f) for f in self.fs.find(base)), 0)
+        out: dict[str, int] = {}
+        for full, size in found.items():
             if not full.startswith(self.root + "/"):
                 continue
             rel = full[len(self.root) + 1 :].replace(os.sep, "/")
             name = rel.rsplit("/", 1)[-1]
             if is_temp_name(name) or (suffix is not None and not name.endswith(suffix)):
                 continue
-            out.append(rel)
-        return sorted(out)
+            out[rel] = size
+        return out
 
     def temp_files(self) -> list[str]:
         """The temp files (``is_temp_name``) anywhere under the root, relative, sorted: what
@@ -274,3 +398,111 @@ class Lake:
             if sub != directory and (found := self._s3_example(sub, skip)) is not None:
                 return found
         return None
+
+
+# -- foreign errors: mapped here, and only here ------------------------------------------------
+def _nearest_existing(path: str) -> tuple[str, list[str]]:
+    """The nearest part of ``path`` that exists (``path`` itself, or an ancestor), and the
+    parts below it that do not, deepest first. A file in the middle of the path ends the
+    walk there: ``/etc/hostname/lake`` gives ``/etc/hostname``."""
+    missing: list[str] = []
+    while True:
+        try:
+            os.stat(path)
+            return path, missing
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:  # pragma: no cover - "/" always exists
+                return path, missing
+            path = parent
+
+
+def _server_message(exc: BaseException) -> str:
+    """The storage's own words for ``exc`` (S3's error message as s3fs passes it on)."""
+    text = str(exc.args[0]) if exc.args else ""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text.strip() or type(exc).__name__
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    """S3's error code (``NoSuchBucket``, ``AccessDenied``) behind an exception that s3fs
+    translated from botocore's ``ClientError`` (kept as its ``__cause__``)."""
+    response = getattr(exc.__cause__, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def storage_error(exc: BaseException, uri: str, action: str) -> HarvesterError | None:
+    """The one-line ``LakeError`` (what went wrong, what to do) for a foreign exception met
+    while trying to ``action`` (e.g. "read", "write to") the lake at ``uri``; None for an
+    exception that is not the storage's (a bug: left to surface as itself)."""
+    if isinstance(exc, HarvesterError):
+        return exc
+    s3 = uri.startswith("s3://")
+    if s3:
+        import botocore.exceptions as boto  # type: ignore[import-untyped]
+
+        bucket = uri[len("s3://") :].split("/", 1)[0]
+        if isinstance(
+            exc, boto.NoCredentialsError | boto.PartialCredentialsError | boto.ProfileNotFound
+        ):
+            return LakeError(
+                f"no usable AWS credentials for {uri} ({exc}): set AWS_ACCESS_KEY_ID and"
+                " AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an instance or task"
+                " role applies"
+            )
+        if isinstance(exc, boto.EndpointConnectionError | boto.ConnectionError):
+            return LakeError(
+                f"cannot reach S3 for {uri}: {exc} (check HARVESTER_S3_ENDPOINT_URL and the"
+                " network)"
+            )
+        if isinstance(exc, boto.BotoCoreError):
+            return LakeError(f"cannot {action} {uri}: {exc}")
+        code = _s3_code(exc)
+        if code == "NoSuchBucket" or (
+            isinstance(exc, FileNotFoundError) and "bucket does not exist" in str(exc)
+        ):
+            return LakeError(f"bucket {bucket} does not exist (for {uri}): create it, or fix --out")
+        if isinstance(exc, PermissionError):
+            return LakeError(
+                f"access denied: cannot {action} {uri} ({_server_message(exc)}); the"
+                f" credentials in use need {_S3_PERMISSIONS} on it"
+            )
+        if isinstance(exc, OSError):
+            return LakeError(f"cannot {action} {uri}: {_server_message(exc)}")
+        return None
+    if isinstance(exc, OSError):
+        where = exc.filename if isinstance(exc.filename, str) else None
+        if where is not None and os.path.basename(where).startswith(PROBE_PREFIX):
+            where = os.path.dirname(where)  # the probe's name means nothing to the user
+        at = f" ({where})" if where and where != uri else ""
+        return LakeError(f"cannot {action} {uri}: {_local_reason(exc)}{at}")
+    return None
+
+
+def _local_reason(exc: OSError) -> str:
+    """Why a local file operation failed, in words, with what to do where there is a fix."""
+    reason = (exc.strerror or type(exc).__name__).lower()
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{reason}: choose another --out, or give this user access there"
+    if exc.errno == errno.EROFS:
+        return f"{reason}: mount it writable, or choose another --out"
+    if exc.errno == errno.ENOSPC:
+        return f"{reason}: free some space, or choose another --out"
+    return reason
+
+
+@contextlib.contextmanager
+def storage_errors(uri: str, action: str) -> Iterator[None]:
+    """Re-raise the storage's exceptions inside the block as ``storage_error`` maps them."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = storage_error(exc, uri, action)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc

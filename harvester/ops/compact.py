@@ -65,6 +65,7 @@ def compact_lake(settings: Settings) -> CompactOutcome:
     """Compact every partition of the lake at ``settings.out`` that has more files than it
     needs; writes a run report."""
     state = open_state(settings)
+    state.lake.preflight(for_write=True)  # it rewrites partitions: prove it may, first
     require_quiet_lake(state, "compact")
     # The lock's heartbeat runs while compacting; a lost lock stops it before its next write.
     with holding_sync(state, "compact"):
