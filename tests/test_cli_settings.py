@@ -6,14 +6,23 @@ anything else is loaded or touched, so no case needs the API or a lake.
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
 
 from harvester import errors
-from harvester.cli import build_parser, main, settings_from
-from harvester.config import SETTINGS_COMMANDS, SPECS, Spec, resolve
+from harvester.cli import build_parser, flag_help, main, settings_from
+from harvester.config import (
+    RUN_COMMANDS,
+    SETTINGS_COMMANDS,
+    SPECS,
+    Settings,
+    Spec,
+    resolve,
+    show_value,
+)
 from harvester.errors import ConfigError
 
 PYTHON_WORDING = (
@@ -39,6 +48,7 @@ BAD_FLAG_VALUES: dict[str, tuple[str, ...]] = {
     "date_to": ("2019-01-32", "x"),
     "lookback_days": ("x", "-1", "2.5"),
     "reconcile_days": ("-1", "thirty", "1e2"),
+    "max_requests": ("x", "-1", "1.5"),
     "log_format": ("xml", "TEXT", ""),
 }
 
@@ -58,7 +68,16 @@ BAD_ENV_VALUES: dict[str, str] = {
     "page_checkpoints": "maybe",
     "quiet": "very",
     "drop_share": "1.5",
+    "reload_share": "-0.1",
     "stamp_tolerance_days": "-1",
+    "weekly_quota": "-1",
+    "quota_wait": "sometimes",
+    "quota_after": "0",
+    "quota_probe": "often",
+    "outage_after": "0",
+    "outage_wait_max": "-1",
+    "max_outage": "soon",
+    "max_retry_after": "0",
 }
 
 # The flags of every command before they were generated from SPECS: none may be lost.
@@ -69,14 +88,20 @@ RUN_FLAGS = {
 LAKE_FLAGS = {"--config", "--out", "--log-format", "-v", "--verbose", "-h", "--help"}
 DATES = {"--from", "--to"}
 REFRESH = {"--lookback", "--reconcile-days"}
+FETCHING = {"--wait-for-quota", "--max-requests"}  # runs that may spend many requests
 EXPECTED_FLAGS = {
-    "harvest": RUN_FLAGS | DATES,
-    "refresh": RUN_FLAGS | REFRESH,
+    "harvest": RUN_FLAGS | DATES | FETCHING,
+    "refresh": RUN_FLAGS | REFRESH | FETCHING,
     "plan": RUN_FLAGS | DATES | REFRESH | {"--job", "--shards", "--json"},
-    "verify": RUN_FLAGS | DATES | {"--repair", "--deep", "--sample", "--sample-seed"},
+    "verify": RUN_FLAGS | DATES | FETCHING | {"--repair", "--deep", "--sample", "--sample-seed"},
     "status": LAKE_FLAGS | {"--json"},
     "compact": LAKE_FLAGS,
+    "show": LAKE_FLAGS | {"--json"},
+    # Every settings flag of every command, so any command line's settings can be shown.
+    "config": (RUN_FLAGS | DATES | REFRESH | FETCHING | {"--show-origin", "--json"})
+    - {"-v", "--verbose"},
 }
+KEY_VARIABLES = ("USPTO_API_KEY", "USPTO_API_KEY_FILE")
 
 
 @pytest.fixture(autouse=True)
@@ -84,15 +109,32 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No HARVESTER_* variable of the machine running the tests may leak in."""
     for spec in SPECS:
         monkeypatch.delenv(spec.env, raising=False)
+    for variable in KEY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    # argparse wraps help to the terminal's width, breaking at hyphens ("YYYY-" "MM-DD"):
+    # a width no line reaches keeps each flag's help whole, whatever runs the tests.
+    monkeypatch.setenv("COLUMNS", "1000")
     monkeypatch.chdir(tmp_path)
 
 
-def help_flags(command: str, capsys: pytest.CaptureFixture[str]) -> set[str]:
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*argv, "--help"])
     assert exit_info.value.code == 0
-    text = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def help_flags(command: str, capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """The flags the help's usage and options list, not those its closing text names."""
+    paragraphs = help_text([command], capsys).split("\n\n")
+    options = next(i for i, p in enumerate(paragraphs) if p.startswith("options:"))
+    text = "\n\n".join(paragraphs[: options + 1])
     return set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", text))
+
+
+def flat(text: str) -> str:
+    """Help text with argparse's line wrapping undone, to search for whole phrases."""
+    return " ".join(text.split())
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -136,7 +178,7 @@ def test_every_valued_flag_has_bad_values() -> None:
         pytest.param(spec, command, bad, id=f"{command} {spec.flag} {bad!r}")
         for spec in SPECS
         if flagged(spec)
-        for command in spec.commands
+        for command in (*spec.commands, "config")
         for bad in BAD_FLAG_VALUES[spec.name]
     ],
 )
@@ -292,3 +334,78 @@ def test_error_classes_carry_the_documented_exit_codes() -> None:
     assert errors.EXIT_INTERRUPTED == 130
     for name in ("EXIT_FAILED_SHARDS", "EXIT_MISMATCH", "EXIT_INTERRUPTED"):
         assert name in (errors.__doc__ or "")
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def flags_of(command: str) -> list[Spec]:
+    return [s for s in SPECS if s.flag and (command == "config" or command in s.commands)]
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    for name, parser in command_parsers().items():
+        for action in parser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+
+
+def test_each_flags_help_is_generated_from_its_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    parsers = command_parsers()
+    for command in EXPECTED_FLAGS:
+        actions = {a.dest: a for a in parsers[command]._actions}
+        text = flat(help_text([command], capsys))
+        for spec in flags_of(command):
+            section, key = spec.toml
+            teaches = f"(default: {spec.shown_default()}; env {spec.env}; config [{section}] {key})"
+            assert actions[spec.name].help == flag_help(spec).replace("%", "%%")
+            assert flag_help(spec) == f"{spec.help} {teaches}"
+            # As a user reads it: the flag, its meaning, its default, variable and key.
+            shown = f"{spec.flag} {spec.metavar}" if spec.metavar else str(spec.flag)
+            assert f"{shown} {flat(flag_help(spec))}" in text, (command, spec.flag)
+
+
+def test_the_defaults_help_shows_are_those_a_run_uses() -> None:
+    defaults = resolve({}, None, environ={})
+    for spec in SPECS:
+        value = getattr(defaults, spec.name)
+        assert value == getattr(Settings(), spec.name)
+        if spec.default_text is None:
+            assert value is not None, f"{spec.name}: a default of None needs default_text"
+            assert spec.shown_default() == show_value(value)
+        else:  # words only where the value would say nothing
+            assert value is None and spec.shown_default() == spec.default_text
+    assert spec_named("rate").shown_default() == "4.0"
+    assert spec_named("quiet").shown_default() == "false"
+
+
+def spec_named(name: str) -> Spec:
+    return next(s for s in SPECS if s.name == name)
+
+
+@pytest.mark.parametrize("command", sorted(EXPECTED_FLAGS))
+def test_help_lists_the_settings_without_a_flag_and_the_key_variables(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = flat(help_text([command], capsys))
+    talks_to_api = command in RUN_COMMANDS or command == "config"
+    for spec in SPECS:
+        listed = f"{spec.env}, config {spec.origin_of_toml()} (default: {spec.shown_default()})"
+        wanted = spec.flag is None and (talks_to_api or spec.toml[0] == "lake")
+        assert (listed in text) == wanted, (command, spec.name)
+        if wanted:
+            assert f"{listed} {flat(spec.help)}" in text
+    for variable in KEY_VARIABLES:
+        assert (variable in text) == talks_to_api, (command, variable)
+    assert "flag > environment > config file > default" in text
+    assert "'harvester config' prints what they resolve to" in text
+
+
+def test_the_top_level_help_names_the_key_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    text = flat(help_text([], capsys))
+    for variable in KEY_VARIABLES:
+        assert variable in text
+    assert "'harvester COMMAND --help' lists every setting" in text
+    assert re.search(r"^ +config +the settings a run would use", help_text([], capsys), re.M)
