@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark scenarios and write the results.
 
-    python -m bench                  # everything (what `make bench` runs; ~24 minutes on 2 cores)
+    python -m bench                  # everything (what `make bench` runs; ~27 minutes on 2 cores)
     python -m bench --quick          # a ~2 minute smoke run, written to results/quick.*
     python -m bench --only rate,resume
 
@@ -28,7 +28,10 @@ from bench.contenders import REPO
 from bench.scenarios import SCENARIOS, Bench, Sizes
 
 # Scenario 2 before 4 and 5: they reuse its outputs and request counts.
-ORDER = ("profile", "rate", "throughput", "output", "resume", "unknown", "scale", "refresh_rss")
+ORDER = (
+    "profile", "rate", "throughput", "output", "resume", "unknown", "scale", "refresh_rss",
+    "reload_rss",
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """The benchmark scenarios (rate limit, throughput, scale, output, resume, an unknown
-service, a refresh's peak memory) and the profile. Each returns a JSON-ready dict.
+service, a refresh's peak memory, a reload's) and the profile. Each returns a JSON-ready
+dict.
 
 Every measured run starts its own simulator process (``harvester.sim.testing``), so the
 server side starts equal for everyone (cold row cache, fresh rate-limit buckets) and its
@@ -18,6 +19,7 @@ import re
 import shutil
 import statistics
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -27,7 +29,7 @@ from typing import Any
 import duckdb
 
 from bench import merge_rss, verify
-from bench.contenders import Contender
+from bench.contenders import DEFAULT_CONFIG, REPO, Contender
 from bench.measure import Measured, clean_env, cpu_seconds, run_measured
 from harvester.sim.testing import SimHandle, run_simulator_process
 
@@ -53,6 +55,7 @@ class Sizes:
     profile_records: int
     unknown_records: int
     refresh_rows: int
+    reload_records: int = 1_000_000
     seed: int = 7
 
     @classmethod
@@ -85,6 +88,7 @@ class Sizes:
             profile_records=50_000,
             unknown_records=20_000,
             refresh_rows=100_000,
+            reload_records=50_000,
         )
 
 
@@ -892,6 +896,169 @@ def scenario_refresh_rss(bench: Bench) -> dict[str, Any]:
     }
 
 
+# ---- scenario 8: a reload's peak memory -----------------------------------------------
+
+RELOAD_RSS_LIMIT_MB = 500
+# The source reloads: every row re-stamped in one load, which also changes, deletes and
+# adds a few (late rows: the harvest's coverage ends with the corpus, so rows on new days
+# after it would be outside it).
+RELOAD_MUTATION: dict[str, Any] = {
+    "reload": True,
+    "modify": 1_000,
+    "delete": 500,
+    "late": 2_000,
+    "seed": 1,
+}
+RELOAD_STEPS = {
+    "reload": "the refresh after the reload: every month fetched again and replacing its"
+    " partition, one month at a time",
+    "refresh": "the refresh after that: the reload's stamp re-read through the lookback,"
+    " every month found current by its counts",
+}
+
+
+def reload_args(bench: Bench, records: int) -> list[str]:
+    # The whole corpus in the simulator's row cache (as scenario 3): regenerating days
+    # costs no harvester CPU but competes for the 2 cores.
+    return sim_args(records, bench.sizes.seed, "--max-rows", "1000", "--cache-rows", str(records))
+
+
+def refresh_command(url: str, out: Path) -> list[str]:
+    """``harvester refresh`` as HARVESTER_TUNED harvests: default config, 2 workers, rate 0."""
+    return [
+        sys.executable, "-m", "harvester", "refresh", "--config", str(DEFAULT_CONFIG),
+        "--api-url", url, "--out", str(out), "--quiet", "--concurrency", "2", "--rate", "0",
+    ]  # fmt: skip
+
+
+def served_truth_digest(sim: SimHandle, path: Path) -> dict[str, Any]:
+    """The digest of what the simulator serves now (mutated: ``--export-truth`` would give
+    the corpus before its mutations), streamed to ``path`` and digested by DuckDB, so the
+    rows never sit in this process's memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truth_url = sim.url + "/_sim/truth"
+    with urllib.request.urlopen(truth_url, timeout=600) as response, path.open("wb") as sink:
+        shutil.copyfileobj(response, sink, 1 << 20)
+    con = verify.connect()
+    columns = ", ".join(f"'{f}': 'VARCHAR'" for f in ("id", *verify.CHECK_FIELDS))
+    source = (
+        f"read_json('{path}', format = 'newline_delimited', columns = {{{columns}}},"
+        " maximum_object_size = 1048576)"
+    )
+    try:
+        return verify.digest_of(con, source)
+    finally:
+        con.close()
+        path.unlink()
+
+
+def _stamps_differ(out: Path, stamp: str) -> int:
+    """Rows of the lake whose createDateTime is not the reload's (the digest leaves the
+    stamps out: after a reload every row must carry the new one)."""
+    con = verify.connect()
+    try:
+        source = verify.parquet_source(HARVESTER_TUNED.parquet_glob(out), hive=True)
+        row = con.execute(
+            f"SELECT count(*) FROM {source} WHERE createDateTime IS DISTINCT FROM"
+            f" TIMESTAMP '{stamp.replace('T', ' ')}'"
+        ).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else -1
+
+
+def _printed_report(measured: Measured) -> dict[str, Any]:
+    """The run report whose path the command printed (``report: <path>``)."""
+    text = Path(measured.stdout_path).read_text() if measured.stdout_path else ""
+    paths = re.findall(r"^report: (.+)$", text, re.M)
+    data: dict[str, Any] = json.loads(Path(paths[-1]).read_text()) if paths else {}
+    return data
+
+
+def scenario_reload_rss(bench: Bench) -> dict[str, Any]:
+    """A harvest (HARVESTER_TUNED, measured as in scenario 2), then the simulator reloads
+    (``RELOAD_MUTATION``), then two refreshes, each measured in its own process: the
+    reload, and the refresh after it. Each is checked: the lake's digest equals the
+    truth's, and every row carries the reload's stamp."""
+    records = bench.sizes.reload_records
+    args = reload_args(bench, records)
+    truth_before = verify.truth_digest(args, bench.path("truth"))
+    out = fresh(bench.path("out", "reload", str(records)))
+    runs: list[dict[str, Any]] = []
+    with simulator(args) as sim:
+        harvest = measure_run(bench, "reload", HARVESTER_TUNED, sim, out, truth_before, 0)
+        harvest_rss = harvest["peak_rss_mb"]
+        mutation = sim.mutate(**RELOAD_MUTATION)
+        truth = served_truth_digest(sim, bench.path("truth", "reload-served.jsonl"))
+        for step, what in RELOAD_STEPS.items():
+            before = sim.stats()["requests"]
+            measured = run_measured(
+                refresh_command(sim.url, out), log_dir=bench.path("logs"), name=f"reload-{step}"
+            )
+            requests = sim.stats()["requests"] - before
+            problems = [] if measured.returncode == 0 else [f"exit {measured.returncode}"]
+            problems += check_output(HARVESTER_TUNED, out, truth)
+            stale = _stamps_differ(out, mutation["stamp"])
+            if stale:
+                problems.append(f"{stale} rows without the reload's createDateTime")
+            report = _printed_report(measured)
+            reload = (report.get("extra") or {}).get("reload") or {}
+            runs.append(
+                {
+                    "step": step,
+                    "what": what,
+                    "ok": not problems,
+                    "problems": problems,
+                    "wall_s": round(measured.wall_s, 1),
+                    "cpu_s": round(measured.cpu_s, 1),
+                    "peak_rss_mb": round(measured.peak_rss_bytes / MB, 1),
+                    "requests": requests,
+                    "rows_written": report.get("rows_written"),
+                    "reload": reload,
+                    "months_fetched": reload.get("months_fetched"),
+                    "months": reload.get("months"),
+                    "estimated_requests": reload.get("estimated_requests"),
+                }
+            )
+            bench.log(
+                f"  reload     {step:8} {'ok' if not problems else 'FAILED'}, wall"
+                f" {measured.wall_s:6.1f}s, rss {measured.peak_rss_bytes / MB:6.0f} MB,"
+                f" requests {requests}, months fetched {reload.get('months_fetched')}"
+                + (f" -- {'; '.join(problems)}" if problems else "")
+            )
+    shutil.rmtree(bench.path("out", "reload"), ignore_errors=True)
+    targets = []
+    for run in runs:
+        peak = run["peak_rss_mb"] if run["ok"] else None
+        targets.append(
+            target(f"peak RSS <= {RELOAD_RSS_LIMIT_MB} MB, {run['step']} at {records:,} rows",
+                   peak, None if peak is None else peak <= RELOAD_RSS_LIMIT_MB,
+                   "failed" if peak is None else f"{peak:.0f} MB")
+        )  # fmt: skip
+    return {
+        "title": "8. A reload's peak memory (whole refreshes)",
+        "params": {
+            "records": records,
+            "mutation": RELOAD_MUTATION,
+            "harvest_ok": harvest["ok"],
+            "harvest_peak_rss_mb": harvest_rss,
+            "harvest_wall_s": harvest["wall_s"],
+            "measured": "each refresh as a whole process (fetch, merge, commit), as"
+            " bench.measure measures every contender: peak RSS = the larger of VmHWM and the"
+            " sampled process tree",
+            "sim_args": args,
+        },
+        "commands": {
+            "harvest": HARVESTER_TUNED.shown_command(),
+            "refresh": " ".join(refresh_command("$SIM_URL", Path("$OUT")))
+            .replace(sys.executable, "python")
+            .replace(str(REPO) + "/", ""),
+        },
+        "runs": runs,
+        "targets": targets,
+    }
+
+
 # ---- the profile -----------------------------------------------------------------------
 
 
@@ -931,5 +1098,6 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "resume": scenario_resume,
     "unknown": scenario_unknown,
     "refresh_rss": scenario_refresh_rss,
+    "reload_rss": scenario_reload_rss,
     "profile": scenario_profile,
 }
