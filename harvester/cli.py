@@ -5,20 +5,50 @@ a flag, its setting, its variable and its TOML key are declared once. Exit codes
 ``EXIT_*`` constants of ``harvester.errors`` (its docstring has the table): 0 success;
 1 unexpected error; 2 bad settings; 3 the API refused (bad key, bad query, unreachable);
 4 the lake cannot be used; 5 the run finished but some shards failed (named in the output);
-6 `verify` found differences (named in the output); 130 interrupted (progress is saved).
+6 `verify` found differences (named in the output); 7 the weekly quota is spent, 8
+``--max-requests`` reached, 9 an outage outlasted ``max_outage``; 129, 130, 143 stopped by
+SIGHUP, Ctrl-C, SIGTERM (``harvester.signals``). 7-9 and the signals are clean stops: the
+report is saved and the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from harvester.config import API_KEY_ENV, RUN_COMMANDS, SETTINGS_COMMANDS, SPECS, Settings, resolve
-from harvester.errors import EXIT_FAILED_SHARDS, EXIT_INTERRUPTED, EXIT_MISMATCH, HarvesterError
+from harvester.config import (
+    API_KEY_ENV,
+    API_KEY_FILE_ENV,
+    LAKE_COMMANDS,
+    RUN_COMMANDS,
+    SETTINGS_COMMANDS,
+    SPECS,
+    Resolved,
+    Secret,
+    Settings,
+    Spec,
+    read_api_key,
+    resolve_with_origins,
+    shipped_configs,
+)
+from harvester.errors import (
+    EXIT_FAILED_SHARDS,
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_UNEXPECTED,
+    HarvesterError,
+    Interrupted,
+    RunStopped,
+)
+from harvester.signals import run_async
+
+if TYPE_CHECKING:
+    from harvester.report import RunReport
 
 
 class RedactingFilter(logging.Filter):
@@ -35,12 +65,31 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """``<time> LEVEL logger: message``, the time as ``utc_stamp`` writes it (ISO 8601 UTC,
+    as in JSON logs and progress lines), not logging's local ``2026-11-30 12:30:19,387``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from harvester.progress import utc_stamp
+
+        return utc_stamp(record.created)
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (ISO 8601 UTC with milliseconds and ``Z``, e.g.
+    ``2026-11-30T12:30:19.387Z``), ``level``, ``logger``, ``message``; progress lines have
+    the same shape (``harvester.progress``), so one parser reads both."""
+
     def format(self, record: logging.LogRecord) -> str:
         import orjson
 
+        from harvester.progress import utc_stamp
+
         payload = {
-            "time": self.formatTime(record),
+            "time": utc_stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -48,29 +97,95 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload).decode()
 
 
-def setup_logging(log_format: str, verbose: bool) -> None:
+def setup_logging(log_format: str, verbose: bool, api_key: Secret | None = None) -> None:
+    """Log to stderr; ``api_key`` is the resolved key (``Settings.api_key``) the filter
+    scrubs. Without it, the key is read as ``resolve`` reads it (``USPTO_API_KEY`` or the
+    file ``USPTO_API_KEY_FILE`` names), so a caller that forgets to pass it still scrubs."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(os.environ.get(API_KEY_ENV, "").strip()))
+        handler.setFormatter(TextFormatter())
+    if api_key is None:
+        try:
+            api_key = read_api_key(os.environ)[0]
+        except HarvesterError:  # resolve reports a bad key source; nothing to scrub then
+            api_key = None
+    handler.addFilter(RedactingFilter(api_key.reveal() if api_key else ""))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+# The command that prints the resolved settings: it takes every settings flag of every
+# command, so any command line's settings can be checked with it.
+CONFIG_COMMAND = "config"
+KEY_HELP = (
+    f"The API key comes from {API_KEY_ENV} (the key itself) or {API_KEY_FILE_ENV} (the path"
+    " of a file holding only the key: a systemd credential, a Docker secret), never from a"
+    " flag or the config file."
+)
+PRECEDENCE_HELP = (
+    "Settings resolve as flag > environment > config file > default;"
+    f" 'harvester {CONFIG_COMMAND}' prints what they resolve to and where each came from."
+)
+_WIDTH = 79
+
+
+def flag_help(spec: Spec) -> str:
+    """A flag's help: what it means, its default, its variable and its config key."""
+    where = f"default: {spec.shown_default()}; env {spec.env}; config {spec.origin_of_toml()}"
+    return f"{spec.help} ({where})"
+
+
+def _flag_specs(command: str) -> list[Spec]:
+    if command == CONFIG_COMMAND:
+        return [spec for spec in SPECS if spec.flag]
+    return [spec for spec in SPECS if spec.flag and command in spec.commands]
+
+
+def settings_epilog(command: str) -> str:
+    """The settings ``command`` reads that have no flag (environment and config file only),
+    each with its default, then where the key comes from (for the commands that call the
+    API) and how settings resolve: with the flags' help, every setting is listed."""
+    unflagged = [spec for spec in SPECS if spec.flag is None]
+    if command in LAKE_COMMANDS:  # they read only the lake's own settings
+        unflagged = [spec for spec in unflagged if spec.toml[0] == "lake"]
+    lines = ["settings without a flag (set in the environment or the config file):"]
+    for spec in unflagged:
+        head = f"{spec.env}, config {spec.origin_of_toml()} (default: {spec.shown_default()})"
+        lines.append(_fill(head, "  ", "    "))
+        lines.append(_fill(spec.help, "      ", "      "))
+    closing = PRECEDENCE_HELP if command in LAKE_COMMANDS else f"{KEY_HELP} {PRECEDENCE_HELP}"
+    return "\n".join([*lines, "", _fill(closing)])
+
+
+def _fill(text: str, first: str = "", rest: str = "") -> str:
+    # Never break inside a word: variable names, config keys and templates stay whole.
+    return textwrap.fill(
+        text, _WIDTH, initial_indent=first, subsequent_indent=rest,
+        break_long_words=False, break_on_hyphens=False,
+    )  # fmt: skip
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """Add ``command``'s flags: ``--config``, one per setting whose ``Spec`` lists the command
-    (generated from ``SPECS``), and ``-v``. A flag not given is None, so ``config.resolve``
-    falls back to the environment, the config file, then the default."""
-    if command not in SETTINGS_COMMANDS:
+    (generated from ``SPECS``; ``config`` takes them all), and ``-v``. A flag not given is
+    None, so ``config.resolve`` falls back to the environment, the config file, then the
+    default. Each flag's help ends with its default, variable and config key, and the
+    command's epilog lists the settings that have no flag and where the key comes from."""
+    if command not in (*SETTINGS_COMMANDS, CONFIG_COMMAND):
         raise ValueError(f"{command!r} takes no settings flags")
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (see configs/)")
-    for spec in SPECS:
-        if spec.flag is None or command not in spec.commands:
-            continue
-        help_text = spec.help.replace("%", "%%")  # argparse formats help with %
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file, or a shipped config by name: "
+        + ", ".join(shipped_configs())
+        + " (a file path wins over a name)",
+    )
+    for spec in _flag_specs(command):
+        assert spec.flag is not None  # _flag_specs keeps flagged specs only
+        help_text = flag_help(spec).replace("%", "%%")  # argparse formats help with %
         if spec.switch:
             parser.add_argument(
                 spec.flag, dest=spec.name, action="store_const", const=True, default=None,
@@ -78,20 +193,33 @@ def add_settings_flags(parser: argparse.ArgumentParser, command: str) -> None:
             )  # fmt: skip
         else:
             parser.add_argument(spec.flag, dest=spec.name, metavar=spec.metavar, help=help_text)
+    # The epilog is laid out here (lists, paragraphs): argparse must not re-wrap it.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = settings_epilog(command)
+    if command == CONFIG_COMMAND:
+        return  # it logs nothing
     verbose_help = "log retries and progress" if command in RUN_COMMANDS else "log what is done"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
 
 
+def resolved_from(args: argparse.Namespace) -> Resolved:
+    """Resolve the settings, with their origins, from the parsed flags (those of
+    ``add_settings_flags``)."""
+    flags: dict[str, Any] = {
+        spec.name: getattr(args, spec.name, None) for spec in SPECS if spec.flag
+    }
+    return resolve_with_origins(flags, getattr(args, "config", None))
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Resolve the settings from the parsed flags (those of ``add_settings_flags``)."""
-    flags = {spec.name: getattr(args, spec.name, None) for spec in SPECS if spec.flag}
-    return resolve(flags, getattr(args, "config", None))
+    return resolved_from(args).settings
 
 
 def _run_job(args: argparse.Namespace, job: str) -> int:
     """Run harvest or refresh with progress, print the report, map the outcome to an exit code."""
     settings = settings_from(args)  # first: bad settings fail before anything is loaded
-    setup_logging(settings.log_format, args.verbose)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
     from harvester.progress import make_progress
 
     progress = make_progress(settings.quiet, settings.log_format)
@@ -100,19 +228,11 @@ def _run_job(args: argparse.Namespace, job: str) -> int:
 
     try:
         run = run_harvest if job == "harvest" else run_refresh
-        outcome = asyncio.run(run(settings, progress))
+        outcome = run_async(run(settings, progress))
         report, complete = outcome.report, outcome.complete
-    except KeyboardInterrupt:
-        print(
-            f"interrupted: finished work is saved in the lake's _harvest/;"
-            f" run the same command again to resume the {job}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
     finally:
-        progress.stop()
-    for line in report.summary_lines():
-        print(line)
+        progress.stop()  # before main() prints why a run stopped early
+    print_summary(settings, report, report.summary_lines())
     if not complete:
         print(
             f"the {job} is incomplete (see above); run the same command again to retry",
@@ -120,6 +240,20 @@ def _run_job(args: argparse.Namespace, job: str) -> int:
         )
         return EXIT_FAILED_SHARDS
     return 0
+
+
+def print_summary(settings: Settings, report: RunReport, lines: list[str]) -> None:
+    """A run's closing summary on stdout: ``lines`` for a person, or with ``--log-format
+    json`` one JSON object on one line (the run report as saved, plus ``saved_to``: its
+    path, null when none was saved), so a pipeline reads it without parsing text. Why a run
+    is incomplete stays on stderr, as every message does."""
+    if settings.log_format == "json":
+        import orjson
+
+        data = {**report.to_json(), "saved_to": report.saved_to or None}
+        print(orjson.dumps(data, default=str).decode())
+    else:
+        print("\n".join(lines))
 
 
 def cmd_harvest(args: argparse.Namespace) -> int:
@@ -138,10 +272,10 @@ def _print_json(data: object) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    setup_logging(settings.log_format, args.verbose)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
     from harvester.ops.plan_cmd import plan_job
 
-    plan = asyncio.run(plan_job(settings, args.job))
+    plan = run_async(plan_job(settings, args.job))
     if args.json:
         _print_json(plan.to_json())
     else:
@@ -151,7 +285,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    setup_logging(settings.log_format, args.verbose)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
     from harvester.ops.status import lake_status
 
     status = lake_status(settings)
@@ -164,7 +298,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    setup_logging(settings.log_format, args.verbose)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
     from harvester.ops.deep import DeepOptions
     from harvester.ops.verify import verify_lake
     from harvester.progress import make_progress
@@ -178,10 +312,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     deep = DeepOptions(args.sample, args.sample_seed) if args.deep else None
     progress = make_progress(settings.quiet or not args.repair, settings.log_format)
     try:
-        outcome = asyncio.run(verify_lake(settings, args.repair, progress, deep))
+        outcome = run_async(verify_lake(settings, args.repair, progress, deep))
     finally:
         progress.stop()
-    print("\n".join(outcome.lines()))
+    print_summary(settings, outcome.report, outcome.lines())
     if outcome.repair_failed:
         return EXIT_FAILED_SHARDS
     return EXIT_MISMATCH if outcome.final.problems else 0
@@ -189,10 +323,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    setup_logging(settings.log_format, args.verbose)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
     from harvester.ops.compact import compact_lake
 
-    print("\n".join(compact_lake(settings).lines()))
+    outcome = compact_lake(settings)
+    print_summary(settings, outcome.report, outcome.lines())
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
+    from harvester.ops.show import show_lake
+
+    summary = show_lake(settings)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from harvester.ops.config_cmd import render, to_json
+
+    resolved = resolved_from(args)
+    if args.json:
+        _print_json(to_json(resolved))
+    else:
+        print("\n".join(render(resolved, args.show_origin)))
     return 0
 
 
@@ -212,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harvester",
         description="Harvest the USPTO Office Action Rejection API v2 into a Parquet lake.",
+        epilog=_fill(
+            f"{KEY_HELP} {PRECEDENCE_HELP} 'harvester COMMAND --help' lists every setting the"
+            " command reads."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"harvester {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -265,6 +428,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the seed of --sample's draw, to repeat a run's days (default: a new one, printed)",
     )
     command("compact", "merge each partition's small files (no API call)", cmd_compact)
+    show = command(
+        "show",
+        "a first look at the data through DuckDB: rows per month, size, newest row (no API call)",
+        cmd_show,
+    )
+    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    config = command(
+        CONFIG_COMMAND,
+        "the settings a run would use and where each came from (the key masked)",
+        cmd_config,
+    )
+    add_settings_flags(config, CONFIG_COMMAND)
+    config.add_argument(
+        "--show-origin",
+        action="store_true",
+        help="say where each value came from: a flag, a variable, the config file or default",
+    )
+    config.add_argument("--json", action="store_true", help="print the settings as JSON")
     add_sim_arguments(command("simulate", "run the offline API simulator", cmd_simulate))
     return parser
 
@@ -284,9 +465,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
+    except (Interrupted, RunStopped) as exc:
+        # Not errors: the run stopped on purpose, its work and report are saved.
+        print(f"harvester: {exc}", file=sys.stderr)
+        print(_resume_hint(args), file=sys.stderr)
+        return exc.exit_code
     except HarvesterError as exc:
         print(f"harvester: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C outside an async run (loading, printing)
+        print("harvester: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: still one line, the details kept in a file
+        return report_unexpected(exc, bool(getattr(args, "verbose", False)))
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to go on after a run stopped early: the same command, and where its report is."""
+    try:
+        out = settings_from(args).out  # resolved as the run resolved it (flag, env, file)
+    except HarvesterError:
+        out = "the lake"
+    return (
+        f"finished work and this run's report are saved under {out}/_harvest/;"
+        f" run the same `harvester {args.command}` command again to resume"
+        " (`harvester status` shows where it stopped)"
+    )
+
+
+def report_unexpected(exc: BaseException, verbose: bool) -> int:
+    """An exception nothing foresaw (a bug, or a failure no module maps): one line naming
+    the file that holds the traceback, and the traceback itself on stderr only with ``-v``.
+    The file goes to the system's temp directory, not the lake: the lake may be what
+    failed. The API key is scrubbed from both, as the log filter scrubs log lines."""
+    import datetime as dt
+    import tempfile
+    import traceback
+
+    from harvester import __version__
+
+    try:
+        key = read_api_key(os.environ)[0]
+    except HarvesterError:
+        key = None
+    secret = key.reveal() if key else ""
+
+    def scrub(text: str) -> str:
+        return text.replace(secret, "***") if secret else text
+
+    details = scrub("".join(traceback.format_exception(exc)))
+    try:
+        fd, path = tempfile.mkstemp(prefix="harvester-error-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(
+                f"harvester {__version__}, {dt.datetime.now(dt.UTC).isoformat()}\n"
+                f"command: {' '.join(sys.argv)}\n\n{details}"
+            )
+        where = f"details: {path}"
+    except OSError as write_error:
+        where = f"the details could not be saved ({write_error.strerror})"
+    if verbose:
+        print(details, file=sys.stderr, end="")
+    else:
+        where += "; run with -v for the traceback"
+    lines = str(exc).strip().splitlines()
+    message = scrub(lines[0]) if lines else "(no message)"
+    print(
+        f"harvester: error: unexpected {type(exc).__name__}: {message} ({where})", file=sys.stderr
+    )
+    return EXIT_UNEXPECTED

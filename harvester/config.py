@@ -5,24 +5,32 @@ its command-line flag (and the sub-commands taking it), its help text and its pa
 three sources cannot drift apart: ``harvester.cli`` generates its flags from ``SPECS``. A bad
 value fails at start with a one-line ``ConfigError`` naming the setting and where the value
 came from (``--from``, ``$HARVESTER_FROM`` or ``[harvest] from in FILE``), in our words. The API key is the one
-exception: it is read from ``USPTO_API_KEY`` only (never a flag or a file, so it cannot end up
-in shell history or a committed config) and is wrapped in ``Secret`` so it never prints.
+exception: it is read from ``USPTO_API_KEY``, or from the file that ``USPTO_API_KEY_FILE``
+names (the convention of Docker secrets and systemd credentials), never from a flag or the
+config file, so it cannot end up in shell history, ``ps`` or a committed config; it is
+wrapped in ``Secret`` so it never prints. ``resolve_with_origins`` also says where each value
+came from: ``harvester config --show-origin`` prints that, from the very same resolution.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from harvester.errors import ConfigError
 
 API_KEY_ENV = "USPTO_API_KEY"
+API_KEY_FILE_ENV = "USPTO_API_KEY_FILE"  # the path of a file holding the key, nothing else
+DEFAULT_ORIGIN = "default"  # the origin of a setting that no source gave
 DEFAULT_DATE_TEMPLATE = "submissionDate:[{start}T00:00:00Z TO {end}T23:59:59Z]"
 
 
@@ -70,7 +78,17 @@ class Settings:
     lookback_days: int = 2
     reconcile_days: int = 0  # 0: the whole coverage, every refresh
     drop_share: float = 0.25
+    reload_share: float = 0.5  # changed rows above this share of the lake: a reload
     stamp_tolerance_days: float = 2.0
+    weekly_quota: int = 5_000_000  # ODP: metadata calls per key per week, reset Sunday 00:00 UTC
+    quota_wait: bool = False
+    quota_after: float = 1_800.0
+    quota_probe: float = 900.0
+    max_requests: int = 0  # 0: no budget
+    outage_after: int = 5
+    outage_wait_max: float = 300.0
+    max_outage: float = 86_400.0
+    max_retry_after: float = 900.0
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     log_format: str = "text"
@@ -98,6 +116,15 @@ class Settings:
             out[f.name] = value.isoformat() if isinstance(value, dt.date) else value
         out["api_key_set"] = bool(self.api_key)
         return out
+
+
+def show_value(value: Any) -> str:
+    """A setting's value as a config file spells it, unquoted: ``true``, ``4.0``, a date."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def _whole(text: Any, minimum: int) -> int:
@@ -166,17 +193,23 @@ def _share(text: Any) -> float:
     return value
 
 
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _date(text: Any) -> dt.date:
-    rule = "must be a date like 2019-01-31"
+    """A date as ``YYYY-MM-DD`` only (a TOML date too). ``date.fromisoformat`` alone would
+    also take ``20190101`` and ``2019-W01-1``: a typo read as some date is worse than a
+    refusal, so the form is checked first."""
+    rule = "must be a date as YYYY-MM-DD, like 2019-01-31"
     if isinstance(text, dt.datetime):  # a TOML date-time: the time would be dropped silently
         raise ValueError(rule)
     if isinstance(text, dt.date):
         return text
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not _DATE_TEXT.fullmatch(text.strip()):
         raise ValueError(rule)
     try:
         return dt.date.fromisoformat(text.strip())
-    except ValueError:
+    except ValueError:  # the form, but no such day (2019-02-30)
         raise ValueError(rule) from None
 
 
@@ -235,10 +268,11 @@ def _bool(text: Any) -> bool:
 
 # The sub-commands that take settings, and which of them take which flags.
 RUN_COMMANDS = ("harvest", "refresh", "plan", "verify")  # they talk to the API
-LAKE_COMMANDS = ("status", "compact")  # they only read or rewrite the lake
+LAKE_COMMANDS = ("status", "compact", "show")  # they only read or rewrite the lake
 SETTINGS_COMMANDS = RUN_COMMANDS + LAKE_COMMANDS
 _DATED = ("harvest", "plan", "verify")
 _REFRESHING = ("refresh", "plan")
+_FETCHING = ("harvest", "refresh", "verify")  # runs that may spend many requests
 
 
 @dataclass(frozen=True)
@@ -248,6 +282,7 @@ class Spec:
     ``flag`` is its command-line option (None: config file and environment only) and
     ``commands`` the sub-commands that take that flag; ``harvester.cli`` generates its
     options from these, so a flag cannot exist without its setting or drift from it.
+    ``default_text`` says what the default means where the value would not (None).
     """
 
     name: str
@@ -258,6 +293,7 @@ class Spec:
     flag: str | None = None
     commands: tuple[str, ...] = ()
     metavar: str | None = None
+    default_text: str | None = None
 
     @property
     def switch(self) -> bool:
@@ -266,6 +302,15 @@ class Spec:
 
     def origin_of_flag(self) -> str:
         return self.flag or f"the {self.name} argument"
+
+    def shown_default(self) -> str:
+        """The default as help and ``harvester config`` show it: ``default_text``, or the
+        value of ``Settings()`` as a config file would spell it."""
+        return self.default_text or show_value(getattr(Settings(), self.name))
+
+    def origin_of_toml(self) -> str:
+        """``[section] key``: where the setting lives in a config file."""
+        return f"[{self.toml[0]}] {self.toml[1]}"
 
 
 SPECS: tuple[Spec, ...] = (
@@ -292,20 +337,43 @@ SPECS: tuple[Spec, ...] = (
          "first retry backoff in seconds (doubles, jittered)"),
     Spec("backoff_max", ("api", "backoff_max"), "HARVESTER_BACKOFF_MAX", _positive_float,
          "longest retry backoff in seconds"),
+    Spec("weekly_quota", ("api", "weekly_quota"), "HARVESTER_WEEKLY_QUOTA", _non_negative_int,
+         "requests per key per week the service allows (ODP: 5,000,000); 0: none"),
+    Spec("quota_wait", ("api", "quota_wait"), "HARVESTER_QUOTA_WAIT", _bool,
+         "when the weekly quota is spent, wait for it to reset and go on (else: stop, exit 7)",
+         flag="--wait-for-quota", commands=_FETCHING),
+    Spec("quota_after", ("api", "quota_after"), "HARVESTER_QUOTA_AFTER", _positive_float,
+         "seconds of unbroken 429s after which the weekly quota is taken as spent"),
+    Spec("quota_probe", ("api", "quota_probe"), "HARVESTER_QUOTA_PROBE", _positive_float,
+         "while waiting for the quota, seconds between single probe requests"),
+    Spec("max_requests", ("api", "max_requests"), "HARVESTER_MAX_REQUESTS", _non_negative_int,
+         "stop cleanly (exit 8) after this many requests; 0: no budget",
+         flag="--max-requests", commands=_FETCHING, metavar="N"),
+    Spec("outage_after", ("api", "outage_after"), "HARVESTER_OUTAGE_AFTER", _positive_int,
+         "consecutive failed requests (5xx, timeouts, refused) that pause every worker"),
+    Spec("outage_wait_max", ("api", "outage_wait_max"), "HARVESTER_OUTAGE_WAIT_MAX",
+         _positive_float, "longest pause in seconds between probes during an outage"),
+    Spec("max_outage", ("api", "max_outage"), "HARVESTER_MAX_OUTAGE", _positive_float,
+         "seconds an outage may last before the run stops cleanly (exit 9)"),
+    Spec("max_retry_after", ("api", "max_retry_after"), "HARVESTER_MAX_RETRY_AFTER",
+         _positive_float, "longest Retry-After honoured in seconds; a longer one is capped"),
     Spec("date_template", ("api", "date_template"), "HARVESTER_DATE_TEMPLATE", _template,
          "query of one date range, with {start} and {end}"),
     Spec("out", ("lake", "out"), "HARVESTER_OUT", _lake_uri,
          "lake root: a local path or s3://bucket/prefix",
          flag="--out", commands=SETTINGS_COMMANDS, metavar="URI"),
     Spec("s3_endpoint_url", ("lake", "endpoint_url"), "HARVESTER_S3_ENDPOINT_URL", _url,
-         "S3-compatible endpoint (MinIO, moto)"),
-    Spec("s3_region", ("lake", "region"), "HARVESTER_S3_REGION", _text, "S3 region"),
+         "S3-compatible endpoint (MinIO, moto)", default_text="AWS S3"),
+    Spec("s3_region", ("lake", "region"), "HARVESTER_S3_REGION", _text, "S3 region",
+         default_text="the AWS environment's"),
     Spec("date_from", ("harvest", "from"), "HARVESTER_FROM", _date,
-         "first mail date, YYYY-MM-DD (default: probed)",
-         flag="--from", commands=_DATED, metavar="DATE"),
+         "first mail date, YYYY-MM-DD",
+         flag="--from", commands=_DATED, metavar="DATE",
+         default_text="probed from the service, for verify the lake's coverage"),
     Spec("date_to", ("harvest", "to"), "HARVESTER_TO", _date,
-         "last mail date, YYYY-MM-DD (default: today)",
-         flag="--to", commands=_DATED, metavar="DATE"),
+         "last mail date, YYYY-MM-DD",
+         flag="--to", commands=_DATED, metavar="DATE",
+         default_text="today, for verify the lake's coverage"),
     Spec("shard_size", ("harvest", "shard_size"), "HARVESTER_SHARD_SIZE", _positive_int,
          "rows per shard at most (<= max_window)"),
     Spec("shard_attempts", ("harvest", "shard_attempts"), "HARVESTER_SHARD_ATTEMPTS",
@@ -321,6 +389,8 @@ SPECS: tuple[Spec, ...] = (
          flag="--reconcile-days", commands=_REFRESHING, metavar="DAYS"),
     Spec("drop_share", ("refresh", "drop_share"), "HARVESTER_DROP_SHARE", _share,
          "a day losing more than this share of its rows (or all) waits for a later count"),
+    Spec("reload_share", ("refresh", "reload_share"), "HARVESTER_RELOAD_SHARE", _share,
+         "changed rows at least this share of the lake's: a reload, fetched month by month"),
     Spec("stamp_tolerance_days", ("refresh", "stamp_tolerance_days"),
          "HARVESTER_STAMP_TOLERANCE_DAYS", _non_negative_float,
          "createDateTime this far past now is reported, never taken as the watermark"),
@@ -333,23 +403,84 @@ SPECS: tuple[Spec, ...] = (
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a config file; unknown sections or keys are errors, not silently ignored."""
+def shipped_configs() -> dict[str, Traversable]:
+    """The configs that ship with the package, by name (``demo`` for ``demo.toml``), sorted.
+
+    They are the repository's top-level ``configs/*.toml``: ``harvester/configs`` is a
+    symlink to that folder, so a wheel carries copies as package data and an editable
+    install reads the folder itself (docs/decisions.md, "Install").
+    """
+    folder = importlib.resources.files("harvester") / "configs"
+    if not folder.is_dir():
+        return {}
+    found = {e.name.removesuffix(".toml"): e for e in folder.iterdir() if e.name.endswith(".toml")}
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """What ``--config VALUE`` names: the file to read and how messages name it."""
+
+    source: Traversable
+    label: str
+
+
+def find_config(value: str | Path) -> ConfigFile:
+    """``--config VALUE``: an existing path, else the name of a shipped config.
+
+    A path always wins over a name: a file called ``demo`` in the working directory is read
+    rather than the shipped ``demo``, so adding a shipped config can never change what an
+    existing command line reads. Anything that exists is taken as the path (a directory
+    then fails to read, one line); neither a path nor a name is a ``ConfigError`` that
+    lists the names.
+    """
+    path = Path(value)
+    if path.exists():
+        return ConfigFile(path, str(value))
+    shipped = shipped_configs()
+    if str(value) in shipped:
+        source = shipped[str(value)]
+        return ConfigFile(source, f"{value} (shipped: {source})")
+    names = ", ".join(shipped) or "none"
+    raise ConfigError(f"config file not found: {value} (shipped configs: {names})")
+
+
+def load_toml(path: str | Path | ConfigFile) -> dict[str, Any]:
+    """Read a config file (a path or a shipped name, see ``find_config``); unknown sections
+    or keys are errors, not silently ignored."""
+    config = path if isinstance(path, ConfigFile) else find_config(path)
+    label = config.label
     try:
-        with open(path, "rb") as handle:
+        with config.source.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"config file not found: {label}") from None
+    except OSError as exc:  # a directory, no permission: one line, not a traceback
+        raise ConfigError(f"config file {label} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {label} is not valid TOML: {exc}") from None
     known = {spec.toml for spec in SPECS}
     for section, table in data.items():
         if not isinstance(table, dict):
-            raise ConfigError(f"config file {path}: '{section}' must be a [section]")
+            raise ConfigError(f"config file {label}: '{section}' must be a [section]")
         for key in table:
             if (section, key) not in known:
-                raise ConfigError(f"config file {path}: unknown setting [{section}] {key}")
+                raise ConfigError(f"config file {label}: unknown setting [{section}] {key}")
     return data
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Resolved settings and where each value came from.
+
+    ``origins`` has an entry for every setting of ``SPECS`` and for ``api_key``: the flag
+    (``--rate``), the variable (``$HARVESTER_RATE``), the file (``[api] rate in c.toml``) or
+    ``default``; for the key ``$USPTO_API_KEY``, ``$USPTO_API_KEY_FILE (PATH)`` or
+    ``not set``. An origin never holds a value, so it is safe to print.
+    """
+
+    settings: Settings
+    origins: Mapping[str, str]
 
 
 def resolve(
@@ -363,8 +494,23 @@ def resolve(
     value is reported with where it came from: the flag (``--from``), the variable
     (``$HARVESTER_FROM``) or the file (``[harvest] from in c.toml``).
     """
+    return resolve_with_origins(flags, config_path, environ).settings
+
+
+def resolve_with_origins(
+    flags: Mapping[str, Any],
+    config_path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """``resolve``, also returning where each value came from (``Resolved.origins``).
+
+    The one resolution: ``resolve`` returns its settings, so what ``harvester config
+    --show-origin`` prints is what a run with the same flags and environment would use.
+    """
     env = os.environ if environ is None else environ
-    file_data = load_toml(config_path) if config_path else {}
+    config = find_config(config_path) if config_path else None
+    file_data = load_toml(config) if config else {}
+    in_file = config.label if config else ""
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for spec in SPECS:
@@ -376,7 +522,7 @@ def resolve(
         elif env.get(spec.env):
             raw, origin = env[spec.env], f"${spec.env}"
         elif key in file_data.get(section, {}):
-            raw, origin = file_data[section][key], f"[{section}] {key} in {config_path}"
+            raw, origin = file_data[section][key], f"[{section}] {key} in {in_file}"
         if raw is None:
             continue
         try:
@@ -386,9 +532,68 @@ def resolve(
         except TypeError:  # a parser's own bug: still one line, never Python's wording
             raise ConfigError(f"invalid {spec.name} from {origin}: {raw!r}") from None
         origins[spec.name] = origin
-    key_text = env.get(API_KEY_ENV, "").strip()
-    settings = replace(Settings(), **values, api_key=Secret(key_text) if key_text else None)
-    return validate(settings, origins)
+    api_key, key_origin = read_api_key(env)
+    settings = validate(replace(Settings(), **values, api_key=api_key), origins)
+    every = {spec.name: origins.get(spec.name, DEFAULT_ORIGIN) for spec in SPECS}
+    return Resolved(settings, {**every, "api_key": key_origin})
+
+
+# A key file is a few dozen bytes; reading at most this much keeps a wrong path (a log, a
+# device) from being read whole, and anything longer is not a key file.
+_KEY_FILE_MAX_BYTES = 4096
+
+
+def read_api_key(environ: Mapping[str, str]) -> tuple[Secret | None, str]:
+    """The API key and where it came from: ``$USPTO_API_KEY`` (the key itself) or the file
+    that ``$USPTO_API_KEY_FILE`` names (``$USPTO_API_KEY_FILE (PATH)``); ``(None, "not set")``
+    when neither is set (an empty variable counts as not set).
+
+    Both set is an error, not a precedence: a key left exported in a shell would otherwise
+    silently win over (or lose to) the credential a scheduler provides, and a run would
+    fail with a 403 that names neither. Every error names the variable or the path, never
+    the file's content.
+    """
+    direct = environ.get(API_KEY_ENV, "").strip()
+    path = environ.get(API_KEY_FILE_ENV, "")
+    if direct and path:
+        raise ConfigError(
+            f"both {API_KEY_ENV} and {API_KEY_FILE_ENV} are set: unset one of them"
+            " (the key must come from one place)"
+        )
+    if direct:
+        return Secret(direct), f"${API_KEY_ENV}"
+    if not path:
+        return None, "not set"
+    return Secret(_read_key_file(path)), f"${API_KEY_FILE_ENV} ({path})"
+
+
+def _read_key_file(path: str) -> str:
+    """The key held by the file at ``path``: its text without surrounding whitespace (a
+    trailing newline is the norm), which must be one word: a file of several lines or
+    words is not a key file (``KEY=...`` environment files, a wrong path)."""
+    where = f"the API key file {path} (from ${API_KEY_FILE_ENV})"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_KEY_FILE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"{where} cannot be read by this user") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > _KEY_FILE_MAX_BYTES:
+        raise ConfigError(f"{where} is too large to hold only a key")
+    try:
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not text") from None
+    if not key:
+        raise ConfigError(f"{where} is empty")
+    if any(char.isspace() for char in key):
+        raise ConfigError(f"{where} must hold the key alone, on one line")
+    return key
 
 
 def validate(settings: Settings, origins: Mapping[str, str] | None = None) -> Settings:

@@ -53,6 +53,26 @@ from harvester.state import (
 
 log = logging.getLogger("harvester.harvest")
 
+# The service holds mail dates up to about this many days before today: its catalog says
+# "Office Actions mailed from June 1, 2018 to 180 days prior to the current date" (the API
+# reference, ../shared/reference/oa-rejections-v2.md, "Size and coverage"; another catalog
+# page says 30). Only a warning rides on it (``range_warning``), never a refusal.
+SERVICE_LAG_DAYS = 180
+
+
+def range_warning(first: dt.date, last: dt.date, today: dt.date) -> str | None:
+    """What to tell a user whose range asks for mail dates the service holds none of yet,
+    or None. Said, not refused: the lag is the catalog's word, and the user may know better."""
+    if first > today:
+        return f"the range {first}..{last} lies entirely in the future: it will find no rows"
+    newest = today - dt.timedelta(days=SERVICE_LAG_DAYS)
+    if first > newest:
+        return (
+            f"the range {first}..{last} starts after {newest}: the service holds mail dates"
+            f" up to about {SERVICE_LAG_DAYS} days before today, so it may find few or no rows"
+        )
+    return None
+
 
 async def make_plan(
     settings: Settings, planner: Planner, client: ApiClient, stamp_form: str
@@ -61,10 +81,13 @@ async def make_plan(
     given), plus the shard for rows without a mail date, and the watermark the harvest will
     leave: the newest createDateTime the service holds now, before anything is fetched
     (``stamps``). ``plan`` shows exactly this."""
-    last = settings.date_to or dt.datetime.now(dt.UTC).date()
+    today = dt.datetime.now(dt.UTC).date()
+    last = settings.date_to or today
     first = settings.date_from or await planner.probe_first_day(last)
     if first is None:
         raise ConfigError(f"the service holds no rows with a mail date up to {last}")
+    if (warning := range_warning(first, last, today)) is not None:
+        log.warning("%s", warning)
     log.info("planning %s .. %s", first, last)
     shards = await planner.plan(first, last)
     undated = Shard(first, last, undated=True)
@@ -105,7 +128,7 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
 
 
 async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
-    lake = open_lake(settings)
+    lake = open_lake(settings, for_write=True)  # first: a bad --out costs no request
     state = HarvestState(lake)
     if state.check_compatible() is None and not state.has_plan():
         # A new lake: refused where anything else lives, before a request is spent and
@@ -113,38 +136,48 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
         refuse_foreign_root(lake)
     report = RunReport.begin("harvest", settings)
     async with make_client(settings) as client:
-        progress.bind_stats(client.progress_counters)
-        await preflight(client)
-        known = await learn_service(settings, state, client)
-        settings = known.settings(settings)
-        planner = make_planner(settings, client, known.limits)
-        plan = state.load_plan()
-        new_plan = plan is None
-        if plan is None:
-            plan = await make_plan(settings, planner, client, known.profile.stamp_form)
-        else:
-            _check_plan_matches(plan, settings)
-            if state.load_complete() is not None:
-                # Re-harvesting a finished lake would fight refresh's partition rewrites.
-                report.status = "complete"
-                report.events.append("the harvest of this lake is already complete: use refresh")
-                return RunOutcome(report, True)
-        # Everything before this line only read; from here on the lake is written.
-        async with holding(state, "harvest"):
-            if new_plan:
-                state.write_meta()
-                known.remember(state)  # before the plan: a resume finds both, or neither
-                end = settings.date_to.isoformat() if settings.date_to else None
-                state.save_coverage(Coverage(plan.first.isoformat(), end))
-                state.save_plan(plan)
-            known.remember(state)
-            runner = ShardRunner(settings, client, planner, state, plan, progress, known.limits)
-            try:
-                complete = await _harvest_plan(runner, client, report, settings.shard_attempts)
-            finally:
+        with report.kept(state, client.stats):
+            progress.bind_stats(client.progress_counters)
+            await preflight(client)
+            known = await learn_service(settings, state, client)
+            settings = known.settings(settings)
+            planner = make_planner(settings, client, known.limits)
+            plan = state.load_plan()
+            new_plan = plan is None
+            if plan is None:
+                plan = await make_plan(settings, planner, client, known.profile.stamp_form)
+            else:
+                _check_plan_matches(plan, settings)
+                if state.load_complete() is not None:
+                    # Re-harvesting a finished lake would fight refresh's partition rewrites.
+                    report.status = "complete"
+                    report.events.append(
+                        "the harvest of this lake is already complete: use refresh"
+                    )
+                    markers = state.load_markers()
+                    _tally(report, state.leaves(plan, markers), markers)
+                    return RunOutcome(report, True)
+            # Everything before this line only read; from here on the lake is written.
+            async with holding(state, "harvest"):
+                report.writing = True
+                if new_plan:
+                    state.write_meta()
+                    known.remember(state)  # before the plan: a resume finds both, or neither
+                    end = settings.date_to.isoformat() if settings.date_to else None
+                    state.save_coverage(Coverage(plan.first.isoformat(), end))
+                    state.save_plan(plan)
                 known.remember(state)
-                report.extra["service"] = known.summary()
-        report.finish("complete" if complete else "incomplete", client.stats)
+                runner = ShardRunner(settings, client, planner, state, plan, progress, known.limits)
+                try:
+                    complete = await _harvest_plan(runner, client, report, settings.shard_attempts)
+                finally:
+                    # However the run ended (stopped early too: ``report.kept`` saves it),
+                    # the report says what it did and what the lake holds now.
+                    report.absorb_totals(runner.pipeline.totals)
+                    _tally(report, *runner.leaves())
+                    known.remember(state)
+                    report.extra["service"] = known.summary()
+            report.finish("complete" if complete else "incomplete", client.stats)
     report.save(state)
     return RunOutcome(report, complete)
 
@@ -170,9 +203,7 @@ async def _harvest_plan(
         await runner.run(moved)
 
     leaves, markers = runner.leaves()
-    report.absorb_totals(runner.pipeline.totals)
     report.failures = runner.failures()
-    report.rows_in_lake = committed_rows(leaves, markers)
     complete = all((m := markers.get(s.key)) is not None and m.done for s in leaves)
     if complete:
         # The service's newest stamp when the harvest started, not the newest fetched: a row
@@ -181,8 +212,15 @@ async def _harvest_plan(
         watermark = plan.watermark or max(
             (m.max_create for m in markers.values() if m.max_create), default=None
         )
-        state.save_complete(CompleteRecord(utc_now(), report.rows_in_lake, len(leaves), watermark))
+        rows = committed_rows(leaves, markers)
+        state.save_complete(CompleteRecord(utc_now(), rows, len(leaves), watermark))
     return complete
+
+
+def _tally(report: RunReport, leaves: list[Shard], markers: dict[str, ShardMarker]) -> None:
+    """The plan's shards and the lake's rows as the markers tell them now."""
+    report.rows_in_lake = committed_rows(leaves, markers)
+    report.count_shards(leaves, markers)
 
 
 def _month_of(plan: StoredPlan, shard: Shard) -> Shard:

@@ -38,11 +38,22 @@ def make_client(settings: Settings) -> ApiClient:
         min_429_wait=settings.min_429_wait,
         backoff_base=settings.backoff_base,
         backoff_max=settings.backoff_max,
+        max_retry_after=settings.max_retry_after,
+        outage_after=settings.outage_after,
+        outage_wait_max=settings.outage_wait_max,
+        max_outage=settings.max_outage,
+        quota_wait=settings.quota_wait,
+        quota_after=settings.quota_after,
+        quota_probe=settings.quota_probe,
+        max_requests=settings.max_requests,
     )
 
 
-def open_lake(settings: Settings) -> Lake:
-    return Lake.open(settings.out, settings.storage_options())
+def open_lake(settings: Settings, *, for_write: bool = False) -> Lake:
+    """The lake at ``settings.out``, proven usable before any request (``Lake.preflight``:
+    readable, and with ``for_write`` writable): every command opens its lake here first, so
+    a bad ``--out`` costs one line and no request."""
+    return Lake.open_checked(settings.out, settings.storage_options(), for_write=for_write)
 
 
 async def preflight(client: ApiClient) -> None:
@@ -175,8 +186,11 @@ class ShardRunner:
         return swept
 
     async def run(self, shards: list[Shard]) -> None:
-        """Fetch the given shards again (the closing check's moved shards)."""
-        self._progress.add_shards(len(shards))
+        """Fetch the given shards again (the closing check's moved shards): leaves already
+        counted, done or failed, so the progress shows them pending again, not as more."""
+        markers = self.state.load_markers()
+        ended = [m.status for s in shards if (m := markers.get(s.key)) is not None]
+        self._progress.refetch(ended.count("done"), ended.count("failed"))
         await self.pipeline.run(shards)
 
     def failures(self) -> dict[str, str]:

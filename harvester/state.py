@@ -28,6 +28,7 @@ Layout::
     _harvest/refresh/run.json            RefreshRun: an unfinished refresh or repair
     _harvest/refresh/<stage>/...         a refresh's staging areas (lakes of their own)
     _harvest/runs/<run-id>.json          one report per run (``report.RunReport``)
+    _harvest/quota.json                  QuotaLedger: requests this week, per key (``quota``)
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ PENDING_DROPS: Final = f"{ROOT}/pending-drops.json"
 REFRESH: Final = f"{ROOT}/refresh"
 REFRESH_RUN: Final = f"{REFRESH}/run.json"
 RUNS: Final = f"{ROOT}/runs"
+QUOTA: Final = f"{ROOT}/quota.json"
 QUARANTINE_SUFFIX: Final = ".jsonl"
 
 LAKE_FORMAT: Final = "harvester-lake"
 MarkerStatus = Literal["done", "split", "failed"]
-RefreshPhase = Literal["fetch-changed", "merge-changed", "reconcile", "merge-days", "finish"]
+RefreshPhase = Literal[
+    "fetch-changed", "merge-changed", "reconcile", "merge-days", "reload", "finish"
+]
 RefreshKind = Literal["refresh", "repair"]
-StageName = Literal["changed", "days"]
+StageName = Literal["changed", "days", "reload"]  # "reload": one month at a time
 SortSupport = Literal["honoured", "ignored", "refused"]
 
 R = TypeVar("R")
@@ -225,6 +229,16 @@ class RefreshRun:
     # The newest createDateTime the service held when this run started: the watermark it
     # leaves (a resumed run keeps it; None for a repair, which moves no watermark).
     watermark: str | None = None
+    # A reload (``refresh``: the changed rows were most of the lake): the coverage's days
+    # ([first, last], fixed when the run began) are fetched again one month at a time, each
+    # month replacing its partition. None for an ordinary refresh (and in older run.json).
+    reload_span: list[str] | None = None
+    months_done: list[str] = field(default_factory=list)  # "YYYY-MM", committed
+    # What the reload was decided on: changed rows, the lake's rows, the estimate.
+    reload_counts: dict[str, int] = field(default_factory=dict)
+    # Per month ("YYYY-MM"): the lake's rows and those stamped at or after ``since`` when the
+    # run began: a month whose service counts equal them is already current (not fetched).
+    lake_months: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,6 +289,17 @@ class ServiceProfile:
     probed_at: str
     updated_at: str = ""
     evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QuotaLedger:
+    """Requests sent this quota week by runs on this lake, per key (``quota.key_id``, a
+    digest, never the key), and when a key last met its spent quota. A new week starts
+    the ledger again."""
+
+    week_start: str  # ISO date-time of the week's Sunday 00:00 UTC
+    requests: dict[str, int] = field(default_factory=dict)
+    spent_at: dict[str, str] = field(default_factory=dict)  # key id -> when the quota ran out
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -469,6 +494,14 @@ class HarvestState:
         area._fence = self._fence  # the same writer, the same fence
         return area
 
+    def clear_stage(self, name: StageName) -> None:
+        """Empty one staging area (a reload's month, once committed)."""
+        self.check_fence()
+        area = f"{REFRESH}/{name}"
+        for path in self.lake.list_files(area):
+            self.lake.delete(path)
+        self.lake.remove_empty_dirs(area)
+
     def clear_refresh(self) -> None:
         """Drop the staging areas, then the checkpoint (last: the refresh is over)."""
         self.check_fence()
@@ -499,9 +532,21 @@ class HarvestState:
         self._write(path, report)
         return f"{self.lake.uri.rstrip('/')}/{path}"
 
+    # -- the quota ledger ----------------------------------------------------------------
+    def load_quota(self) -> QuotaLedger | None:
+        data = self._read(QUOTA)
+        return None if data is None else _record(QuotaLedger, data)
+
+    def save_quota(self, ledger: QuotaLedger) -> None:
+        self._write(QUOTA, asdict(ledger))
+
     def load_reports(self) -> list[dict[str, Any]]:
         paths = self.lake.list_files(RUNS, suffix=".json")
         return [dict(orjson.loads(raw)) for raw in self.lake.read_many(paths)]
+
+    def is_lake(self) -> bool:
+        """Whether a harvest has begun here (``_harvest/lake.json`` exists)."""
+        return self.lake.exists(LAKE_META)
 
     def has_plan(self) -> bool:
         return self.lake.exists(PLAN)

@@ -232,7 +232,7 @@ def test_ctrl_c_stops_cleanly_saves_progress_and_says_how_to_resume(
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "run the same command again to resume" in stderr
+    assert "run the same `harvester harvest` command again to resume" in stderr
     assert "Traceback" not in stderr
     done_before = len(list((out / "_harvest" / "shards").glob("*.json")))
     assert done_before > 0, "no progress was saved"
@@ -255,7 +255,12 @@ def test_failed_shards_do_not_stop_the_run_and_a_rerun_finishes_them(
     # Resume against a service where half the requests fail with 503, two attempts each.
     failing = "--records 20000 --seed 7 --faults flaky --fault-rate 0.5 --fault-kinds http503"
     with run_simulator_process(*failing.split(), *RANGE, "--max-window", WINDOW) as bad:
-        result = run_harvest(bad.url, str(out), *dates, env=harvest_env(HARVESTER_MAX_ATTEMPTS="2"))
+        result = run_harvest(
+            bad.url,
+            str(out),
+            *dates,
+            env=harvest_env(HARVESTER_MAX_ATTEMPTS="2", HARVESTER_OUTAGE_AFTER="100000"),
+        )
     assert result.returncode == 5, result.stdout + result.stderr
     assert "failed shard 2019-" in result.stdout and "http 503" in result.stdout
     assert "run the same command again" in result.stderr

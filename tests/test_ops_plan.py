@@ -51,7 +51,7 @@ def test_plan_of_a_new_harvest_writes_nothing_and_predicts_its_requests(
     estimated = sum(1 for s in plan["shard_list"] if "/id[" in s["key"])
     assert estimated > 0 and any("estimates" in note for note in plan["notes"])
     assert abs(report["requests"] - plan["requests"]) <= estimated
-    assert report["shards_done"] == sum(1 for s in plan["shard_list"] if s["requests"] > 0)
+    assert report["shards_fetched"] == sum(1 for s in plan["shard_list"] if s["requests"] > 0)
 
 
 def test_plan_of_a_harvest_under_way_lists_only_the_shards_not_done(

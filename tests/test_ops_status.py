@@ -50,18 +50,29 @@ def test_status_reads_only_the_lake_and_makes_no_api_call(
     assert snapshot(out) == files, "status wrote to the lake"
 
     assert "harvest: complete 2019-01-01..2019-02-28" in text
-    assert f"rows: {lake_rows:,} in" in text
+    # The vocabulary of progress and the run's summary (docs/operations.md).
+    assert f"rows: {lake_rows:,} in the lake, in" in text
     assert data["rows"] == lake_rows
     assert data["shards_done"] == data["shards_total"] > 0 and data["shards_pending"] == 0
     assert data["shards_failed"] == {}
+    assert (
+        f"shards {data['shards_total']:,}/{data['shards_total']:,} done, 0 failed, 0 pending"
+        in text
+    )
     quarantined = len(
         {json.dumps(q["doc"], sort_keys=True) for q in read_quarantine(Lake.open(str(out)))}
     )
     assert quarantined == 4 and data["quarantined_rows"] == 4
     assert "quarantined rows: 4 (" in text
     assert data["watermark"] and f"watermark: {data['watermark']}" in text
-    assert data["last_run"]["command"] == "harvest" and data["last_run"]["status"] == "complete"
-    assert "last run: harvest complete" in text
+    run = data["last_run"]
+    assert run["command"] == "harvest" and run["status"] == "complete"
+    assert run["shards_done"] == data["shards_done"] and run["rows_in_lake"] == lake_rows
+    assert (
+        f"last run: harvest complete {run['run_id']}, finished {run['finished_at']},"
+        f" {run['rows_written']:,} rows written, {run['shards_fetched']:,} shards fetched,"
+        f" {run['requests']:,} requests (1 runs recorded)" in text
+    )
 
 
 def test_status_names_pending_and_failed_shards_with_their_causes(
@@ -85,6 +96,8 @@ def test_status_names_pending_and_failed_shards_with_their_causes(
     data = json.loads(ok(cli("status", "--out", str(out), "--json")))
     assert "harvest: in progress" in text
     assert data["shards_pending"] == 1 and data["shards_done"] == data["shards_total"] - 2
+    total = data["shards_total"]
+    assert f"shards {total - 2:,}/{total:,} done, 1 failed, 1 pending" in text
     assert data["shards_failed"] == {record["key"]: "http 503 after 8 attempts"}
     assert f"failed {record['key']}: http 503 after 8 attempts" in text
     assert data["rows"] == total_before - lost

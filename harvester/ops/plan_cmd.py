@@ -8,7 +8,9 @@ one row each), so its shards are the job's shards as long as the source does not
   given), plus the shard for rows without a mail date;
 - a harvest already under way: the stored plan's shards not done yet (no count query);
 - a refresh (the lake holds a completed harvest): the rows changed since the watermark
-  minus the lookback, sharded, and the recent days whose counts differ (reconciliation).
+  minus the lookback, sharded, and the recent days whose counts differ (reconciliation);
+  or, when the changed rows are most of the lake (``reload_share``), a reload: every month
+  of the coverage fetched again, its cost estimated from the one count, not planned.
 
 Requests are counted as the job spends them: the count queries of planning (the job makes
 them again), one request per page of ``rows`` rows of every shard that holds rows, and for
@@ -23,14 +25,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from harvester import reconcile
+from harvester import quota, reconcile
 from harvester.client import ApiClient
 from harvester.commit import committed_files
 from harvester.config import Settings
 from harvester.errors import ConfigError
-from harvester.harvest import make_plan
+from harvester.harvest import make_plan, range_warning
+from harvester.humanize import duration_text
 from harvester.ops.lakeinfo import service_lines
-from harvester.refresh import changed_rows_shard, changed_since, coverage_span, require_completed
+from harvester.refresh import (
+    changed_rows_shard,
+    changed_since,
+    coverage_span,
+    lake_row_count,
+    reload_check,
+    require_completed,
+)
 from harvester.runner import Service, learn_service, make_client, make_planner, open_lake, preflight
 from harvester.service import limits_from
 from harvester.shard import UNDATED_KEY, Shard
@@ -51,6 +61,8 @@ class JobPlan:
     check_requests: int = 0
     notes: list[str] = field(default_factory=list)
     service: dict[str, Any] | None = None  # what the service was found to do (runner.Service)
+    weekly_quota: int = 0  # requests per key per week (0: none)
+    quota_spent: int = 0  # this week, by runs on this lake with the key set now
 
     def pages(self, shard: Shard) -> int:
         """Requests to fetch one shard: a page per ``rows`` rows. Shards counted empty cost
@@ -90,6 +102,7 @@ class JobPlan:
             "seconds": None if self.seconds is None else round(self.seconds, 1),
             "notes": self.notes,
             "service": self.service,
+            "quota": self.quota_view(dt.datetime.now(dt.UTC)),
             "shard_list": [
                 {"key": s.key, "rows": s.expected, "requests": self.pages(s)} for s in self.shards
             ],
@@ -117,7 +130,8 @@ class JobPlan:
                     f" {sum(self.pages(s) for s in shards):,} requests"
                 )
         out.append(f"shards: {len(self.shards):,}, {self.rows:,} rows")
-        check = f" + {self.check_requests:,} closing-check counts" if self.check_requests else ""
+        what = "closing-check counts" if self.job == "harvest" else "month counts (a reload)"
+        check = f" + {self.check_requests:,} {what}" if self.check_requests else ""
         out.append(
             f"requests: {self.requests:,} = {self.planning_requests:,} probes and counts to"
             f" plan + {self.fetch_requests:,} pages of up to {self.rows_per_request} rows{check}"
@@ -130,23 +144,38 @@ class JobPlan:
                 f"time at {self.rate:g} requests/s: {duration_text(self.seconds)}"
                 " (at least: 429 pauses and retries come on top)"
             )
+        view = self.quota_view(dt.datetime.now(dt.UTC))
+        if view is not None:
+            spent = f", {self.quota_spent:,} spent this week by runs on this lake"
+            head = f"quota: {self.weekly_quota:,} requests a week per key{spent}"
+            if view["resets"] == 0:
+                out.append(f"{head}: it never stops this job")
+            else:
+                out.append(
+                    f"{head}: this job spends it {view['resets']} times and ends"
+                    f" {view['ends_at']} at the earliest (it resets Sunday 00:00 UTC); each"
+                    " time, the run stops cleanly (exit 7), or waits with --wait-for-quota"
+                )
         out.extend(f"note: {note}" for note in self.notes)
         return out
 
-
-def duration_text(seconds: float) -> str:
-    """``2 d 3 h``, ``1 h 12 min``, ``4 min 5 s``, ``12 s``: two units are enough."""
-    total = round(seconds)
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"
+    def quota_view(self, now: dt.datetime) -> dict[str, Any] | None:
+        """The calendar the weekly quota imposes on this job's requests (None: no quota)."""
+        if not self.weekly_quota:
+            return None
+        ends, resets = quota.calendar_finish(
+            self.requests,
+            rate=self.rate or None,
+            quota=self.weekly_quota,
+            spent_this_week=self.quota_spent,
+            now=now,
+        )
+        return {
+            "weekly_quota": self.weekly_quota,
+            "spent_this_week": self.quota_spent,
+            "resets": resets,
+            "ends_at": f"{ends:%Y-%m-%d %H:%M} UTC",
+        }
 
 
 def closing_check_requests(shards: list[Shard]) -> int:
@@ -157,10 +186,14 @@ def closing_check_requests(shards: list[Shard]) -> int:
 async def _plan_new_harvest(
     settings: Settings, client: ApiClient, known: Service, plan: JobPlan
 ) -> None:
-    """What the harvest plans (``harvest.make_plan``), without saving it."""
+    """What the harvest plans (``harvest.make_plan``, which also logs the range warning),
+    without saving it; the warning is one of the plan's notes too."""
     planner = make_planner(settings, client, known.limits)
     stored = await make_plan(settings, planner, client, known.profile.stamp_form)
     plan.what = f"new harvest of {stored.first}..{stored.last}"
+    today = dt.datetime.now(dt.UTC).date()
+    if (warning := range_warning(stored.first, stored.last, today)) is not None:
+        plan.notes.append(warning)
     plan.shards = stored.shards
     plan.check_requests = closing_check_requests(plan.shards)
     if any(s.has_id_range for s in plan.shards):
@@ -204,6 +237,30 @@ async def _plan_refresh(
     covered = coverage_span(state)
     root = changed_rows_shard(since, covered, known.profile.stamp_form)
     root = root.with_expected(await client.count(root.criteria(settings.date_template)))
+    check = reload_check(
+        settings, root.expected, lake_row_count(state, stored), covered, known.limits.page_size
+    )
+    if check.is_reload:
+        # Planning it as changed rows would cost as many counts as a harvest's plan: the one
+        # count says enough. Its pages, plus two counts a month (``Refresher._reload``).
+        plan.job = "refresh"
+        plan.shards = [root]
+        plan.check_requests = 2 * check.months
+        plan.what = (
+            f"refresh that is a reload: {check.changed:,} rows changed since {since} and the"
+            f" lake holds {check.lake_rows:,} (reload_share {check.share:g}); every month of"
+            f" the coverage is fetched again, one at a time ({check.months} months)"
+        )
+        plan.notes.append(
+            "a reload's requests are an upper bound: months whose counts already equal the"
+            " lake's (rows it fetched since, e.g. through the lookback after a reload) cost"
+            " two counts and no page"
+        )
+        if state.refresh_interrupted():
+            plan.notes.append(
+                "an interrupted refresh is resumed first; this plan is for the next one"
+            )
+        return
     changed = await planner.refine(root)
     committed = committed_files(state, stored, state.load_markers())
     first, last = reconcile.window(state, committed, *covered, settings.reconcile_days)
@@ -240,12 +297,17 @@ async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
     else harvest) for the lake at ``settings.out``. Reads the lake, writes nothing."""
     if job not in JOBS:
         raise ConfigError(f"invalid job {job!r}: one of {', '.join(JOBS)}")
-    state = HarvestState(open_lake(settings))
+    # Writable, though plan writes nothing: the job it plans would write there.
+    state = HarvestState(open_lake(settings, for_write=True))
     state.check_compatible()
     complete = state.load_complete() is not None
     if job == "auto":
         job = "refresh" if complete else "harvest"
     plan = JobPlan("harvest", "", settings.rows, settings.rate)
+    plan.weekly_quota = settings.weekly_quota
+    if state.is_lake():
+        key = quota.key_id(settings.api_key.reveal() if settings.api_key else None)
+        plan.quota_spent = quota.spent_this_week(state, key, dt.datetime.now(dt.UTC))[0]
     if job == "harvest" and complete:
         plan.what = "nothing: the harvest of this lake is complete (plan --job refresh)"
         return plan

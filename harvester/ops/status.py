@@ -8,12 +8,14 @@ nothing, so it is safe to run against a lake another process is harvesting into.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harvester import quarantine
+from harvester import quarantine, quota
 from harvester.commit import uncommitted_files
 from harvester.config import Settings
+from harvester.humanize import duration_text
 from harvester.ops.lakeinfo import file_rows, open_state, service_lines
 from harvester.partition import Partition
 from harvester.runner import Service
@@ -48,6 +50,7 @@ class LakeStatus:
     refresh_interrupted: dict[str, Any] | None = None
     runs: int = 0
     last_run: dict[str, Any] | None = None
+    quota: dict[str, Any] | None = None  # this week's requests per key (``quota``)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,15 +65,18 @@ class LakeStatus:
             held = f"; holds {self.holds[0]} .. {self.holds[1]}" if self.holds else ""
             lines.append(f"coverage: {self.coverage[0]} .. {end}{held}")
         lines.extend(f"  kept {day}: {why}" for day, why in sorted(self.pending_drops.items()))
+        # The one vocabulary of docs/operations.md ("Shards and rows"), as progress and
+        # the run's summary say it.
         lines.append(
-            f"shards: {self.shards_done} done, {self.shards_pending} pending,"
-            f" {len(self.shards_failed)} failed (of {self.shards_total})"
+            f"shards {self.shards_done:,}/{self.shards_total:,} done,"
+            f" {len(self.shards_failed):,} failed, {self.shards_pending:,} pending"
         )
         lines.extend(
             f"  failed {key}: {cause}" for key, cause in sorted(self.shards_failed.items())
         )
         lines.append(
-            f"rows: {self.rows:,} in {self.files} files over {self.partitions} partitions"
+            f"rows: {self.rows:,} in the lake, in {self.files} files over {self.partitions}"
+            " partitions"
             f" ({self.rewritten_partitions} rewritten by refresh or compact)"
         )
         if self.uncommitted_files:
@@ -90,16 +96,58 @@ class LakeStatus:
                 f"interrupted {run.get('kind', 'refresh')}: {run.get('run_id')} at phase"
                 f" {run.get('phase')} (`harvester refresh` finishes it)"
             )
+        lines.extend(_quota_lines(self.quota))
         if self.last_run:
             run = self.last_run
+            # A report written before ``shards_fetched`` existed called it ``shards_done``.
+            fetched = run.get("shards_fetched", run.get("shards_done", 0))
+            ended = run.get("extra", {}).get("ended_by")
             lines.append(
                 f"last run: {run.get('command')} {run.get('status')} {run.get('run_id')},"
-                f" finished {run.get('finished_at') or '?'}, {run.get('rows_written', 0):,} rows"
-                f" written, {run.get('requests', 0)} requests ({self.runs} runs recorded)"
+                f" finished {run.get('finished_at') or '?'}"
+                + (f" ({ended})" if ended else "")
+                + f", {run.get('rows_written', 0):,} rows written, {fetched:,} shards fetched,"
+                f" {run.get('requests', 0):,} requests ({self.runs} runs recorded)"
             )
         else:
             lines.append("last run: none recorded")
         return lines
+
+
+def _quota_lines(week: dict[str, Any] | None) -> list[str]:
+    if not week:
+        return []
+    allowed = f" of {week['quota']:,}" if week["quota"] else ""
+    lines = [
+        f"quota week: from {week['week_start']}, resets {week['resets_at']}"
+        f" ({week['resets_in']}); requests by runs on this lake:"
+    ]
+    for key, spent in sorted(week["requests"].items()):
+        mine = " (the key set now)" if key == week["key_id"] else ""
+        met = week["spent_at"].get(key)
+        end = f"; quota found spent {met}" if met else ""
+        lines.append(f"  key {key}{mine}: {spent:,}{allowed} requests{end}")
+    if not week["requests"]:
+        lines.append("  none yet this week")
+    return lines
+
+
+def _quota_week(state: HarvestState, settings: Settings) -> dict[str, Any]:
+    """This quota week as the lake's ledger has it (runs of other lakes are not in it)."""
+    now = dt.datetime.now(dt.UTC)
+    reset = quota.next_reset(now)
+    ledger = state.load_quota()
+    this_week = ledger is not None and ledger.week_start == quota.week_start(now).isoformat()
+    key = settings.api_key.reveal() if settings.api_key else None
+    return {
+        "week_start": f"{quota.week_start(now):%Y-%m-%d %H:%M} UTC",
+        "resets_at": f"{reset:%Y-%m-%d %H:%M} UTC",
+        "resets_in": duration_text((reset - now).total_seconds()),
+        "quota": settings.weekly_quota,
+        "key_id": quota.key_id(key),
+        "requests": dict(ledger.requests) if ledger and this_week else {},
+        "spent_at": dict(ledger.spent_at) if ledger and this_week else {},
+    }
 
 
 def _quarantine(state: HarvestState, status: LakeStatus) -> None:
@@ -171,6 +219,7 @@ def lake_status(settings: Settings) -> LakeStatus:
         status.service = Service(profile, limits, probed=False).summary()
     run = state.load_refresh_run()
     status.refresh_interrupted = None if run is None else asdict(run)
+    status.quota = _quota_week(state, settings)
     reports = state.load_reports()
     status.runs = len(reports)
     if reports:

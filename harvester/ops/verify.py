@@ -329,6 +329,9 @@ async def verify_lake(
     """Verify (and with ``repair``, repair) the lake at ``settings.out``; writes a run report.
     With ``deep``, days are also compared row by row (``ops.deep``)."""
     state = open_state(settings)
+    # Writable even without --repair: verify keeps the service's profile and its run report
+    # in the lake, and must not find out it cannot after spending its requests.
+    state.lake.preflight(for_write=True)
     if repair and state.load_complete() is None:
         raise LakeError(
             f"{state.lake.uri}: the harvest is not complete; `harvester harvest` finishes it"
@@ -336,25 +339,27 @@ async def verify_lake(
         )
     report = RunReport.begin("verify", settings)
     async with make_client(settings) as client:
-        await preflight(client)
-        known = await learn_service(settings, state, client)
-        known.remember(state)
-        outcome = VerifyOutcome(report, await _check(state, settings, client, known, deep))
-        if repair and outcome.before.problems:
-            refresher = Refresher(settings, progress, command="repair")
-            outcome.repair = await refresher.run(repair_days=outcome.before.repair_days)
-            # The days the deep check found differing are compared again; the rest were equal.
-            again = sorted(outcome.before.deep.differing) if outcome.before.deep else []
-            outcome.after = await _check(
-                state, settings, client, known, deep if again else None, again
-            )
-        if outcome.repair_failed:
-            status = "repair incomplete"
-        elif outcome.final.problems:
-            status = "problems"
-        else:
-            status = "repaired" if outcome.after is not None else "ok"
-        report.finish(status, client.stats)
+        with report.kept(state, client.stats):
+            await preflight(client)
+            known = await learn_service(settings, state, client)
+            known.remember(state)
+            report.writing = True  # the lake is written now (the profile, then the report)
+            outcome = VerifyOutcome(report, await _check(state, settings, client, known, deep))
+            if repair and outcome.before.problems:
+                refresher = Refresher(settings, progress, command="repair")
+                outcome.repair = await refresher.run(repair_days=outcome.before.repair_days)
+                # The days the deep check found differing are compared again; the rest were equal.
+                again = sorted(outcome.before.deep.differing) if outcome.before.deep else []
+                outcome.after = await _check(
+                    state, settings, client, known, deep if again else None, again
+                )
+            if outcome.repair_failed:
+                status = "repair incomplete"
+            elif outcome.final.problems:
+                status = "problems"
+            else:
+                status = "repaired" if outcome.after is not None else "ok"
+            report.finish(status, client.stats)
     progress.stop()
     report.rows_in_lake = outcome.final.scan.rows
     report.quarantined = outcome.final.quarantined
