@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import threading
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from harvester import DISTRIBUTION, __version__
 from harvester.config import SPECS
 from harvester.errors import EXIT_CONFIG
 from harvester.lake import Lake
-from harvester.sim.testing import READY_PREFIX, START_TIMEOUT, STOP_TIMEOUT, SimHandle
+from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.lakecheck import assert_lake_equals_truth
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,35 +185,10 @@ def test_config_default_reads_the_shipped_file(install: Install) -> None:
 def simulator(install: Install, *args: str) -> Iterator[SimHandle]:
     """``harvester simulate`` of the fresh install on a free loopback port, until the block
     ends (the wheel's simulator, not the repository's)."""
-    command = [install.harvester, "simulate", "--port", "0", *args]
-    process = subprocess.Popen(
-        command, cwd=install.outside, env=install.env(), stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    ready: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith(READY_PREFIX):
-                ready.append(line[len(READY_PREFIX) :].split()[0])
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(START_TIMEOUT)
-    try:
-        assert ready, f"the installed simulator did not start (exit {process.poll()})"
-        yield SimHandle(ready[0], process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    with run_simulator_process(
+        *args, env=install.env(), command=[install.harvester, "simulate"], cwd=install.outside
+    ) as sim:
+        yield sim
 
 
 def test_a_short_harvest_against_the_installed_simulator(install: Install) -> None:

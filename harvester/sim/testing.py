@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import IO, Any
@@ -91,16 +91,23 @@ def _wait_for_ready(process: subprocess.Popen[str], stderr: IO[bytes]) -> str:
 
 
 @contextmanager
-def run_simulator_process(*args: str, env: Mapping[str, str] | None = None) -> Iterator[SimHandle]:
-    """Run ``python -m harvester.sim.cli --port 0 *args`` until the block ends."""
-    command = [sys.executable, *SIM_MODULE, "--port", "0", *args]
+def run_simulator_process(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Iterator[SimHandle]:
+    """Run ``command`` (default: this Python's ``-m harvester simulate``; an installed
+    ``harvester simulate`` works too) with ``--port 0 *args`` until the block ends."""
+    launch = list(command) if command is not None else [sys.executable, *SIM_MODULE]
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            command,
+            [*launch, "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
             env=dict(env) if env is not None else dict(os.environ),
+            cwd=cwd,
         )
         try:
             yield SimHandle(_wait_for_ready(process, stderr), process)
