@@ -46,12 +46,15 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
                 received.append(signum)
                 task.cancel(msg=signum.name)  # the report's ``ended_by``
 
-        for signum in HANDLED:
+        # A signal ignored when we started stays ignored: `nohup harvester ...` must go on
+        # when its terminal closes (Python leaves an ignored SIGINT alone for the same reason).
+        handled = [s for s in HANDLED if signal.getsignal(s) is not signal.SIG_IGN]
+        for signum in handled:
             loop.add_signal_handler(signum, stop, signum)
         try:
             return await main
         finally:
-            for signum in HANDLED:
+            for signum in handled:
                 loop.remove_signal_handler(signum)
 
     try:

@@ -204,6 +204,26 @@ def test_a_signal_during_a_harvest_saves_the_report_and_the_rerun_equals_the_tru
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
 
 
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a command
+
+
+def test_a_sighup_ignored_at_start_stays_ignored_as_nohup_wants(tmp_path: Path) -> None:
+    out = tmp_path / "lake"
+    with run_simulator_process(*SIM) as sim:
+        proc = subprocess.Popen(
+            harvest_cmd(sim.url, str(out), *DATES, "--rate", "40", "--concurrency", "1"),
+            env=harvest_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_ignore_sighup,
+        )  # fmt: skip
+        _wait_until(lambda: len(_markers(out)) >= 3, what="three committed shards")
+        proc.send_signal(signal.SIGHUP)
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stdout + stderr  # went on to the end
+        assert "stopped by" not in stderr
+        assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
+
+
 def test_sigterm_during_a_refresh_saves_the_report_and_the_rerun_equals_the_truth(
     tmp_path: Path,
 ) -> None:
