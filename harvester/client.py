@@ -97,6 +97,7 @@ RECORDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/records"
 FIELDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/fields"
 UNREACHABLE_ATTEMPTS = 3
 MESSAGE_LIMIT = 200  # characters of server text quoted in an error: one readable line
+KEY_SOURCES = "USPTO_API_KEY (or USPTO_API_KEY_FILE)"  # where a key comes from (config)
 
 T = TypeVar("T")
 
@@ -643,14 +644,14 @@ class ApiClient:
         said = f'(server said "{message}")'
         if status == 401:
             if self._key:
-                text = f"the API did not accept the key (401) {said}: check USPTO_API_KEY"
+                text = f"the API did not accept the key (401) {said}: check {KEY_SOURCES}"
             else:
-                text = f"the API requires a key (401) {said}: set USPTO_API_KEY"
+                text = f"the API requires a key (401) {said}: set {KEY_SOURCES}"
         elif self._proven:
             if self._key:
-                text = f"the API rejected the key (403) {said}: check USPTO_API_KEY"
+                text = f"the API rejected the key (403) {said}: check {KEY_SOURCES}"
             else:
-                text = f"the API requires a key (403) {said}: set USPTO_API_KEY"
+                text = f"the API requires a key (403) {said}: set {KEY_SOURCES}"
         else:
             what = "the field list" if path == FIELDS_PATH else "a search"
             target = f"{what} at {self._base}{path}"

@@ -634,7 +634,10 @@ async def test_403_on_a_search_after_the_field_list_means_the_key_was_rejected(
         with pytest.raises(AuthError) as caught:
             await client.search("*:*", 0, 100)
     text = assert_api_error(caught.value, AuthError, KEY)
-    assert text == 'the API rejected the key (403) (server said "Forbidden"): check USPTO_API_KEY'
+    assert (
+        text
+        == 'the API rejected the key (403) (server said "Forbidden"): check USPTO_API_KEY (or USPTO_API_KEY_FILE)'
+    )
     assert len(server.hits) == 2
     assert KEY not in caplog.text
 
