@@ -34,7 +34,9 @@ toward ``max_attempts``):
 The long haul (a harvest lasts days; reference: "Weekly quota", "Gateway errors"):
 
 - **Outages.** ``outage_after`` failures in a row (5xx, 408, timeouts, resets, refused
-  connections), across every caller, with no answer between them, begin an outage hold
+  connections; at most ``max_attempts``, so one request alone meets the breaker before it
+  runs out of attempts; 0: no breaker), across every caller, with no answer between them,
+  begin an outage hold
   (``backoff.ServiceHold``): every caller waits, one request at a time probes, after a
   wait doubling from ``backoff_base`` up to ``outage_wait_max``. Failures during the hold
   do not use up attempts (the outage is not the request's fault). The first answer ends
@@ -232,7 +234,9 @@ class ApiClient:
         )
         self._max_retry_after = max_retry_after
         self._hold = ServiceHold()
-        self._outage_after = outage_after
+        # A lone request must meet the breaker before it runs out of attempts (the failure
+        # that begins a hold is not counted): never more than max_attempts. 0: no breaker.
+        self._outage_after = min(outage_after, max_attempts) if outage_after > 0 else 0
         self._outage_wait_max = outage_wait_max
         self._max_outage = max_outage
         self._failures_in_row = 0  # outage-like failures since the last answer, all callers
@@ -473,7 +477,11 @@ class ApiClient:
         if episode is None:
             # Never before the service has answered once: then it is unreachable (a wrong
             # URL), which ApiUnreachable reports in seconds.
-            if not self._answered or self._failures_in_row < self._outage_after:
+            if (
+                not self._outage_after
+                or not self._answered
+                or self._failures_in_row < self._outage_after
+            ):
                 return False
             self._hold.begin("outage", cause, self._outage_wait)
             log.warning(

@@ -349,8 +349,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("max_requests", ("api", "max_requests"), "HARVESTER_MAX_REQUESTS", _non_negative_int,
          "stop cleanly (exit 8) after this many requests; 0: no budget",
          flag="--max-requests", commands=_FETCHING, metavar="N"),
-    Spec("outage_after", ("api", "outage_after"), "HARVESTER_OUTAGE_AFTER", _positive_int,
-         "consecutive failed requests (5xx, timeouts, refused) that pause every worker"),
+    Spec("outage_after", ("api", "outage_after"), "HARVESTER_OUTAGE_AFTER", _non_negative_int,
+         "consecutive failed requests (5xx, timeouts, refused) that pause every worker"
+         " (at most max_attempts; 0: never pause)"),
     Spec("outage_wait_max", ("api", "outage_wait_max"), "HARVESTER_OUTAGE_WAIT_MAX",
          _positive_float, "longest pause in seconds between probes during an outage"),
     Spec("max_outage", ("api", "max_outage"), "HARVESTER_MAX_OUTAGE", _positive_float,

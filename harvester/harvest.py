@@ -271,10 +271,18 @@ async def _moved_shards(
 
     moved = [s for s in leaves if done(s) is None]
     months: dict[Shard, list[Shard]] = defaultdict(list)
+    unfinished: set[Shard] = set()  # months with a shard not done: it is fetched first
     for shard in leaves:
-        if done(shard) is not None:
-            months[shard if shard.undated else _month_of(plan, shard)].append(shard)
+        month = shard if shard.undated else _month_of(plan, shard)
+        if done(shard) is None:
+            unfinished.add(month)
+        else:
+            months[month].append(shard)
     for month, shards in months.items():
+        if month in unfinished:
+            # Its count cannot equal its done shards' while one is missing: the missing one
+            # is fetched again now, and the next round checks the month whole.
+            continue
         held = sum(done(s) or 0 for s in shards)
         whole_month_is_one_shard = len(shards) == 1 and shards[0] == month
         if not whole_month_is_one_shard and await count(month) == held:

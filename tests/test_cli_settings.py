@@ -74,7 +74,7 @@ BAD_ENV_VALUES: dict[str, str] = {
     "quota_wait": "sometimes",
     "quota_after": "0",
     "quota_probe": "often",
-    "outage_after": "0",
+    "outage_after": "-1",
     "outage_wait_max": "-1",
     "max_outage": "soon",
     "max_retry_after": "0",

@@ -259,7 +259,7 @@ def test_failed_shards_do_not_stop_the_run_and_a_rerun_finishes_them(
             bad.url,
             str(out),
             *dates,
-            env=harvest_env(HARVESTER_MAX_ATTEMPTS="2", HARVESTER_OUTAGE_AFTER="100000"),
+            env=harvest_env(HARVESTER_MAX_ATTEMPTS="2", HARVESTER_OUTAGE_AFTER="0"),
         )
     assert result.returncode == 5, result.stdout + result.stderr
     assert "failed shard 2019-" in result.stdout and "http 503" in result.stdout
@@ -284,3 +284,43 @@ def test_a_second_run_on_a_lake_in_use_is_refused(
     assert first.returncode == 0, stdout + stderr
     assert not (out / "_harvest" / "lock.json").exists()
     assert_lake_equals_truth(Lake.open(str(out)), truth)
+
+
+async def test_the_closing_check_fetches_a_failed_shard_again_before_judging_its_month() -> None:
+    """A month holding a failed shard: its count cannot equal its done shards' (the failed
+    one's rows are missing), which is no contradiction of the service's counts. The check
+    must hand the failed shard back to be fetched, not raise ``CountsDisagree``."""
+    import datetime as dt
+
+    from harvester.client import ApiClient
+    from harvester.config import DEFAULT_DATE_TEMPLATE, Settings
+    from harvester.harvest import _moved_shards
+    from harvester.report import RunReport
+    from harvester.shard import Shard
+    from harvester.sim.testing import run_simulator_inprocess
+    from harvester.state import ShardMarker, StoredPlan
+
+    first = dt.date(2019, 1, 1)
+    days = [first + dt.timedelta(days=n) for n in range(31)]
+    async with (
+        run_simulator_inprocess(records=6000, start=first, end=days[-1]) as url,
+        ApiClient(url, None, rate=None) as client,
+    ):
+        leaves = [
+            Shard(d, d).with_expected(
+                await client.count(Shard(d, d).criteria(DEFAULT_DATE_TEMPLATE))
+            )
+            for d in days
+        ]
+        failed = leaves[14]
+        assert failed.expected > 0
+        markers = {
+            s.key: ShardMarker(s.key, "done", rows=s.expected, num_found=s.expected)
+            for s in leaves
+            if s is not failed
+        }
+        markers[failed.key] = ShardMarker(failed.key, "failed", cause="http 503")
+        plan = StoredPlan(first, days[-1], DEFAULT_DATE_TEMPLATE, 10_000, leaves)
+        report = RunReport.begin("harvest", Settings())
+        moved = await _moved_shards(client, plan, leaves, markers, report, {})
+    assert [s.key for s in moved] == [failed.key]
