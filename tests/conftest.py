@@ -11,7 +11,17 @@ import pytest
 # Before tests.support is first imported: its asserts report their values as a test's do.
 pytest.register_assert_rewrite("tests.support")
 
+from harvester.config import API_KEY_ENV, API_KEY_FILE_ENV, SPECS  # noqa: E402
 from tests.support.s3server import FAKE_CREDENTIALS, REGION, MotoS3  # noqa: E402
+
+
+@pytest.fixture
+def no_settings_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HARVESTER_* or key variable of the machine running the tests may leak in."""
+    for spec in SPECS:
+        monkeypatch.delenv(spec.env, raising=False)
+    for variable in (API_KEY_ENV, API_KEY_FILE_ENV):
+        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,12 @@ from harvester.cli import main
 from harvester.config import SPECS, Settings, Spec, resolve, show_value
 
 KEY = "KEY-config-canary-41c2"
-KEY_VARIABLES = ("USPTO_API_KEY", "USPTO_API_KEY_FILE")
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No HARVESTER_* or key variable of the machine running the tests may leak in."""
-    for spec in SPECS:
-        monkeypatch.delenv(spec.env, raising=False)
-    for variable in KEY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
+def clean_environment(
+    no_settings_from_the_machine: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
 
 
