@@ -264,7 +264,8 @@ class ServiceHold:
                 return
             self.episode.probes += 1
             await asyncio.sleep(max(self._waits(self.episode.probes), 0.0))
-            yield True
+            # A request in flight when the hold began may have been answered meanwhile.
+            yield self.episode is not None
 
 
 def _utc_now() -> str:

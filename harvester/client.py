@@ -420,7 +420,8 @@ class ApiClient:
 
     async def _probe(self) -> None:
         episode = self._hold.episode
-        assert episode is not None
+        if episode is None:  # a request in flight was answered while this one waited
+            return
         try:
             response = await self._send("GET", FIELDS_PATH, None)
         except _Retryable as failure:
@@ -440,7 +441,8 @@ class ApiClient:
         """A failure during an outage hold: the hold's, never a request's attempt.
         ``OutageTooLong`` once the hold has lasted ``max_outage``."""
         episode = self._hold.episode
-        assert episode is not None
+        if episode is None:  # ended meanwhile by another caller's answer: nothing to count
+            return
         episode.failed_requests += 1
         self.stats.holds = [e.to_json() for e in self._hold.episodes()]
         if episode.kind == "outage" and self._hold.age() > self._max_outage:

@@ -874,3 +874,33 @@ async def test_max_requests_stops_before_the_request_over_budget(serve: Serve) -
         with pytest.raises(BudgetSpent, match="--max-requests 2"):
             await client.search("q", 20, 10)
     assert len(server.hits) == 2
+
+
+async def test_an_answer_in_flight_ends_a_hold_while_a_probe_waits(serve: Serve) -> None:
+    """A request in flight when the hold began is answered while another caller sleeps
+    before its probe: the hold is over, so that caller goes on without probing."""
+    failed_once: list[bool] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        start = (await request.post()).get("start")
+        if start == "0":  # in flight for 0.2 s, then answered
+            await asyncio.sleep(0.2)
+            return web.Response(body=envelope(), content_type="application/json")
+        if not failed_once:
+            failed_once.append(True)
+            return web.Response(status=503)
+        return web.Response(body=envelope(), content_type="application/json")
+
+    server = await serve(handler)
+    async with fast_client(
+        server.url, concurrency=2, outage_after=1, backoff_base=0.6, outage_wait_max=0.6
+    ) as client:
+        slow = asyncio.create_task(client.search("q", 0, 10))
+        await asyncio.sleep(0.05)  # the slow one is in flight
+        second = await client.search("q", 10, 10)  # 503: a hold begins, its probe waits 0.6 s
+        await slow
+        stats = client.stats
+    assert second.num_found == 31
+    assert all(h.path == RECORDS_PATH for h in server.hits)  # no probe was needed
+    [hold] = stats.holds
+    assert hold["ended_at"] and hold["failed_requests"] == 1
