@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# The served field names, in the order of the reference table
-# (shared/reference/oa-rejections-v2.md), which groups related fields together.
+# The served field names, in the order of the field table in docs/api.md ("Fields"),
+# which groups related fields together (the captured field list: tests/fixtures/fields.json).
 FIELDS: Final[tuple[str, ...]] = (
     "id",
     "patentApplicationNumber",

@@ -54,9 +54,9 @@ from harvester.state import (
 log = logging.getLogger("harvester.harvest")
 
 # The service holds mail dates up to about this many days before today: its catalog says
-# "Office Actions mailed from June 1, 2018 to 180 days prior to the current date" (the API
-# reference, ../shared/reference/oa-rejections-v2.md, "Size and coverage"; another catalog
-# page says 30). Only a warning rides on it (``range_warning``), never a refusal.
+# "Office Actions mailed from June 1, 2018 to 180 days prior to the current date" (what is
+# known of the API: docs/api.md, "Size and coverage"; another catalog page says 30, and
+# real rows reach back to 2011). Only a warning rides on it (``range_warning``), never a refusal.
 SERVICE_LAG_DAYS = 180
 
 
