@@ -19,9 +19,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip passes setuptools' "Editable installation" notice on as a warning, --quiet or not
+# (even -qq): the editable install filters out that one warning; errors and every other
+# warning still show.
 $(STAMP): $(BIN)/python requirements/test.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements/test.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -W "ignore:Editable installation:UserWarning" -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(BENCH_STAMP): $(STAMP) requirements/bench.lock

@@ -6,9 +6,11 @@ a flag, its setting, its variable and its TOML key are declared once. Exit codes
 1 unexpected error; 2 bad settings; 3 the API refused (bad key, bad query, unreachable);
 4 the lake cannot be used; 5 the run finished but some shards failed (named in the output);
 6 `verify` found differences (named in the output); 7 the weekly quota is spent, 8
-``--max-requests`` reached, 9 an outage outlasted ``max_outage``; 129, 130, 143 stopped by
-SIGHUP, Ctrl-C, SIGTERM (``harvester.signals``). 7-9 and the signals are clean stops: the
-report is saved and the same command resumes.
+``--max-requests`` reached, 9 an outage outlasted ``max_outage``; 11 an optional dependency
+the command needs is missing (``show`` without DuckDB); 129, 130, 143 stopped by SIGHUP,
+Ctrl-C, SIGTERM (``harvester.signals``). 7-9 and the signals are clean stops: the report is
+saved and the same command resumes. A mistyped command or flag is answered with the
+nearest one ("did you mean").
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from harvester.errors import (
     Interrupted,
     RunStopped,
 )
+from harvester.humanize import did_you_mean, nearest
 from harvester.signals import run_async
 
 if TYPE_CHECKING:
@@ -222,7 +225,7 @@ def _run_job(args: argparse.Namespace, job: str) -> int:
     setup_logging(settings.log_format, args.verbose, settings.api_key)
     from harvester.progress import make_progress
 
-    progress = make_progress(settings.quiet, settings.log_format)
+    progress = make_progress(settings.quiet, settings.log_format, label=job)
     from harvester.harvest import run_harvest
     from harvester.refresh import run_refresh
 
@@ -310,7 +313,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.sample_seed is not None and args.sample is None:
         args.command_parser.error("--sample-seed needs --sample")
     deep = DeepOptions(args.sample, args.sample_seed) if args.deep else None
-    progress = make_progress(settings.quiet or not args.repair, settings.log_format)
+    progress = make_progress(settings.quiet or not args.repair, settings.log_format, label="repair")
     try:
         outcome = run_async(verify_lake(settings, args.repair, progress, deep))
     finally:
@@ -364,11 +367,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+class CommandParser(argparse.ArgumentParser):
+    """The top-level parser, knowing its sub-commands' names (``commands``) so ``main`` can
+    answer a mistyped one with the nearest ("did you mean harvest?")."""
+
+    commands: tuple[str, ...] = ()
+
+
+def build_parser() -> CommandParser:
     from harvester import __version__
     from harvester.sim.cli import add_arguments as add_sim_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="harvester",
         description="Harvest the USPTO Office Action Rejection API v2 into a Parquet lake.",
         epilog=_fill(
@@ -447,12 +457,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--json", action="store_true", help="print the settings as JSON")
     add_sim_arguments(command("simulate", "run the offline API simulator", cmd_simulate))
+    parser.commands = tuple(sub.choices)
     return parser
+
+
+def _check_command(parser: CommandParser, words: list[str]) -> None:
+    """An unknown command: one line naming the nearest command and all of them, instead of
+    argparse's "invalid choice". The top level has no option taking a value, so the
+    command is the first word that is not an option."""
+    word = next((w for w in words if not w.startswith("-")), None)
+    if word is None or word in parser.commands:
+        return
+    parser.error(
+        f"unknown command {word!r}{did_you_mean(word, parser.commands)};"
+        f" the commands: {', '.join(parser.commands)}"
+    )
+
+
+def _unknown_flags(target: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's "unrecognized arguments" for the words ``target`` did not take, then the
+    nearest flag ``target`` has to each option among them, where one is near."""
+    # Compared without their dashes: "--" shared by every flag would make any two look near
+    # ("--bogus" and "--rows").
+    flags = {
+        flag.lstrip("-"): flag
+        for action in target._actions
+        for flag in action.option_strings
+        if flag.startswith("--")
+    }
+    options = [word.split("=", 1)[0].lstrip("-") for word in extras if word.startswith("--")]
+    near = [flags[match] for word in options if (match := nearest(word, flags)) is not None]
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    _check_command(parser, words)
     args, extras = parser.parse_known_args(words)
     if extras:
         # parse_args would report a sub-command's unknown flag with the top-level usage
@@ -461,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target: argparse.ArgumentParser = args.command_parser
         if extras[0] in words and words.index(extras[0]) < words.index(args.command):
             target = parser
-        target.error(f"unrecognized arguments: {' '.join(extras)}")
+        target.error(_unknown_flags(target, extras))
     func: Command = args.func
     try:
         return func(args)

@@ -14,6 +14,7 @@ came from: ``harvester config --show-origin`` prints that, from the very same re
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import importlib.resources
 import math
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harvester.errors import ConfigError
+from harvester.humanize import nearest
 
 API_KEY_ENV = "USPTO_API_KEY"
 API_KEY_FILE_ENV = "USPTO_API_KEY_FILE"  # the path of a file holding the key, nothing else
@@ -209,8 +211,18 @@ def _date(text: Any) -> dt.date:
         raise ValueError(rule)
     try:
         return dt.date.fromisoformat(text.strip())
-    except ValueError:  # the form, but no such day (2019-02-30)
-        raise ValueError(rule) from None
+    except ValueError:  # the form, but no such day (2019-02-30): say that, not the form
+        raise ValueError(f"does not exist ({_no_such_day(text.strip())})") from None
+
+
+def _no_such_day(text: str) -> str:
+    """Why ``YYYY-MM-DD`` text names no day: its month, or its day within the month."""
+    year, month, _ = (int(part) for part in text.split("-"))
+    if year < 1:
+        return "years start at 0001"
+    if not 1 <= month <= 12:
+        return f"there is no month {month:02d}"
+    return f"{calendar.month_name[month]} {year} has {calendar.monthrange(year, month)[1]} days"
 
 
 def _text(text: Any) -> str:
@@ -466,8 +478,24 @@ def load_toml(path: str | Path | ConfigFile) -> dict[str, Any]:
             raise ConfigError(f"config file {label}: '{section}' must be a [section]")
         for key in table:
             if (section, key) not in known:
-                raise ConfigError(f"config file {label}: unknown setting [{section}] {key}")
+                hint = _nearest_setting(section, key, known)
+                raise ConfigError(f"config file {label}: unknown setting [{section}] {key}{hint}")
     return data
+
+
+def _nearest_setting(section: str, key: str, known: set[tuple[str, str]]) -> str:
+    """What a mistyped key's error ends with, e.g. `` (did you mean [api] concurrency?)``:
+    the nearest key of its own section first (the usual typo), else the nearest of every
+    section (a key put in the wrong section, or a mistyped section); "" when none is near."""
+    same = nearest(key, sorted(k for s, k in known if s == section))
+    if same is not None:
+        return f" (did you mean [{section}] {same}?)"
+    # Keys alone: "[lake] " shared by every key of a section would make any two look near.
+    other = nearest(key, sorted({k for _, k in known}))
+    if other is None:
+        return ""
+    home = min(s for s, k in known if k == other)
+    return f" (did you mean [{home}] {other}?)"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ The hierarchy::
     │   │   ├── QuotaExhausted    7: the key's weekly quota is spent (says when it resets)
     │   │   ├── BudgetSpent       8: ``--max-requests`` requests were sent
     │   │   └── OutageTooLong     9: the service stayed down longer than ``max_outage``
-    │   └── ShardUnstable         a shard's index kept moving: marked failed (5)
+    │   ├── ShardUnstable         a shard's index kept moving: marked failed (5)
+    │   └── MissingExtra          11: an optional dependency a command needs is missing
     └── ShardTooLarge             not an error: a shard outgrew the window, split it
 
 Exit codes (the constants below; ``harvester.cli`` returns them, the error classes carry
@@ -47,6 +48,9 @@ code  constant                meaning
 8     ``EXIT_BUDGET``         ``--max-requests`` reached: stopped cleanly, progress saved
 9     ``EXIT_OUTAGE``         the service stayed down longer than ``max_outage``: stopped
                               cleanly, progress saved
+11    ``EXIT_MISSING_EXTRA``  an optional dependency the command needs is not installed
+                              (``MissingExtra``: ``show`` without DuckDB); the message
+                              says how to add it
 129   ``EXIT_HANGUP``         stopped by SIGHUP; finished work and the report are saved
 130   ``EXIT_INTERRUPTED``    interrupted (Ctrl-C, SIGINT); finished work and the report
                               are saved
@@ -67,6 +71,7 @@ EXIT_MISMATCH = 6
 EXIT_QUOTA = 7
 EXIT_BUDGET = 8
 EXIT_OUTAGE = 9
+EXIT_MISSING_EXTRA = 11
 EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -181,6 +186,14 @@ class ShardUnstable(HarvesterError):
     """Every attempt at a shard saw the index move under it; the shard is marked failed."""
 
     exit_code = EXIT_FAILED_SHARDS
+
+
+class MissingExtra(HarvesterError):
+    """A command needs an optional dependency (an extra of the package) that is not
+    installed. Its own exit code, not 1: nothing went wrong, the install is one step short,
+    and the message says which step (for pip and for pipx, which keeps its own venv)."""
+
+    exit_code = EXIT_MISSING_EXTRA
 
 
 class ShardTooLarge(Exception):

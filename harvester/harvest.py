@@ -40,7 +40,7 @@ from harvester.runner import (
     open_lake,
     preflight,
 )
-from harvester.shard import Shard, month_spans
+from harvester.shard import UNDATED_KEY, Shard, month_spans
 from harvester.stamps import newest_stamp
 from harvester.state import (
     CompleteRecord,
@@ -75,12 +75,17 @@ def range_warning(first: dt.date, last: dt.date, today: dt.date) -> str | None:
 
 
 async def make_plan(
-    settings: Settings, planner: Planner, client: ApiClient, stamp_form: str
+    settings: Settings,
+    planner: Planner,
+    client: ApiClient,
+    stamp_form: str,
+    progress: Progress | None = None,
 ) -> StoredPlan:
     """The shards of a new harvest of ``settings``' range (the first day probed when not
     given), plus the shard for rows without a mail date, and the watermark the harvest will
     leave: the newest createDateTime the service holds now, before anything is fetched
-    (``stamps``). ``plan`` shows exactly this."""
+    (``stamps``). ``plan`` shows exactly this. ``progress`` is told how many months are
+    counted, so planning shows its own progress rather than nothing."""
     today = dt.datetime.now(dt.UTC).date()
     last = settings.date_to or today
     first = settings.date_from or await planner.probe_first_day(last)
@@ -89,6 +94,8 @@ async def make_plan(
     if (warning := range_warning(first, last, today)) is not None:
         log.warning("%s", warning)
     log.info("planning %s .. %s", first, last)
+    if progress is not None:
+        progress.planning(len(month_spans(first, last)))
     shards = await planner.plan(first, last)
     undated = Shard(first, last, undated=True)
     # Rows without a mail date match no date query; one extra shard catches them (they are
@@ -145,7 +152,9 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
             plan = state.load_plan()
             new_plan = plan is None
             if plan is None:
-                plan = await make_plan(settings, planner, client, known.profile.stamp_form)
+                plan = await make_plan(
+                    settings, planner, client, known.profile.stamp_form, progress
+                )
             else:
                 _check_plan_matches(plan, settings)
                 if state.load_complete() is not None:
@@ -169,7 +178,9 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
                 known.remember(state)
                 runner = ShardRunner(settings, client, planner, state, plan, progress, known.limits)
                 try:
-                    complete = await _harvest_plan(runner, client, report, settings.shard_attempts)
+                    complete = await _harvest_plan(
+                        runner, client, report, settings.shard_attempts, progress
+                    )
                 finally:
                     # However the run ended (stopped early too: ``report.kept`` saves it),
                     # the report says what it did and what the lake holds now.
@@ -183,13 +194,14 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
 
 
 async def _harvest_plan(
-    runner: ShardRunner, client: ApiClient, report: RunReport, rounds: int
+    runner: ShardRunner, client: ApiClient, report: RunReport, rounds: int, progress: Progress
 ) -> bool:
     """Fetch every pending shard, run the closing check, record completion."""
     state, plan = runner.state, runner.plan
     report.plan_range = (plan.first.isoformat(), plan.last.isoformat())
     leaves, markers = runner.leaves()
     report.swept_files = sweep(state.lake, committed_files(state, plan, markers))
+    progress.planned_empty(planned_empty(leaves, markers))
     report.swept_files += await runner.run_pending()
 
     # Closing check: recount and fetch again whatever moved, a bounded number of rounds.
@@ -215,6 +227,20 @@ async def _harvest_plan(
         rows = committed_rows(leaves, markers)
         state.save_complete(CompleteRecord(utc_now(), rows, len(leaves), watermark))
     return complete
+
+
+def planned_empty(leaves: list[Shard], markers: dict[str, ShardMarker]) -> int:
+    """How many ``leaves`` were planned empty and hold nothing: counted 0 when planned (not
+    the shard of rows without a mail date, which is always fetched) and not committed with
+    rows since. ``runner.pending_shards`` commits them without a request; progress shows
+    them apart from the work (``Progress.planned_empty``)."""
+    return sum(
+        1
+        for s in leaves
+        if s.expected == 0
+        and s.key != UNDATED_KEY
+        and ((m := markers.get(s.key)) is None or (m.done and m.rows == 0))
+    )
 
 
 def _tally(report: RunReport, leaves: list[Shard], markers: dict[str, ShardMarker]) -> None:

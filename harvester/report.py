@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from harvester import quota
 from harvester.config import Settings
 from harvester.errors import HarvesterError, RunStopped
+from harvester.humanize import plural
 from harvester.shard import Shard
 from harvester.state import HarvestState, ShardMarker, utc_now
 
@@ -206,35 +207,42 @@ class RunReport:
             f" retries {sum(self.retries_by_cause.values())} {self.retries_by_cause or ''}".rstrip(),
         ]
         if self.reused_pages:
-            lines.append(f"resumed: {self.reused_pages} pages kept by the killed run reused")
+            lines.append(
+                f"resumed: {plural(self.reused_pages, 'page')} kept by the killed run reused"
+            )
         if "rows_added" in self.extra:
             e = self.extra
             lines.append(
                 f"refresh since {e.get('since')}: {e['rows_added']} rows added,"
                 f" {e['rows_updated']} updated, {e['rows_deleted']} deleted;"
-                f" {len(e.get('partitions_rewritten', []))} partitions rewritten;"
+                f" {plural(len(e.get('partitions_rewritten', [])), 'partition')} rewritten;"
                 f" watermark {e.get('watermark')}"
                 + (" (no change: the lake already equalled the source)" if e.get("no_op") else "")
             )
             reload = e.get("reload")
             if reload:
+                fetched = plural(reload.get("months_fetched", 0), "month")
                 lines.append(
                     f"reload: {reload.get('changed_rows', 0):,} of the lake's"
                     f" {reload.get('lake_rows', 0):,} rows changed, so the coverage was"
-                    f" fetched again month by month: {reload.get('months_fetched', 0)} months"
-                    f" fetched, {reload.get('months_current', 0)} already current"
+                    f" fetched again month by month: {fetched} fetched,"
+                    f" {reload.get('months_current', 0):,} already current"
                 )
             for day, why in sorted(e.get("days_repaired", {}).items()):
                 lines.append(f"repaired {day}: {why}")
         for hold in self.outages:
             what = "outage" if hold.get("kind") == "outage" else "waited for the weekly quota"
             until = hold.get("ended_at") or "the end of the run"
+            failed = hold.get("failed_requests")
             lines.append(
                 f"{what}: {hold.get('started_at')} .. {until} ({hold.get('seconds')}s,"
-                f" {hold.get('failed_requests')} failed requests, cause {hold.get('cause')})"
+                f" {plural(failed if isinstance(failed, int) else 0, 'failed request')},"
+                f" cause {hold.get('cause')})"
             )
         if self.capped_waits:
-            lines.append(f"Retry-After capped at max_retry_after {self.capped_waits} times")
+            lines.append(
+                f"Retry-After capped at max_retry_after {plural(self.capped_waits, 'time')}"
+            )
         if self.unknown_fields:
             lines.append(f"unknown fields kept in unknownFields: {self.unknown_fields}")
         lines.extend(f"failed shard {key}: {cause}" for key, cause in sorted(self.failures.items()))

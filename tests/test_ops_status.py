@@ -71,7 +71,7 @@ def test_status_reads_only_the_lake_and_makes_no_api_call(
     assert (
         f"last run: harvest complete {run['run_id']}, finished {run['finished_at']},"
         f" {run['rows_written']:,} rows written, {run['shards_fetched']:,} shards fetched,"
-        f" {run['requests']:,} requests (1 runs recorded)" in text
+        f" {run['requests']:,} requests (1 run recorded)" in text
     )
 
 

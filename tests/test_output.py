@@ -355,10 +355,13 @@ def test_dates_are_yyyy_mm_dd_only(sim: SimHandle, tmp_path: Path, flag: str, va
         result = cli(command, "--api-url", sim.url, "--out", str(out), flag, value)
         assert result.returncode == 2 and result.stdout == "", result.stderr
         name = "date_from" if flag == "--from" else "date_to"
-        assert result.stderr == (
-            f"harvester: error: invalid {name} from {flag}: {value!r} must be a date as"
-            " YYYY-MM-DD, like 2019-01-31\n"
+        # The right form but no such day is told apart from the wrong form (issue 21).
+        why = (
+            "does not exist (February 2019 has 28 days)"
+            if value == "2019-02-30"
+            else "must be a date as YYYY-MM-DD, like 2019-01-31"
         )
+        assert result.stderr == f"harvester: error: invalid {name} from {flag}: {value!r} {why}\n"
     assert sim.stats()["requests"] == before and not out.exists()
 
 

@@ -150,8 +150,9 @@ def test_show_without_duckdb_says_how_to_install_it(tmp_path: Path) -> None:
         [sys.executable, "-c", code, "show", "--out", str(tmp_path)],
         env=harvest_env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 11  # EXIT_MISSING_EXTRA: expected, not "unexpected" (1)
     assert result.stderr.strip() == (
         "harvester: error: harvester show reads the lake through DuckDB, which is not"
-        " installed: pip install duckdb (or the package's `show` extra)"
+        " installed: pipx inject uspto-oa-harvester duckdb (a pipx install), or pip install"
+        " 'uspto-oa-harvester[show]'"
     )

@@ -4,7 +4,8 @@ them, field by field, with the lake.
 Counts cannot see a row changed without a new ``createDateTime``, nor a day where one row
 went and another came with an old stamp: the number of rows stays, and so does the number
 changed since the watermark. Only the rows themselves can tell. For each day checked (all
-of verify's range, or a seeded random sample of ``--sample N`` days):
+of verify's range, or a seeded random sample of ``--sample N`` of its days that hold rows,
+in the lake or at the service: an empty day proves nothing the counts did not):
 
 - the day is fetched whole, as the harvest fetches a shard (``fetch.fetch_shard`` with the
   run's limits; a day larger than the paging window is split by id range by the planner,
@@ -27,7 +28,7 @@ import datetime as dt
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +129,15 @@ class DeepCheck:
     seed: int | None
     rows_compared: int = 0
     differing: dict[dt.date, DayResult] = field(default_factory=dict)
+    # With --sample: how many days of the range hold rows (what the sample is drawn from).
+    population: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "days": [d.isoformat() for d in self.days],
             "sample": self.sample,
             "seed": self.seed,
+            "days_holding_rows": self.population,
             "rows_compared": self.rows_compared,
             "days_differing": {
                 d.isoformat(): r.to_json() for d, r in sorted(self.differing.items())
@@ -141,15 +145,38 @@ class DeepCheck:
         }
 
 
-def choose_days(
-    first: dt.date, last: dt.date, options: DeepOptions
-) -> tuple[list[dt.date], int | None]:
-    """The days to compare (sorted) and the seed of the draw (None when all are taken)."""
+def sample_population(
+    first: dt.date, last: dt.date, holding: Collection[dt.date] | None = None
+) -> list[dt.date]:
+    """The days of [first, last] a sample is drawn from (sorted): those ``holding`` rows,
+    when given, else every day. A range runs up to today and the service holds nothing of
+    its last months yet; an empty day costs a request and can only prove "0 = 0", which the
+    count checks already proved, so a sample of them proves next to nothing."""
     days = Shard(first, last).days if first <= last else []
-    if options.sample is None or options.sample >= len(days):
-        return days, None
+    if holding is None:
+        return days
+    return [d for d in days if d in holding]
+
+
+def choose_days(
+    first: dt.date,
+    last: dt.date,
+    options: DeepOptions,
+    holding: Collection[dt.date] | None = None,
+) -> tuple[list[dt.date], int | None]:
+    """The days to compare (sorted) and the seed of the draw (None when none was drawn).
+
+    Without ``--sample``: every day of the range, empty ones included (the promise of
+    ``--deep`` alone is every day). With it: ``sample`` days drawn among the days
+    ``holding`` rows (``sample_population``), or all of those when there are no more. The
+    same seed and the same ``holding`` draw the same days."""
+    if options.sample is None:
+        return sample_population(first, last), None
+    population = sample_population(first, last, holding)
+    if options.sample >= len(population):
+        return population, None
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
-    return sorted(random.Random(seed).sample(days, options.sample)), seed
+    return sorted(random.Random(seed).sample(population, options.sample)), seed
 
 
 def _short(value: Any) -> str:
@@ -283,9 +310,11 @@ async def deep_check(
     days: list[dt.date],
     sample: int | None,
     seed: int | None,
+    population: int | None = None,
 ) -> DeepCheck:
-    """Compare ``days`` one at a time (see the module docstring)."""
-    check = DeepCheck(days, sample, seed)
+    """Compare ``days`` one at a time (see the module docstring); ``population``: the days
+    holding rows a sample was drawn from, for the summary."""
+    check = DeepCheck(days, sample, seed, population=population)
     for n, day in enumerate(days, 1):
         try:
             docs = await fetch_day(client, planner, template, limits, attempts, day)

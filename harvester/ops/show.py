@@ -23,14 +23,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harvester.config import Settings
-from harvester.errors import HarvesterError, LakeError
+from harvester.errors import LakeError, MissingExtra
 from harvester.humanize import size_text
 from harvester.lake import Lake, storage_errors
 from harvester.ops.lakeinfo import is_visible, open_state
 from harvester.partition import Partition
 from harvester.state import ROOT
 
-INSTALL_HINT = "pip install duckdb (or the package's `show` extra)"
+# The distribution's name and its extra (pyproject.toml). A pipx install lives in a venv of
+# its own, where a plain `pip install duckdb` would not reach: say both ways.
+INSTALL_HINT = (
+    "pipx inject uspto-oa-harvester duckdb (a pipx install),"
+    " or pip install 'uspto-oa-harvester[show]'"
+)
 
 
 @dataclass
@@ -117,7 +122,7 @@ def _duckdb() -> Any:
     try:
         import duckdb
     except ImportError:
-        raise HarvesterError(
+        raise MissingExtra(
             f"harvester show reads the lake through DuckDB, which is not installed: {INSTALL_HINT}"
         ) from None
     return duckdb

@@ -15,7 +15,7 @@ from typing import Any
 from harvester import quarantine, quota
 from harvester.commit import uncommitted_files
 from harvester.config import Settings
-from harvester.humanize import duration_text
+from harvester.humanize import duration_text, plural
 from harvester.ops.lakeinfo import file_rows, open_state, service_lines
 from harvester.partition import Partition
 from harvester.runner import Service
@@ -75,20 +75,20 @@ class LakeStatus:
             f"  failed {key}: {cause}" for key, cause in sorted(self.shards_failed.items())
         )
         lines.append(
-            f"rows: {self.rows:,} in the lake, in {self.files} files over {self.partitions}"
-            " partitions"
-            f" ({self.rewritten_partitions} rewritten by refresh or compact)"
+            f"rows: {self.rows:,} in the lake, in {plural(self.files, 'file')} over"
+            f" {plural(self.partitions, 'partition')}"
+            f" ({self.rewritten_partitions:,} rewritten by refresh or compact)"
         )
         if self.uncommitted_files:
             lines.append(
-                f"uncommitted files: {self.uncommitted_files} (leftovers of a killed run; the"
+                f"uncommitted files: {self.uncommitted_files:,} (leftovers of a killed run; the"
                 " next harvest or refresh removes them, `harvester verify` names them)"
             )
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.quarantine_reasons.items()))
         lines.append(
-            f"quarantined rows: {self.quarantined_rows}" + (f" ({reasons})" if reasons else "")
+            f"quarantined rows: {self.quarantined_rows:,}" + (f" ({reasons})" if reasons else "")
         )
-        lines.append(f"watermark: {self.watermark or 'none (no refresh yet)'}")
+        lines.extend(_watermark_lines(self.watermark))
         lines.extend(service_lines(self.service))
         if self.refresh_interrupted:
             run = self.refresh_interrupted
@@ -106,12 +106,29 @@ class LakeStatus:
                 f"last run: {run.get('command')} {run.get('status')} {run.get('run_id')},"
                 f" finished {run.get('finished_at') or '?'}"
                 + (f" ({ended})" if ended else "")
-                + f", {run.get('rows_written', 0):,} rows written, {fetched:,} shards fetched,"
-                f" {run.get('requests', 0):,} requests ({self.runs} runs recorded)"
+                + f", {plural(run.get('rows_written', 0), 'row')} written,"
+                f" {plural(fetched, 'shard')} fetched, {plural(run.get('requests', 0), 'request')}"
+                f" ({plural(self.runs, 'run')} recorded)"
             )
         else:
             lines.append("last run: none recorded")
         return lines
+
+
+def _watermark_lines(watermark: str | None) -> list[str]:
+    """The watermark and why it can be earlier than the newest ``createDateTime`` the lake
+    holds (``show``'s newest row): it is the service's newest stamp when the last harvest or
+    refresh *started*, rounded down to the day (``stamps``), not the newest row fetched.
+    Rows stamped while that run ran may be in the lake already; the next refresh asks from
+    the watermark on anyway, so nothing stamped after it is missed."""
+    if watermark is None:
+        return ["watermark: none (no harvest completed yet)"]
+    return [
+        f"watermark: {watermark}",
+        "  (the service's newest createDateTime when the last harvest or refresh started,"
+        " rounded down to the day: rows stamped since, which `show` may list as newer,"
+        " are asked for again by the next refresh)",
+    ]
 
 
 def _quota_lines(week: dict[str, Any] | None) -> list[str]:
@@ -123,10 +140,16 @@ def _quota_lines(week: dict[str, Any] | None) -> list[str]:
         f" ({week['resets_in']}); requests by runs on this lake:"
     ]
     for key, spent in sorted(week["requests"].items()):
-        mine = " (the key set now)" if key == week["key_id"] else ""
+        # ``quota.key_id`` names "no key" by a word that reads as a key's name: say it plainly.
+        keyless = key == quota.key_id(None)
+        mine = ""
+        if key == week["key_id"]:
+            mine = " (none set now either)" if keyless else " (the key set now)"
         met = week["spent_at"].get(key)
         end = f"; quota found spent {met}" if met else ""
-        lines.append(f"  key {key}{mine}: {spent:,}{allowed} requests{end}")
+        who = "without a key" if keyless else f"key {key}"
+        count = f"{spent:,}{allowed} requests" if allowed else plural(spent, "request")
+        lines.append(f"  {who}{mine}: {count}{end}")
     if not week["requests"]:
         lines.append("  none yet this week")
     return lines

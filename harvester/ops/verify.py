@@ -46,7 +46,15 @@ from harvester import quarantine
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.ops.deep import DeepCheck, DeepOptions, LakeDays, choose_days, deep_check
+from harvester.humanize import plural
+from harvester.ops.deep import (
+    DeepCheck,
+    DeepOptions,
+    LakeDays,
+    choose_days,
+    deep_check,
+    sample_population,
+)
 from harvester.ops.lakeinfo import is_visible, load_committed, open_state
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
 from harvester.partition import Partition
@@ -59,6 +67,16 @@ from harvester.shard import Shard, changed_since_scope
 from harvester.state import HarvestState, ShardMarker
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
+# Kinds of one line per mail day whose counts differ: symptoms, often of a cause named by
+# another kind (a missing file empties every day it held). Fewer of them are shown, last.
+PER_DAY_KINDS = {"count": "whose counts differ", "changed": "whose changed rows differ"}
+SHOWN_PER_DAY_KIND = 10
+# The order problems are shown in: what the lake itself holds wrong (its causes) first,
+# then unfinished runs, then the row-by-row findings, then the per-day counts.
+KIND_ORDER = (
+    "missing", "foreign", "uncommitted", "unexpected", "unreadable", "schema", "partition",
+    "duplicate", "harvest", "refresh", "deep", *PER_DAY_KINDS,
+)  # fmt: skip
 
 
 @dataclass
@@ -78,15 +96,25 @@ class Check:
     deep: DeepCheck | None = None  # with --deep: the days compared row by row
 
     def lines(self) -> list[str]:
+        """The problems for a person: causes before symptoms (``KIND_ORDER``), each kind
+        capped (the per-day counts harder, ending "... and N more days"); the report and
+        ``--log-format json`` keep every one."""
         out: list[str] = []
-        shown: dict[str, int] = {}
+        by_kind: dict[str, list[str]] = {}
         for kind, text in self.problems:
-            shown[kind] = shown.get(kind, 0) + 1
-            if shown[kind] <= SHOWN_PER_KIND:
-                out.append(f"problem: {text}")
-        for kind, n in shown.items():
-            if n > SHOWN_PER_KIND:
-                out.append(f"problem: ... and {n - SHOWN_PER_KIND} more of kind '{kind}'")
+            by_kind.setdefault(kind, []).append(text)
+        rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
+        for kind in sorted(by_kind, key=lambda k: rank.get(k, len(rank))):
+            texts = by_kind[kind]
+            cap = SHOWN_PER_DAY_KIND if kind in PER_DAY_KINDS else SHOWN_PER_KIND
+            out.extend(f"problem: {text}" for text in texts[:cap])
+            if len(texts) > cap:
+                more = len(texts) - cap
+                if kind in PER_DAY_KINDS:
+                    what = f"{plural(more, 'more day')} {PER_DAY_KINDS[kind]}"
+                else:
+                    what = f"{more:,} more of kind '{kind}'"
+                out.append(f"problem: ... and {what} (the report has them all)")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -112,12 +140,18 @@ class Check:
         deep = self.deep
         if deep is None:
             return None
-        what = None
-        if deep.seed is not None:
-            what = f"a sample of {len(deep.days)} days (seed {deep.seed})"
+        what = plural(len(deep.days), "day")
+        if deep.sample is not None and deep.population is not None:
+            # Drawn among the days holding rows; all of them when the sample is not smaller.
+            held = f"the {plural(deep.population, 'day')} holding rows"
+            what = (
+                f"a sample of {what} (seed {deep.seed}) of {held}"
+                if deep.seed is not None
+                else f"{what}, all {held}"
+            )
         return (
-            f"deep: {what or f'{len(deep.days)} days'} compared row by row,"
-            f" {deep.rows_compared:,} rows served, {len(deep.differing)} days differ"
+            f"deep: {what} compared row by row, {plural(deep.rows_compared, 'row')} served,"
+            f" {plural(len(deep.differing), 'day')} differing"
         )
 
 
@@ -309,14 +343,22 @@ async def _check(
         scope = changed_since_scope(since.isoformat(), known.profile.stamp_form)
         check.changed = await compare(scan.changed_day_counts, True, scope)
     if deep is not None:
+        # A sample is drawn among the days holding rows on either side: the lake's (files
+        # and quarantine) and, where the counts differ, the service's; where they agree the
+        # lake's count is the service's. Known from the checks above, without a request.
+        on_days, _ = quarantined.days(False)
+        holding = {d for d, n in scan.day_counts.items() if n}
+        holding |= {d for d, n in on_days.items() if n}
+        holding |= {d for d, (_, service) in differing.items() if service}
+        population = len(sample_population(first, last, holding))
         # Days given (after a repair): those days, not a draw.
-        days, seed = (deep_days, None) if deep_days else choose_days(first, last, deep)
+        days, seed = (deep_days, None) if deep_days else choose_days(first, last, deep, holding)
         sample = None if deep_days else deep.sample
         planner = make_planner(known.settings(settings), client, known.limits)
         lake_days = LakeDays(state.lake, view.files, scan.missing)
         check.deep = await deep_check(
             client, planner, template, known.limits, settings.shard_attempts, lake_days,
-            days, sample, seed,
+            days, sample, seed, population if sample is not None else None,
         )  # fmt: skip
     _problems(check, state)
     _deep_problems(check)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import errno
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from aiohttp import web
 
 from harvester.errors import ConfigError, HarvesterError
 from harvester.sim.config import (
@@ -221,13 +224,36 @@ def export_truth(config: SimConfig, path: Path) -> int:
     return corpus.total
 
 
+async def start_listening(config: SimConfig) -> tuple[web.AppRunner, str]:
+    """``server.start``, with a port or host that cannot be had reported as a setting
+    (``ConfigError``, one line, exit 2), not an unexpected error: a port already taken is
+    the commonest way to start a second simulator, and it is the user's to change."""
+    try:
+        return await start(config)
+    except OSError as exc:
+        where = f"{config.host}:{config.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"simulate: port {config.port} is already in use on {config.host}"
+                " (pick another --port, or --port 0 for a free one)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                f"simulate: not allowed to listen on {where} (ports below 1024 need"
+                " privileges: pick another --port)"
+            ) from None
+        # aiohttp's strerror repeats the address; the errno's own words say it once.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"simulate: cannot listen on {where}: {reason} (check --host)") from None
+
+
 async def serve(config: SimConfig) -> None:
     """Serve until SIGINT or SIGTERM; announce the URL on stdout first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the announcement: no gap to race
         loop.add_signal_handler(sig, stop.set)
-    runner, url = await start(config)
+    runner, url = await start_listening(config)
     extras = ", admin" if config.admin else ""
     print(
         f"simulator listening on {url} ({config.records} records, {config.start}..{config.end}, "
