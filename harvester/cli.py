@@ -523,16 +523,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    """How to go on after a run stopped early: the same command, and where its report is."""
+    """How to go on after a run stopped early: the same command, and what it left, saying
+    only what is true. A stopped run's report is saved whenever its lake exists
+    (``report.RunReport.kept``), and nothing before it is written; so a run stopped while
+    planning a new lake left nothing. ``plan`` never writes."""
+    again = f"run the same `harvester {args.command}` command again"
+    if args.command == "plan":
+        return f"plan writes nothing; {again}"
     try:
-        out = settings_from(args).out  # resolved as the run resolved it (flag, env, file)
+        settings: Settings | None = settings_from(args)  # as the run resolved them
     except HarvesterError:
-        out = "the lake"
-    return (
-        f"finished work and this run's report are saved under {out}/_harvest/;"
-        f" run the same `harvester {args.command}` command again to resume"
-        " (`harvester status` shows where it stopped)"
+        settings = None
+    out = settings.out if settings is not None else "the lake"
+    exists = None if settings is None else _local_lake_exists(settings)
+    if exists is False:
+        return f"nothing was saved: the run stopped before it wrote to {out}; {again}"
+    saved = (
+        f"finished work and this run's report are saved under {out}/_harvest/; {again} to"
+        " resume (`harvester status` shows where it stopped)"
     )
+    return saved if exists else f"if the run got as far as writing to {out}, {saved}"
+
+
+def _local_lake_exists(settings: Settings) -> bool | None:
+    """Whether a local lake is there now (None: an S3 lake, or one that cannot be looked
+    at: no request is made on the way out of a stopped run, where a stalled one would
+    hold up the user's Ctrl-C)."""
+    from harvester.lake import Lake
+    from harvester.state import HarvestState
+
+    try:
+        lake = Lake.open(settings.out)
+        return HarvestState(lake).is_lake() if lake.is_local else None
+    except (ValueError, OSError, HarvesterError):
+        return None
 
 
 def report_unexpected(exc: BaseException, verbose: bool) -> int:

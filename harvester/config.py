@@ -95,6 +95,7 @@ class Settings:
     s3_region: str | None = None
     log_format: str = "text"
     quiet: bool = False
+    rebind_source: bool = False  # a lake harvested from another source is bound to this one
     api_key: Secret | None = field(default=None, repr=False, compare=False)
 
     def storage_options(self) -> dict[str, Any]:
@@ -375,6 +376,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("out", ("lake", "out"), "HARVESTER_OUT", _lake_uri,
          "lake root: a local path or s3://bucket/prefix",
          flag="--out", commands=SETTINGS_COMMANDS, metavar="URI"),
+    Spec("rebind_source", ("lake", "rebind_source"), "HARVESTER_REBIND_SOURCE", _bool,
+         "bind a lake harvested from another source (API URL, dataset) to this run's, on"
+         " purpose (else: exit 10 before any request); a refresh then makes it equal to it",
+         flag="--rebind-source", commands=RUN_COMMANDS),
     Spec("s3_endpoint_url", ("lake", "endpoint_url"), "HARVESTER_S3_ENDPOINT_URL", _url,
          "S3-compatible endpoint (MinIO, moto)", default_text="AWS S3"),
     Spec("s3_region", ("lake", "region"), "HARVESTER_S3_REGION", _text, "S3 region",

@@ -23,6 +23,7 @@ The hierarchy::
     │   │   ├── QuotaExhausted    7: the key's weekly quota is spent (says when it resets)
     │   │   ├── BudgetSpent       8: ``--max-requests`` requests were sent
     │   │   └── OutageTooLong     9: the service stayed down longer than ``max_outage``
+    │   ├── SourceMismatch        10: the lake was harvested from another source
     │   ├── ShardUnstable         a shard's index kept moving: marked failed (5)
     │   └── MissingExtra          11: an optional dependency a command needs is missing
     └── ShardTooLarge             not an error: a shard outgrew the window, split it
@@ -48,6 +49,9 @@ code  constant                meaning
 8     ``EXIT_BUDGET``         ``--max-requests`` reached: stopped cleanly, progress saved
 9     ``EXIT_OUTAGE``         the service stayed down longer than ``max_outage``: stopped
                               cleanly, progress saved
+10    ``EXIT_SOURCE``         the lake was harvested from another source: refused before
+                              any request (``SourceMismatch``); a new ``--out``, or
+                              ``--rebind-source`` on purpose
 11    ``EXIT_MISSING_EXTRA``  an optional dependency the command needs is not installed
                               (``MissingExtra``: ``show`` without DuckDB); the message
                               says how to add it
@@ -71,6 +75,7 @@ EXIT_MISMATCH = 6
 EXIT_QUOTA = 7
 EXIT_BUDGET = 8
 EXIT_OUTAGE = 9
+EXIT_SOURCE = 10
 EXIT_MISSING_EXTRA = 11
 EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
@@ -175,6 +180,15 @@ class LakeError(HarvesterError):
     """The lake is not in a state this command can work on (e.g. no completed harvest)."""
 
     exit_code = EXIT_LAKE
+
+
+class SourceMismatch(HarvesterError):
+    """The lake records another source (``source``: API URL and dataset) than this run's:
+    its rows and this service's would mix, and refresh would then "repair" one into the
+    other. Raised before any request; not a ``LakeError`` (4), as the lake itself is fine:
+    the same command with its own source, a new ``--out``, or ``--rebind-source`` goes on."""
+
+    exit_code = EXIT_SOURCE
 
 
 class LockLost(LakeError):

@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 
 from harvester.client import ApiClient
-from harvester.commit import committed_files, refuse_foreign_root, sweep
+from harvester.commit import committed_files, sweep
 from harvester.config import Settings
 from harvester.errors import ConfigError, CountsDisagree, QueryError, RetriesExhausted
 from harvester.lock import holding
@@ -33,6 +33,7 @@ from harvester.progress import Progress
 from harvester.report import RunOutcome, RunReport
 from harvester.runner import (
     ShardRunner,
+    check_lake,
     committed_rows,
     learn_service,
     make_client,
@@ -137,10 +138,9 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
 async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
     lake = open_lake(settings, for_write=True)  # first: a bad --out costs no request
     state = HarvestState(lake)
-    if state.check_compatible() is None and not state.has_plan():
-        # A new lake: refused where anything else lives, before a request is spent and
-        # before the lock would create a _harvest/ there.
-        refuse_foreign_root(lake)
+    # A new lake is refused where anything else lives, an existing one bound to another
+    # source too: before a request is spent and before the lock makes a _harvest/ there.
+    check_lake(state, settings, "harvest")
     report = RunReport.begin("harvest", settings)
     async with make_client(settings) as client:
         with report.kept(state, client.stats):

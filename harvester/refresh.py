@@ -65,6 +65,7 @@ from harvester.report import RunOutcome, RunReport
 from harvester.runner import (
     Service,
     ShardRunner,
+    check_lake,
     learn_service,
     make_client,
     make_planner,
@@ -251,6 +252,7 @@ class Refresher:
     # -- the run -------------------------------------------------------------------------
     async def run(self, repair_days: dict[str, str] | None = None) -> RunOutcome:
         """A refresh; given ``repair_days`` (day -> reason), a repair of just those days."""
+        check_lake(self.state, self.settings, "refresh")  # other files, another source: refused
         self.state.check_compatible()
         _, plan = require_completed(self.state)
         async with make_client(self.settings) as client:

@@ -14,15 +14,24 @@ from dataclasses import dataclass, replace
 from harvester import service
 from harvester.checkpoint import sweep_page_stores
 from harvester.client import ApiClient
-from harvester.commit import LakeSink
+from harvester.commit import LakeSink, refuse_foreign_root
 from harvester.config import Settings
+from harvester.errors import LakeError
 from harvester.lake import Lake
 from harvester.pipeline import PipelineConfig, ShardPipeline
 from harvester.plan import Planner
 from harvester.progress import Progress
 from harvester.service import Limits
 from harvester.shard import UNDATED_KEY, Shard
-from harvester.state import HarvestState, ServiceProfile, ShardMarker, StoredPlan
+from harvester.source import Binding, binding
+from harvester.state import (
+    LAKE_META,
+    LOCK,
+    HarvestState,
+    ServiceProfile,
+    ShardMarker,
+    StoredPlan,
+)
 
 log = logging.getLogger("harvester.runner")
 
@@ -56,6 +65,26 @@ def open_lake(settings: Settings, *, for_write: bool = False) -> Lake:
     return Lake.open_checked(settings.out, settings.storage_options(), for_write=for_write)
 
 
+def check_lake(state: HarvestState, settings: Settings, job: str) -> Binding:
+    """What every command that talks to the API checks of its lake before its first
+    request, reading only: the lake is one ``job`` (harvest, refresh or verify) may work on,
+    and it is bound to this run's source (``source``). Raises ``LakeError`` (a schema this
+    harvester does not write; a directory holding other files: a harvest there is refused,
+    and it is no lake for the others) or ``SourceMismatch``. Nothing is written here: an
+    adopted or rebound source is recorded by ``Service.remember`` once the run writes its
+    lake, so a run refused later (a wrong key, a lake in use) leaves it untouched."""
+    if state.check_compatible() is None and not state.has_plan():
+        if job == "harvest":
+            refuse_foreign_root(state.lake)  # before the lock would make a _harvest/ there
+        elif (example := state.lake.example_file(skip={LOCK})) is not None:
+            raise LakeError(
+                f"{state.lake.uri} is not a harvester lake: it holds other files (e.g."
+                f" {example}) and no {LAKE_META}; `harvester harvest` needs an empty"
+                " directory or a new prefix"
+            )
+    return binding(state, settings.api_url, settings.rebind_source)
+
+
 async def preflight(client: ApiClient) -> None:
     """Prove the URL, the path and the key before the lake is touched. The field list must
     exist, so its 404 means a wrong --api-url (a search's 404 would look like "no rows")."""
@@ -71,9 +100,19 @@ class Service:
     limits: Limits
     probed: bool  # this run asked the service (else: the lake's profile was reused)
     probe_requests: int = 0
+    # The lake's source and what this run does with it (``check_lake``); None where no
+    # lake is written (``plan``, ``status``).
+    binding: Binding | None = None
 
     def remember(self, state: HarvestState) -> None:
-        """Keep the profile in the lake: a new one, or one the run lowered."""
+        """Keep in the lake what the run knows of its service: the source, when the lake
+        records none yet or is rebound (first: the profile is this source's), then the
+        profile, a new one or one the run lowered."""
+        if self.binding is not None and self.binding.pending:
+            state.save_source(self.binding.record())
+            if (change := self.binding.change()) is not None:
+                log.warning("%s: %s", state.lake.uri, change)  # once, as the lake records it
+            self.binding = replace(self.binding, action="same")
         if service.remember(self.profile, self.limits) or self.probed:
             state.save_service(self.profile)
             self.probed = False
@@ -100,9 +139,15 @@ class Service:
 
 async def learn_service(settings: Settings, state: HarvestState, client: ApiClient) -> Service:
     """The lake's profile of the service when it answers for this run, else a new probe
-    (nothing is written: the caller keeps it once it holds the lake's lock)."""
+    (nothing is written: the caller keeps it once it holds the lake's lock). A lake being
+    rebound to another source is probed anew: what the old one did says nothing of it."""
+    found = binding(state, settings.api_url, settings.rebind_source)  # checked: no raise
     profile = state.load_service()
-    probed = profile is None or not service.still_valid(profile, settings.date_template)
+    probed = (
+        profile is None
+        or found.action == "rebind"
+        or not service.still_valid(profile, settings.date_template)
+    )
     before = client.stats.requests
     if probed:
         log.info("probing the service's limits and query semantics")
@@ -111,7 +156,7 @@ async def learn_service(settings: Settings, state: HarvestState, client: ApiClie
         )
     assert profile is not None
     limits = service.limits_from(profile, settings.max_window, settings.shard_size, settings.rows)
-    return Service(profile, limits, probed, client.stats.requests - before)
+    return Service(profile, limits, probed, client.stats.requests - before, found)
 
 
 def make_planner(settings: Settings, client: ApiClient, limits: Limits) -> Planner:

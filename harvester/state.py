@@ -11,7 +11,8 @@ after its data files are complete, so a marker always tells the truth about the 
 
 Layout::
 
-    _harvest/lake.json                   LakeMeta: format and schema version of the lake
+    _harvest/lake.json                   LakeMeta: format and schema version of the lake,
+                                         and its source (SourceRecord, ``source``)
     _harvest/plan.json                   StoredPlan: the harvest's range and shards
     _harvest/shards/<slug>.json          ShardMarker: one per finished shard (done/split/failed)
     _harvest/quarantine/<name>.jsonl     rows that could not be decoded (``quarantine``)
@@ -74,6 +75,7 @@ RefreshPhase = Literal[
 RefreshKind = Literal["refresh", "repair"]
 StageName = Literal["changed", "days", "reload"]  # "reload": one month at a time
 SortSupport = Literal["honoured", "ignored", "refused"]
+SourceHow = Literal["harvest", "adopted", "rebound"]
 
 R = TypeVar("R")
 
@@ -92,10 +94,36 @@ def _record(cls: type[R], data: Any) -> R:
 
 # -- records ------------------------------------------------------------------------------
 @dataclass
+class SourceRecord:
+    """The service and dataset a lake's rows come from (``source`` compares them): the API
+    URL normalised (scheme, host, port, path: never a user, password, query or the key)
+    and the dataset (``oa_rejections/v2``). ``how``: recorded by the lake's first harvest,
+    ``adopted`` by a run on a lake written before sources were kept, or ``rebound`` by
+    ``--rebind-source`` (``previous``: the URL it replaced)."""
+
+    url: str
+    dataset: str
+    how: SourceHow = "harvest"
+    bound_at: str = field(default_factory=utc_now)
+    previous: str | None = None
+
+
+@dataclass
 class LakeMeta:
+    """What declares a lake: its format and schema version, and the source it is bound to
+    (None: written before sources were recorded, or a new lake not yet bound)."""
+
     format: str
     schema_version: int
     created_at: str = field(default_factory=utc_now)
+    source: SourceRecord | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> LakeMeta:
+        meta = _record(cls, data)
+        if meta.source is not None:
+            meta.source = _record(SourceRecord, meta.source)
+        return meta
 
 
 @dataclass
@@ -342,7 +370,7 @@ class HarvestState:
             return None
         if not isinstance(data, dict) or data.get("format") != LAKE_FORMAT:
             raise LakeError(f"{self.lake.uri} is not a harvester lake ({LAKE_META})")
-        meta = _record(LakeMeta, data)
+        meta = LakeMeta.from_json(data)
         if meta.schema_version != SCHEMA_VERSION:
             raise LakeError(
                 f"{self.lake.uri} was written with schema version {meta.schema_version},"
@@ -360,6 +388,13 @@ class HarvestState:
     def write_meta(self) -> None:
         if self._read(LAKE_META) is None:
             self._write(LAKE_META, asdict(LakeMeta(LAKE_FORMAT, SCHEMA_VERSION)))
+
+    def save_source(self, record: SourceRecord) -> None:
+        """Bind the lake to ``record``'s source: ``lake.json`` rewritten whole, with all it
+        held, or written anew for a lake that had none yet (one planned before it was kept)."""
+        meta = self.check_compatible() or LakeMeta(LAKE_FORMAT, SCHEMA_VERSION)
+        meta.source = record
+        self._write(LAKE_META, asdict(meta))
 
     # -- plan and markers --------------------------------------------------------------
     def load_plan(self) -> StoredPlan | None:

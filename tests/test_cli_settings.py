@@ -78,6 +78,7 @@ BAD_ENV_VALUES: dict[str, str] = {
     "outage_wait_max": "-1",
     "max_outage": "soon",
     "max_retry_after": "0",
+    "rebind_source": "perhaps",
 }
 
 # The flags of every command before they were generated from SPECS: none may be lost.
@@ -89,16 +90,19 @@ LAKE_FLAGS = {"--config", "--out", "--log-format", "-v", "--verbose", "-h", "--h
 DATES = {"--from", "--to"}
 REFRESH = {"--lookback", "--reconcile-days"}
 FETCHING = {"--wait-for-quota", "--max-requests"}  # runs that may spend many requests
+SOURCE = {"--rebind-source"}  # every command that talks to the API checks the lake's source
 EXPECTED_FLAGS = {
-    "harvest": RUN_FLAGS | DATES | FETCHING,
-    "refresh": RUN_FLAGS | REFRESH | FETCHING,
-    "plan": RUN_FLAGS | DATES | REFRESH | {"--job", "--shards", "--json"},
-    "verify": RUN_FLAGS | DATES | FETCHING | {"--repair", "--deep", "--sample", "--sample-seed"},
+    "harvest": RUN_FLAGS | SOURCE | DATES | FETCHING,
+    "refresh": RUN_FLAGS | SOURCE | REFRESH | FETCHING,
+    "plan": RUN_FLAGS | SOURCE | DATES | REFRESH | {"--job", "--shards", "--json"},
+    "verify": (
+        RUN_FLAGS | SOURCE | DATES | FETCHING | {"--repair", "--deep", "--sample", "--sample-seed"}
+    ),
     "status": LAKE_FLAGS | {"--json"},
     "compact": LAKE_FLAGS,
     "show": LAKE_FLAGS | {"--json"},
     # Every settings flag of every command, so any command line's settings can be shown.
-    "config": (RUN_FLAGS | DATES | REFRESH | FETCHING | {"--show-origin", "--json"})
+    "config": (RUN_FLAGS | SOURCE | DATES | REFRESH | FETCHING | {"--show-origin", "--json"})
     - {"-v", "--verbose"},
 }
 KEY_VARIABLES = ("USPTO_API_KEY", "USPTO_API_KEY_FILE")

@@ -201,6 +201,41 @@ def test_a_lake_accepts_its_own_resume_and_an_empty_or_missing_directory(
     assert_lake_equals_truth(Lake.open(str(empty)), sim.truth())
 
 
+def test_plan_refresh_and_verify_agree_with_harvest_on_a_directory_of_other_files(
+    sim: SimHandle, tmp_path: Path
+) -> None:
+    """Issue 21, finding 5: ``plan`` says that a harvest there would be refused (exit 4,
+    harvest's own words), and refresh and verify say that it is no lake and that a harvest
+    needs an empty directory, not "run `harvester harvest` first" (which is refused)."""
+    out = tmp_path / "foreign"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's\n")
+    before = snapshot(out)
+    requests = sim.stats()["requests"]
+    refused = (
+        f"{out} already holds files that are not a harvester lake (e.g. notes.txt): harvest"
+        " into an empty directory or a new prefix"
+    )
+    no_lake = (
+        f"{out} is not a harvester lake: it holds other files (e.g. notes.txt) and no"
+        " _harvest/lake.json; `harvester harvest` needs an empty directory or a new prefix"
+    )
+    said = {
+        ("plan",): f"the harvest would be refused: {refused}",
+        ("plan", "--job", "refresh"): f"the refresh would be refused: {no_lake}",
+        ("refresh",): no_lake,
+        ("verify",): no_lake,
+        ("verify", "--repair"): no_lake,
+    }
+    for args, line in said.items():
+        result = cli(*args, "--api-url", sim.url, "--out", str(out), "--rate", "0")
+        assert result.returncode == EXIT_LAKE, (args, result.stdout + result.stderr)
+        assert result.stderr.splitlines() == [f"harvester: error: {line}"], result.stderr
+        assert result.stdout == ""
+    assert sim.stats()["requests"] == requests  # refused before a request is spent
+    assert snapshot(out) == before
+
+
 # -- foreign files inside a lake survive every command ------------------------------------
 def own_leftovers(lake: Lake) -> dict[str, bytes]:
     """Files of ours that nothing commits (a killed run's): the sweep must remove these."""

@@ -336,6 +336,59 @@ def test_an_interrupted_run_leaves_its_report_and_the_resume_counts_agree(
     assert status["last_run"]["run_id"] == resumed["run_id"]
 
 
+def interrupt_while_planning(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C once the run logs that it plans (``-v``); its output to the end."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the first log lines come long before the run can end
+        seen.append(line)
+        if "harvester.harvest: planning " in line:
+            break
+    assert seen and "planning" in seen[-1], "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    stdout, rest = proc.communicate(timeout=60)
+    return stdout, "".join(seen) + rest
+
+
+def test_ctrl_c_while_planning_a_new_lake_says_nothing_was_saved(
+    sim: SimHandle, tmp_path: Path
+) -> None:
+    """Stopped before anything was written (finding 4): no claim of a report under a
+    _harvest/ that is not there, nor of a `status` that would find no lake."""
+    out = tmp_path / "lakeD"
+    proc = start_harvest(sim.url, out, *DATES, "--rate", "2", "-v")
+    stdout, stderr = interrupt_while_planning(proc)
+    assert proc.returncode == 130, stderr
+    assert stdout == "" and "Traceback" not in stderr
+    assert not out.exists()
+    assert stderr.splitlines()[-2:] == [
+        "harvester: stopped by Ctrl-C (SIGINT)",
+        f"nothing was saved: the run stopped before it wrote to {out};"
+        " run the same `harvester harvest` command again",
+    ], stderr
+    # Which starts it, as said.
+    ok(run_harvest(sim.url, str(out), *DATES))
+    assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
+
+
+def test_ctrl_c_during_plan_says_plan_writes_nothing(sim: SimHandle, tmp_path: Path) -> None:
+    out = tmp_path / "planned"
+    command = [
+        sys.executable, "-m", "harvester", "plan", "--api-url", sim.url, "--out", str(out),
+        *DATES, "--rate", "2", "-v",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, env=harvest_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )  # fmt: skip
+    _, stderr = interrupt_while_planning(proc)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1] == (
+        "plan writes nothing; run the same `harvester plan` command again"
+    ), stderr
+    assert not out.exists()
+
+
 # -- dates -------------------------------------------------------------------------------
 
 

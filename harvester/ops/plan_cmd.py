@@ -29,7 +29,7 @@ from harvester import quota, reconcile
 from harvester.client import ApiClient
 from harvester.commit import committed_files
 from harvester.config import Settings
-from harvester.errors import ConfigError
+from harvester.errors import ConfigError, LakeError
 from harvester.harvest import make_plan, range_warning
 from harvester.humanize import duration_text
 from harvester.ops.lakeinfo import service_lines
@@ -41,9 +41,18 @@ from harvester.refresh import (
     reload_check,
     require_completed,
 )
-from harvester.runner import Service, learn_service, make_client, make_planner, open_lake, preflight
+from harvester.runner import (
+    Service,
+    check_lake,
+    learn_service,
+    make_client,
+    make_planner,
+    open_lake,
+    preflight,
+)
 from harvester.service import limits_from
 from harvester.shard import UNDATED_KEY, Shard
+from harvester.source import REBIND_FLAG
 from harvester.stamps import newest_stamp
 from harvester.state import HarvestState
 
@@ -303,8 +312,24 @@ async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
     complete = state.load_complete() is not None
     if job == "auto":
         job = "refresh" if complete else "harvest"
+    # Refused where the job would be, in its words and with its exit code, before any
+    # request: a plan of a job that cannot run would only mislead (docs/decisions.md).
+    try:
+        found = check_lake(state, settings, job)
+    except LakeError as exc:
+        raise LakeError(f"the {job} would be refused: {exc}") from None
     plan = JobPlan("harvest", "", settings.rows, settings.rate)
     plan.weekly_quota = settings.weekly_quota
+    if found.action == "adopt" and found.bound is not None:
+        plan.notes.append(
+            f"the lake records no source (an older harvester's): the {job} would bind it to"
+            f" {found.bound.describe()}"
+        )
+    if found.action == "rebind" and found.bound is not None:
+        plan.notes.append(
+            f"{REBIND_FLAG}: the lake, harvested from {found.bound.describe()}, would be bound"
+            f" to {found.source.describe()}"
+        )
     if state.is_lake():
         key = quota.key_id(settings.api_key.reveal() if settings.api_key else None)
         plan.quota_spent = quota.spent_this_week(state, key, dt.datetime.now(dt.UTC))[0]

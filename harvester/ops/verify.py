@@ -55,14 +55,22 @@ from harvester.ops.deep import (
     deep_check,
     sample_population,
 )
-from harvester.ops.lakeinfo import is_visible, load_committed, open_state
+from harvester.ops.lakeinfo import is_visible, load_committed
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
 from harvester.partition import Partition
 from harvester.progress import Progress
 from harvester.reconcile import differing_days
 from harvester.refresh import Refresher
 from harvester.report import RunOutcome, RunReport
-from harvester.runner import Service, learn_service, make_client, make_planner, preflight
+from harvester.runner import (
+    Service,
+    check_lake,
+    learn_service,
+    make_client,
+    make_planner,
+    open_lake,
+    preflight,
+)
 from harvester.shard import Shard, changed_since_scope
 from harvester.state import HarvestState, ShardMarker
 
@@ -370,7 +378,11 @@ async def verify_lake(
 ) -> VerifyOutcome:
     """Verify (and with ``repair``, repair) the lake at ``settings.out``; writes a run report.
     With ``deep``, days are also compared row by row (``ops.deep``)."""
-    state = open_state(settings)
+    # Only read until the lake is known to be one (a directory of other files is not, and
+    # a harvest needs an empty one) and bound to this run's source: before any request.
+    state = HarvestState(open_lake(settings))
+    check_lake(state, settings, "verify")
+    state.require_lake()
     # Writable even without --repair: verify keeps the service's profile and its run report
     # in the lake, and must not find out it cannot after spending its requests.
     state.lake.preflight(for_write=True)
