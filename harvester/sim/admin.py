@@ -1,5 +1,5 @@
 """The ``/_sim/*`` routes (only with ``--admin``): mutate the index, read its truth, count,
-start a new quota week.
+start a new quota week, change the faults of the API routes from now on.
 
 They sit outside the gate of the API endpoints: no key, no rate limit, never a fault, so a
 test can always observe and steer the simulator however hostile it is to the harvester.
@@ -20,6 +20,7 @@ MUTATE_PATH = "/_sim/mutate"
 TRUTH_PATH = "/_sim/truth"
 STATS_PATH = "/_sim/stats"
 QUOTA_RESET_PATH = "/_sim/quota-reset"
+FAULTS_PATH = "/_sim/faults"
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -76,7 +77,20 @@ async def quota_reset(request: web.Request) -> web.Response:
     return _json({"reset": request.app[STATE].quota.reset()})
 
 
+async def faults(request: web.Request) -> web.Response:
+    """``{"rate": R, "kinds": [...]}``: from now on a share ``R`` of API requests is faulted
+    with those kinds (``{"rate": 0}``: none), so a test can make one run meet, say, spurious
+    empty answers and the next run not."""
+    body = orjson.loads(await request.read() or b"{}")
+    try:
+        request.app[STATE].faults.configure(float(body.get("rate", 0)), body.get("kinds"))
+    except (TypeError, ValueError) as exc:
+        return _json({"error": f"bad faults request: {exc}"}, status=400)
+    return _json({"rate": request.app[STATE].faults.rate})
+
+
 def add_admin_routes(app: web.Application) -> None:
+    app.router.add_post(FAULTS_PATH, faults)
     app.router.add_post(MUTATE_PATH, mutate)
     app.router.add_get(TRUTH_PATH, truth)
     app.router.add_get(STATS_PATH, stats)

@@ -74,6 +74,19 @@ class FaultPlan:
         self.injected: Counter[str] = Counter()
         self._emptied: set[str] = set()  # queries a spurious-empty has already hit
 
+    def configure(self, rate: float, kinds: list[str] | None = None) -> None:
+        """Fault ``rate`` of the requests from now on, with ``kinds`` (default: those of
+        the start); the seeded draws go on where they were."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be within 0..1, not {rate}")
+        if kinds is not None:
+            unknown = sorted(set(kinds) - set(KNOWN_FAULT_KINDS))
+            if unknown or not kinds:
+                raise ValueError(f"unknown fault kinds: {unknown or kinds}")
+            self.kinds = [k for k in KNOWN_FAULT_KINDS if k in kinds]
+            self.weights = [FLAKY_WEIGHTS.get(k, 1) for k in self.kinds]
+        self.rate = rate
+
     def draw(self) -> str | None:
         # Both numbers are drawn every time so one request's outcome never shifts the next.
         roll, pick = self.rng.random(), self.rng.random()

@@ -62,6 +62,13 @@ class SimHandle:
         stats: dict[str, Any] = json.loads(self._call("/_sim/stats"))
         return stats
 
+    def faults(self, rate: float, kinds: Sequence[str] | None = None) -> None:
+        """POST /_sim/faults: fault ``rate`` of the API requests from now on, of ``kinds``."""
+        payload: dict[str, Any] = {"rate": rate}
+        if kinds is not None:
+            payload["kinds"] = list(kinds)
+        self._call("/_sim/faults", payload)
+
     def quota_reset(self) -> None:
         """POST /_sim/quota-reset: the weekly quota's Sunday, now."""
         self._call("/_sim/quota-reset", {})
