@@ -275,8 +275,13 @@ async def fetch_shard(
     limits: Limits,
     attempts: int,
     store: PageStore | None = None,
+    expected: int = -1,
 ) -> FetchedShard:
     """All docs of one shard, checked; raises ShardTooLarge or ShardUnstable.
+
+    ``expected``: the shard's count when it was planned. A shard counted with rows that
+    answers "no match" is asked once more before it is believed: a transient empty answer
+    (a replica not loaded yet) must not empty a day that a refresh replaces whole.
 
     Pages kept in ``store`` by an earlier run are used first; the store is cleared before
     a shard is fetched again from scratch, and when the shard turns out to need a split.
@@ -287,11 +292,21 @@ async def fetch_shard(
     events: list[str] = []
     total_pages = 0
     reused = 0
+    doubted = expected <= 0  # an empty answer to a shard counted with rows: asked again
     try:
         for attempt in range(1, attempts + 1):
             result = await _fetch_once(source, criteria, limits, pages_store, kept)
             total_pages += result.pages
             reused += result.reused
+            if (
+                result.problem is None
+                and result.num_found == 0
+                and not doubted
+                and attempt < attempts
+            ):
+                doubted = True
+                events.append(f"attempt {attempt}: no match, counted {expected}; asked again")
+                continue
             if result.problem is None:
                 return FetchedShard(
                     result.docs, result.num_found, attempt, total_pages, events, reused

@@ -157,6 +157,7 @@ class ShardPipeline:
                     limits=self._config.limits,
                     attempts=self._config.shard_attempts,
                     store=self._sink.page_store(shard),
+                    expected=shard.expected,
                 )
             except ShardTooLarge as exc:
                 if shard.undated:
