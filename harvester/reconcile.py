@@ -5,7 +5,8 @@ nothing, so refresh (the days to repair), verify (every differing day) and plan 
 refresh would fetch) ask the same questions the same way.
 
 Months are counted first and days only within months that differ, so a mostly-equal range
-costs about one request per month. Quarantined rows are counted by the service but are not
+costs about one request per month; a run of months the lake holds nothing of costs one
+request while the service holds nothing there either. Quarantined rows are counted by the service but are not
 in the files, so they are added to the files' counts (``quarantine``'s one rule) before
 comparing; otherwise a day holding one would differ for ever.
 """
@@ -68,10 +69,22 @@ async def differing_days(
         return await counter.count(Shard(a, b, scope=scope).criteria(date_template))
 
     months = month_spans(first, last)
-    month_counts = await asyncio.gather(*(count(a, b) for a, b in months))
+    lake_months = [sum(n for d, n in lake_days.items() if a <= d <= b) for a, b in months]
+    month_counts: list[int | None] = [None] * len(months)
+    # Runs of months the lake holds nothing of (a coverage open to today ends in some) cost
+    # one count a run when the service holds nothing there either.
+    empty_runs = [r for r in _runs_of_zero(lake_months) if r[1] - r[0] > 1]
+    totals = await asyncio.gather(*(count(months[i][0], months[j - 1][1]) for i, j in empty_runs))
+    for (i, j), total in zip(empty_runs, totals, strict=True):
+        if total == 0:
+            month_counts[i:j] = [0] * (j - i)
+    unknown = [k for k, n in enumerate(month_counts) if n is None]
+    for k, n in zip(
+        unknown, await asyncio.gather(*(count(*months[k]) for k in unknown)), strict=True
+    ):
+        month_counts[k] = n
     differing: DayDifferences = {}
-    for (a, b), service in zip(months, month_counts, strict=True):
-        lake = sum(n for d, n in lake_days.items() if a <= d <= b)
+    for (a, b), lake, service in zip(months, lake_months, month_counts, strict=True):
         if lake == service:
             continue
         days = Shard(a, b).days
@@ -80,6 +93,19 @@ async def differing_days(
             if lake_days.get(day, 0) != n:
                 differing[day] = (lake_days.get(day, 0), n)
     return differing
+
+
+def _runs_of_zero(values: list[int]) -> list[tuple[int, int]]:
+    """``[i, j)`` index ranges of consecutive zeros in ``values``."""
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    for k, value in enumerate([*values, 1]):
+        if value == 0 and start is None:
+            start = k
+        elif value != 0 and start is not None:
+            runs.append((start, k))
+            start = None
+    return runs
 
 
 @dataclass
