@@ -2,8 +2,11 @@
 
 Two kinds of incoming rows:
 
-- *changed rows* (found by ``createDateTime`` above the watermark): upserted by ``id``, the
-  newest ``createDateTime`` winning; on a tie the incoming row wins (it was read later);
+- *changed rows* (found by ``createDateTime`` above the watermark): upserted by ``id``. The
+  incoming row wins over the lake's, whatever their stamps: it is the service's word now,
+  and a stamp is no clock (a row a wrong clock stamped 9999-12-30 and a later load re-stamps
+  correctly must not keep its wrong version for ever). Among incoming rows of one id, the
+  newest ``createDateTime`` wins (later rows win ties): the index moved during a fetch;
 - *whole days* fetched again by reconciliation: they replace every lake row of that day,
   which is how deletions (invisible to the watermark) leave the lake.
 
@@ -32,11 +35,21 @@ _RUN: Final = 16_384
 _BATCH: Final = 65_536
 
 
+CHANGE_KEYS: Final = ("id", "submissionDate", "createDateTime")
+
+
 @dataclass
 class MergeStats:
+    """What a merge changed. ``changes``: one row per id added, updated or deleted (its
+    ``id``, ``submissionDate`` and ``createDateTime`` — the incoming row's, or a deleted row's
+    last — and ``change``): the change feed's rows (``harvester.changes``), kept by the merge
+    that made them and never summed. Copies of an id dropped beside a kept row count in
+    ``deleted`` but are not a change of the source, so the feed does not list them."""
+
     added: int = 0
     updated: int = 0
     deleted: int = 0
+    changes: pa.Table | None = None
 
     @property
     def changed(self) -> bool:
@@ -47,6 +60,11 @@ class MergeStats:
         self.updated += other.updated
         self.deleted += other.deleted
         return self
+
+
+def _change_rows(table: pa.Table, at: pa.Array, change: str) -> pa.Table:
+    keys = table.select(list(CHANGE_KEYS)).take(at)
+    return keys.append_column("change", pa.array([change] * len(at), pa.string()))
 
 
 def _positions(n: int) -> pa.Array:
@@ -129,21 +147,27 @@ _COMPARE_ORDER: Final = (
 )
 
 
-def _count_differing(left: pa.Table, left_at: pa.Array, right: pa.Table, right_at: pa.Array) -> int:
-    """How many of the row pairs (``left[left_at[i]]``, ``right[right_at[i]]``) differ in
-    any column. A batch of pairs and one column at a time, so the copies stay small."""
-    differing = 0
+def _differing(left: pa.Table, left_at: pa.Array, right: pa.Table, right_at: pa.Array) -> pa.Array:
+    """Per row pair (``left[left_at[i]]``, ``right[right_at[i]]``): does it differ in any
+    column? A batch of pairs and one column at a time, so the copies stay small; pairs
+    found to differ are not compared further."""
+    masks: list[pa.Array] = []
     for begin in range(0, len(left_at), _BATCH):
         lefts, rights = left_at.slice(begin, _BATCH), right_at.slice(begin, _BATCH)
+        open_at = _positions(len(lefts))  # pairs of this batch still equal so far
+        differs = pa.array([False] * len(lefts), pa.bool_())
         for name in _COMPARE_ORDER:
             if len(lefts) == 0:
                 break
             same = _same(
                 _flat(left.column(name).take(lefts)), _flat(right.column(name).take(rights))
             )
-            differing += len(lefts) - _count(same)
-            lefts, rights = lefts.filter(same), rights.filter(same)
-    return differing
+            found = open_at.filter(pc.invert(same))
+            if len(found):
+                differs = pc.or_(differs, pc.is_in(_positions(len(differs)), value_set=found))
+            lefts, rights, open_at = lefts.filter(same), rights.filter(same), open_at.filter(same)
+        masks.append(differs)
+    return _concat(masks) if masks else pa.array([], pa.bool_())
 
 
 def _gather(table: pa.Table, positions: pa.Array) -> pa.Table:
@@ -188,7 +212,7 @@ def merge_partition(
 
     Lake rows of a replaced day are *dropped*, the others *kept*. Per incoming id (the
     newest of ``day_rows`` + ``changed``), the lake's version is its last kept row, or else
-    its last dropped row; the incoming row wins unless that version is newer. Kept rows of
+    its last dropped row; the incoming row replaces it. Kept rows of
     ids nobody sent stay as they are; dropped rows of ids nobody sent, or of ids a kept row
     stands for, are the deleted ones (counted once per id).
     """
@@ -209,32 +233,30 @@ def merge_partition(
     untouched_at = _positions(existing.num_rows).filter(pc.and_(kept, pc.invert(claimed)))
     overlap = _last_by_key(key, pc.and_(kept, claimed), len(incoming_at))
     gone = _last_by_key(key, pc.and_(dropped, claimed), len(incoming_at))
-    # Rows of a replaced day that the service no longer has (once per id), and those whose
-    # id a kept row stands for.
-    unclaimed = existing.column("id").filter(pc.and_(dropped, pc.invert(claimed)))
-    stats.deleted = int(pc.count_distinct(unclaimed, mode="all").as_py()) + _count(
-        pc.and_(pc.is_valid(gone), pc.is_valid(overlap))
+    # Rows of a replaced day that the service no longer has (once per id, the last copy),
+    # and those whose id a kept row stands for.
+    unclaimed_at = _positions(existing.num_rows).filter(pc.and_(dropped, pc.invert(claimed)))
+    deleted_at = _newest_positions(
+        existing.column("id").take(unclaimed_at),
+        existing.column("createDateTime").take(unclaimed_at),
     )
+    deleted_at = unclaimed_at.take(deleted_at)
+    stats.deleted = len(deleted_at) + _count(pc.and_(pc.is_valid(gone), pc.is_valid(overlap)))
 
     # Per incoming row: the lake's version (a position in existing), or null for a new id.
     lake_at = pc.coalesce(overlap, gone)
     is_new = pc.is_null(lake_at)
     stats.added = _count(is_new)
-    new_created = _flat(source.column("createDateTime").take(incoming_at))
-    old_created = _flat(existing.column("createDateTime").take(lake_at))
-    # Newer or equal wins; a missing createDateTime is older than any.
-    newer = pc.if_else(
-        pc.is_null(old_created),
-        True,
-        pc.fill_null(pc.greater_equal(new_created, old_created), False),
-    )
-    replaces = pc.and_(pc.invert(is_new), newer)
-    stats.updated = _count_differing(
-        source, incoming_at.filter(replaces), existing, lake_at.filter(replaces)
-    )
-    lake_wins = pc.and_(pc.invert(is_new), pc.invert(newer))
-    keep_at = _concat([untouched_at, lake_at.filter(lake_wins)])
-    merged = pa.concat_tables(
-        [_gather(existing, keep_at), _gather(source, incoming_at.filter(pc.or_(is_new, newer)))]
+    replaces = pc.invert(is_new)
+    replacing_at = incoming_at.filter(replaces)
+    differs = _differing(source, replacing_at, existing, lake_at.filter(replaces))
+    stats.updated = _count(differs)
+    merged = pa.concat_tables([_gather(existing, untouched_at), _gather(source, incoming_at)])
+    stats.changes = pa.concat_tables(
+        [
+            _change_rows(source, incoming_at.filter(is_new), "added"),
+            _change_rows(source, replacing_at.filter(differs), "updated"),
+            _change_rows(existing, deleted_at, "deleted"),
+        ]
     )
     return merged, stats

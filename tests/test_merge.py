@@ -38,15 +38,18 @@ def by_id(t: pa.Table) -> dict[str, dict[str, Any]]:
 EMPTY = ARROW_SCHEMA.empty_table()
 
 
-def test_upsert_adds_updates_and_keeps_newer_lake_rows() -> None:
+def test_upsert_adds_and_updates_and_the_service_row_wins_whatever_its_stamp() -> None:
     existing = table(row("a", D1, 1), row("b", D1, 5), row("c", D2, 1))
     changed = table(row("a", D1, 2, "999"), row("b", D1, 3, "111"), row("d", D2, 4))
     merged, stats = merge_partition(existing, changed, (), EMPTY)
     got = by_id(merged)
     assert sorted(got) == ["a", "b", "c", "d"]
     assert got["a"]["nationalClass"] == "999"  # newer incoming wins
-    assert got["b"]["nationalClass"] == "438"  # the lake's row is newer: kept
-    assert (stats.added, stats.updated, stats.deleted) == (1, 1, 0)
+    # The lake's row is stamped later (a clock gone wrong, then corrected at the source):
+    # what the service serves now wins all the same.
+    assert got["b"]["nationalClass"] == "111"
+    assert (stats.added, stats.updated, stats.deleted) == (1, 2, 0)
+    assert sorted(stats.changes.column("change").to_pylist()) == ["added", "updated", "updated"]
 
 
 def test_same_rows_again_change_nothing() -> None:
@@ -106,21 +109,14 @@ def oracle_merge(
     untouched = kept.filter(pc.invert(in_incoming)).to_pylist()
     overlap_by_id = {r["id"]: r for r in kept.filter(in_incoming).to_pylist()}
 
-    def newer(new: dict[str, Any], old: dict[str, Any]) -> bool:
-        n, o = new.get("createDateTime"), old.get("createDateTime")
-        return o is None or (n is not None and n >= o)
-
     winners = []
     for r in incoming:
         old = overlap_by_id.get(r["id"]) or dropped_by_id.pop(r["id"], None)
         if old is None:
             added += 1
-            winners.append(r)
-        elif newer(r, old):
-            updated += int(r != old)
-            winners.append(r)
         else:
-            winners.append(old)
+            updated += int(r != old)
+        winners.append(r)  # the service's row, whatever the lake's stamp
     return untouched + winners, (added, updated, len(dropped_by_id))
 
 
