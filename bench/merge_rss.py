@@ -68,6 +68,20 @@ def _rows(rng: random.Random, count: int, prefix: bytes, stamp_offset_days: int)
     return pa.concat_tables(tables)
 
 
+# A run id of the shape ``report.new_run_id`` makes, for the rewrite files' names.
+_RUN_ID = "20260101T000000Z-bench-0"
+
+
+def _write_partition(lake: Lake, table: pa.Table, step: str) -> list[str]:
+    """The partition's rows as rewrite files, published at once (as ``replace_partition``
+    does, without its manifest)."""
+    written = []
+    for item in write_partition_files(lake, PARTITION, table, _RUN_ID, step):
+        lake.publish(item.temp, item.file.path)
+        written.append(item.file.path)
+    return written
+
+
 def _write_stage(directory: Path, name: str, table: pa.Table) -> None:
     pq.write_table(table, str(directory / "stage" / f"{name}.parquet"), compression="zstd")
 
@@ -77,7 +91,7 @@ def build(directory: Path, rows: int) -> None:
     rng = random.Random(12)
     lake = Lake.open(str(directory / "lake"))
     existing = _rows(rng, rows, b"base", 0)
-    write_partition_files(lake, PARTITION, existing, "part-base")
+    _write_partition(lake, existing, "base")
     (directory / "stage").mkdir(exist_ok=True)
 
     picks = rng.sample(range(existing.num_rows), MODIFIED + DELETED)
@@ -136,8 +150,7 @@ def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) 
         merged, stats = impl.merge_partition(existing, empty, days, incoming)
     else:
         merged, stats = impl.merge_partition(existing, incoming, (), empty)
-    prefix = "part-" + stage_file.removesuffix(".parquet")
-    written = [w.path for w in write_partition_files(lake, PARTITION, merged, prefix)]
+    written = _write_partition(lake, merged, "merge")
     for path in old_files:
         if path not in written:
             lake.delete(path)

@@ -343,17 +343,23 @@ def _reload_rss(sc: dict[str, Any]) -> list[str]:
         f" (late) in the same load. Measured: {p['measured']}. One run each; MB = 10^6 bytes.",
         "",
         "| refresh | wall s | CPU s | peak RSS MB | requests | rows written | months fetched"
-        " | estimated requests | correct |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | estimated requests | reader: reads, saw rows twice, failed | correct |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in sc["runs"]:
         fetched = "-" if r["months_fetched"] is None else f"{r['months_fetched']} of {r['months']}"
         estimate = "-" if r["estimated_requests"] is None else f"{r['estimated_requests']:,}"
         correct = "yes" if r["ok"] else f"**no** ({'; '.join(r['problems'])})"
+        reader = r.get("reader") or {}
+        seen = (
+            f"{reader['reads']:,}, {reader['duplicated']:,}, {reader['failed']:,}"
+            if reader
+            else "-"
+        )
         out.append(
             f"| {r['what']} | {_num(r['wall_s'], 1)} | {_num(r['cpu_s'], 1)} |"
             f" {_num(r['peak_rss_mb'])} | {r['requests']:,} | {_num(r['rows_written'])} |"
-            f" {fetched} | {estimate} | {correct} |"
+            f" {fetched} | {estimate} | {seen} | {correct} |"
         )
     return out
 

@@ -19,6 +19,8 @@ import re
 import shutil
 import statistics
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -975,6 +977,40 @@ def _printed_report(measured: Measured) -> dict[str, Any]:
     return data
 
 
+class ReaderLoop(threading.Thread):
+    """A reader querying the lake as docs/querying.md does, over and over while a run goes
+    on: each answer is counted as one that saw rows twice (more rows than distinct ids),
+    that failed (a file listed, then gone), or that was clean."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(daemon=True)
+        self.query = (
+            "SELECT count(*), count(DISTINCT id) FROM read_parquet("
+            f"'{out}/**/*.parquet', hive_partitioning = true,"
+            " hive_types = {'year': INTEGER, 'month': INTEGER})"
+        )
+        self.stop = threading.Event()
+        self.reads = self.duplicated = self.failed = 0
+
+    def run(self) -> None:
+        con = duckdb.connect()
+        try:
+            while not self.stop.is_set():
+                try:
+                    row = con.execute(self.query).fetchone()
+                except duckdb.Error:
+                    self.failed += 1
+                else:
+                    self.duplicated += bool(row and row[0] != row[1])
+                self.reads += 1
+                time.sleep(0.005)
+        finally:
+            con.close()
+
+    def result(self) -> dict[str, int]:
+        return {"reads": self.reads, "duplicated": self.duplicated, "failed": self.failed}
+
+
 def scenario_reload_rss(bench: Bench) -> dict[str, Any]:
     """A harvest (HARVESTER_TUNED, measured as in scenario 2), then the simulator reloads
     (``RELOAD_MUTATION``), then two refreshes, each measured in its own process: the
@@ -992,9 +1028,13 @@ def scenario_reload_rss(bench: Bench) -> dict[str, Any]:
         truth = served_truth_digest(sim, bench.path("truth", "reload-served.jsonl"))
         for step, what in RELOAD_STEPS.items():
             before = sim.stats()["requests"]
+            reader = ReaderLoop(out)  # what a reader sees while the lake is refreshed
+            reader.start()
             measured = run_measured(
                 refresh_command(sim.url, out), log_dir=bench.path("logs"), name=f"reload-{step}"
             )
+            reader.stop.set()
+            reader.join()
             requests = sim.stats()["requests"] - before
             problems = [] if measured.returncode == 0 else [f"exit {measured.returncode}"]
             problems += check_output(HARVESTER_TUNED, out, truth)
@@ -1018,6 +1058,7 @@ def scenario_reload_rss(bench: Bench) -> dict[str, Any]:
                     "months_fetched": reload.get("months_fetched"),
                     "months": reload.get("months"),
                     "estimated_requests": reload.get("estimated_requests"),
+                    "reader": reader.result(),
                 }
             )
             bench.log(

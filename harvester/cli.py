@@ -347,6 +347,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_changes(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging(settings.log_format, args.verbose, settings.api_key)
+    from harvester.ops.changes import read_feed, write_parquet
+
+    feed = read_feed(settings, args.since)
+    if args.parquet:
+        write_parquet(feed, args.parquet)
+        print(f"{feed.table.num_rows:,} changes of {len(feed.runs)} runs written to {args.parquet}")
+    elif args.json:
+        import orjson
+
+        for row in feed.table.to_pylist():  # one object a line: what a job reads line by line
+            print(orjson.dumps(row, default=str).decode())
+    else:
+        print("\n".join(feed.lines()))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from harvester.ops.config_cmd import render, to_json
 
@@ -444,6 +463,16 @@ def build_parser() -> CommandParser:
         cmd_show,
     )
     show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    feed = command(
+        "changes",
+        "the ids each refresh, reload and repair added, updated, deleted (no API call)",
+        cmd_changes,
+    )
+    feed.add_argument(
+        "--since", metavar="RUN|DATE", help="only runs after this run id, or begun on or after"
+    )
+    feed.add_argument("--json", action="store_true", help="one JSON object per change")
+    feed.add_argument("--parquet", metavar="PATH", help="write the changes as one Parquet file")
     config = command(
         CONFIG_COMMAND,
         "the settings a run would use and where each came from (the key masked)",

@@ -11,12 +11,14 @@ replaced (``is_own_file``, the one test); any other file in the lake is foreign:
 alone, and named by ``verify``. A new lake is only created where nothing lives yet
 (``refuse_foreign_root``), so a harvest never shares a directory or prefix by accident.
 
-Replacing a partition (refresh, compact) goes: write the new files under new names, write
-the manifest (the commit point: one atomic put), then delete the old files. A reader
-listing the directory in that short window may see old and new files together, so rows
-of that partition can appear twice until the old files are gone (milliseconds locally, a
-few DELETE calls on S3); a killed run leaves that state until the next run's sweep.
-Readers that want a stable view can read the manifest's file list.
+Replacing a partition (refresh, reload, compact, repair: ``replace_partition``) goes:
+write the new files hidden under temp names, write the manifest naming their real names
+(the commit point: one atomic put), publish them (a rename each locally, a server-side
+copy each on S3), then delete the old files. A reader listing the directory between the
+first publish and the last delete may see old and new files together, so rows of that
+partition can appear twice (microseconds locally, a few requests on S3); a run killed
+there leaves that state until the next run's ``sweep``. Readers that want a stable view
+can read the manifest's file list.
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ import pyarrow.parquet as pq
 
 from harvester import quarantine
 from harvester.checkpoint import NoPageStore, PageStore, page_store
+from harvester.datafile import SUFFIX as DATA_SUFFIX
+from harvester.datafile import DataFileName, is_data_file_name
 from harvester.decode import decode_docs
 from harvester.errors import LakeError
 from harvester.fetch import FetchedShard
 from harvester.lake import TEMP_MARK, Lake, is_temp_name
 from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA
-from harvester.shard import Shard, is_shard_file_name
+from harvester.shard import Shard
 from harvester.state import LOCK, HarvestState, PartitionManifest, ShardMarker, StoredPlan
 from harvester.state import ROOT as STATE_ROOT
-from harvester.writer import is_partition_file_name, write_partition_files, write_shard
+from harvester.writer import write_partition_files, write_shard
 
 
 def committed_files(
@@ -58,14 +62,13 @@ def committed_files(
 
 def is_own_data_file(path: str) -> bool:
     """True for a data file of the harvester's naming scheme in one of its partitions:
-    ``year=YYYY/month=M/<name>`` with ``<name>`` a shard's file (``shard.is_shard_file_name``)
-    or a partition rewrite's (``writer.is_partition_file_name``)."""
+    ``year=YYYY/month=M/<name>`` with ``<name>`` one a ``DataFileName`` makes (committed or
+    staged; a staged one never lies outside ``_harvest/``, but a name alone is ours)."""
     try:
         Partition.of_file(path)
     except ValueError:
         return False
-    name = path.rsplit("/", 1)[-1]
-    return is_shard_file_name(name) or is_partition_file_name(name)
+    return is_data_file_name(path.rsplit("/", 1)[-1])
 
 
 def is_own_file(path: str) -> bool:
@@ -99,32 +102,70 @@ def uncommitted_files(lake: Lake, committed: dict[str, list[str]]) -> list[str]:
     owned = {f for files in committed.values() for f in files}
     return [
         path
-        for path in lake.list_files("", suffix=".parquet")
+        for path in lake.list_files("", suffix=DATA_SUFFIX)
         if is_own_data_file(path) and path not in owned
     ]
 
 
 def sweep(lake: Lake, committed: dict[str, list[str]]) -> int:
-    """Delete uncommitted data files and leftover temp files of ours (``is_own_file``);
-    returns how many. Foreign files stay where they are."""
+    """Finish a partition swap a killed run committed (``publish_committed``), then delete
+    uncommitted data files and leftover temp files of ours (``is_own_file``); returns how
+    many files it published or removed. Foreign files stay where they are."""
+    listed = set(lake.list_files("", suffix=DATA_SUFFIX))
+    published = publish_committed(lake, committed, listed)
     stale = uncommitted_files(lake, committed)
     for path in stale:
         lake.delete(path)
-    return len(stale) + lake.cleanup_temp_files(is_own_file)
+    return published + len(stale) + lake.cleanup_temp_files(is_own_file)
 
 
 def replace_partition(
-    state: HarvestState, partition: str, old_files: list[str], table: pa.Table, name_prefix: str
+    state: HarvestState,
+    partition: str,
+    old_files: list[str],
+    table: pa.Table,
+    run_id: str,
+    step: str,
 ) -> list[str]:
-    """New files first, then the manifest (commit), then the old files go."""
+    """Swap a partition's files for ``table``'s rows, in the order that keeps a reader's
+    view of a mix shortest: the new files are written hidden (the slow part: encoding,
+    uploading), then the manifest names them (the commit point), then they are published
+    in one burst, then the old files go. A reader can list old and new together only
+    between the first publish and the last delete: renames and deletes locally, copies and
+    deletes on S3. A run killed after the commit and before every file is published leaves
+    hidden files the manifest names: the next run's ``sweep`` publishes them first; a run
+    killed before its last delete leaves old files that nothing commits, which the same
+    sweep removes."""
     lake = state.lake
     state.check_fence()  # a run that lost the lake's lock writes nothing more
-    written = [w.path for w in write_partition_files(lake, partition, table, name_prefix)]
+    hidden = write_partition_files(lake, partition, table, run_id, step)
+    written = [item.file.path for item in hidden]
     state.save_manifest(PartitionManifest(partition, sorted(written)))
+    for item in hidden:
+        lake.publish(item.temp, item.file.path)
     for path in old_files:
         if path not in written:
             lake.delete(path)
     return written
+
+
+def publish_committed(lake: Lake, committed: dict[str, list[str]], listed: set[str]) -> int:
+    """Publish the hidden files of a swap killed between its commit and its publishing
+    (committed, not ``listed``, but written under a temp name beside their path); returns
+    how many. A committed file with no such temp file stays missing: ``verify`` names it."""
+    missing = {f for files in committed.values() for f in files} - listed
+    if not missing:
+        return 0
+    temps: dict[str, str] = {}
+    for temp in lake.temp_files():
+        directory, _, name = temp.rpartition("/")
+        target = name[1 : name.rindex(TEMP_MARK)]
+        temps[f"{directory}/{target}" if directory else target] = temp
+    published = 0
+    for path in sorted(missing & temps.keys()):
+        lake.publish(temps[path], path)
+        published += 1
+    return published
 
 
 def read_files(lake: Lake, files: list[str], columns: list[str] | None = None) -> pa.Table:
@@ -171,7 +212,8 @@ class LakeSink:
         result = decode_docs(fetched.docs, source=shard.key)
         # Fenced here (no data files) and again by the marker's write (no commit record).
         self._state.check_fence()
-        files = write_shard(self._state.lake, shard.file_name, result.table)
+        name = DataFileName.of_shard(shard, staged=self._state.staged).name
+        files = write_shard(self._state.lake, name, result.table)
         quarantine.write(self._state, shard, [q.to_json() for q in result.quarantined])
         marker = ShardMarker(
             shard.key,

@@ -281,7 +281,7 @@ def _bool(text: Any) -> bool:
 
 # The sub-commands that take settings, and which of them take which flags.
 RUN_COMMANDS = ("harvest", "refresh", "plan", "verify")  # they talk to the API
-LAKE_COMMANDS = ("status", "compact", "show")  # they only read or rewrite the lake
+LAKE_COMMANDS = ("status", "compact", "show", "changes")  # they only read or rewrite the lake
 SETTINGS_COMMANDS = RUN_COMMANDS + LAKE_COMMANDS
 _DATED = ("harvest", "plan", "verify")
 _REFRESHING = ("refresh", "plan")

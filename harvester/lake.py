@@ -13,6 +13,10 @@ never climb out of the root. Writes are atomic for readers, in different ways pe
   object visible only once its upload completes, and an overwrite replaces the whole object,
   so readers likewise see old or new, never partial. A rename would be a copy plus delete on
   S3, i.e. slower and *not* atomic, which is why S3 writes go straight to the target.
+- Several files that must appear together (a partition's new files) are written with
+  ``write_hidden`` first, under temp names, and given their names by ``publish`` once all
+  are written: a rename each locally, a server-side copy each on S3. Readers then see old
+  and new files together only for the span of those renames or copies.
 
 Listings must never be stale (a resume decides what to redo from them), so the S3 listing
 cache is disabled and caches are invalidated after every change.
@@ -263,6 +267,46 @@ class Lake:
                 os.unlink(temp)
             raise
 
+    def write_hidden(self, path: str, data: bytes) -> str:
+        """Write a whole file under a temp name beside ``path`` (``.<name>.tmp-<uuid32>``,
+        which no reader globs for and ``list_files`` hides) and return that name, relative:
+        ``publish`` makes it ``path``. A run that writes several files this way can make
+        them all appear in a short burst, after the slow part (encoding, uploading) is
+        over: that is how a partition's files are swapped (``commit.replace_partition``)."""
+        directory, _, name = path.rpartition("/")
+        temp = f"{directory}/" if directory else ""
+        temp += f".{name}{TEMP_MARK}{uuid.uuid4().hex}"
+        full = self.full_path(temp)
+        if not self._local:
+            self.fs.pipe_file(full, data)
+            self.fs.invalidate_cache(full)
+            return temp
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            with open(full, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # durable before it can become visible
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(full)
+            raise
+        return temp
+
+    def publish(self, temp: str, path: str) -> None:
+        """Give a file ``write_hidden`` wrote its real name: one atomic rename locally (then
+        the directory is synced, so the name outlives a crash); on S3 a server-side copy
+        and a delete of the temp object (no bytes travel again, and the copy appears whole)."""
+        source, target = self.full_path(temp), self.full_path(path)
+        if self._local:
+            os.replace(source, target)
+            fsync_dir(os.path.dirname(target))
+            return
+        self.fs.copy(source, target)
+        self.fs.rm_file(source)
+        self.fs.invalidate_cache(source)
+        self.fs.invalidate_cache(target)
+
     def read_bytes(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(self.full_path(path))
         return data
@@ -357,8 +401,8 @@ class Lake:
 
     def cleanup_temp_files(self, owned: Callable[[str], bool] | None = None) -> int:
         """Remove temp files a killed run left anywhere under the root (only those ``owned``
-        accepts, given their relative path, when given); returns how many. S3 writes never
-        make temp objects, but another tool may have copied some."""
+        accepts, given their relative path, when given); returns how many. On S3 only
+        ``write_hidden`` makes temp objects (a partition swap killed before ``publish``)."""
         removed = 0
         for path in self.temp_files():
             if owned is None or owned(path):

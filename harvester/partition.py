@@ -18,7 +18,8 @@ MIN_YEAR: Final = 1900
 MAX_YEAR: Final = 2999
 
 _PATH: Final = re.compile(r"year=(\d{4})/month=([1-9]|1[0-2])")
-_FILE: Final = re.compile(r"(year=\d{4}/month=(?:[1-9]|1[0-2]))/[^/]+\.parquet")
+# A data file's name is ``datafile.DataFileName``'s to judge; here only its place.
+_FILE: Final = re.compile(r"(year=\d{4}/month=(?:[1-9]|1[0-2]))/[^/]+\.parquet(?:\.staged)?")
 
 
 @dataclass(frozen=True, order=True)
@@ -49,7 +50,8 @@ class Partition:
 
     @classmethod
     def of_file(cls, path: str) -> Partition:
-        """The partition of a data file path ``year=2019/month=7/<name>.parquet``."""
+        """The partition of a data file path ``year=2019/month=7/<name>.parquet`` (or
+        ``.parquet.staged``, a staging area's copy)."""
         match = _FILE.fullmatch(path)
         if match is None:
             raise ValueError(f"not a data file path: {path!r}")

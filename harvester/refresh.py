@@ -1,38 +1,46 @@
 """Incremental refresh: bring a harvested lake back to equal the source, cheaply.
 
-1. **Changed rows.** Rows with ``createDateTime`` at or above the watermark minus
-   ``lookback_days`` are fetched, sharded like the harvest, into a staging area.
+What it fetches is decided by ``decision``'s pure functions over the lake's facts and the
+service's counts (``plan`` prints the same decisions); this module gathers those facts and
+counts (``start``) and carries the decisions out, phase by phase:
+
+1. **Changed rows.** Rows stamped (``createDateTime``) at or after the watermark minus
+   ``lookback_days``, less the loads the lake provably holds already
+   (``decision.ChangedScope``), are fetched, sharded like the harvest, into a staging area.
 2. **Upsert.** They are merged into the partitions of their own mail date by ``id``, the
    newest ``createDateTime`` winning; only partitions that really change are rewritten.
-3. **Reconcile.** For the last ``reconcile_days`` of mail dates (counted back from the
-   newest mail date in the lake) the lake's rows per month, then per day, are compared with
-   the service's ``numFound``; a day that differs is fetched again whole and replaces the
-   lake's rows of that day. This is how deletions, which no watermark can see, leave the lake.
+3. **Reconcile.** For the last ``reconcile_days`` of mail dates (0: the whole coverage) the
+   lake's rows per month, then per day, are compared with the service's ``numFound``; a day
+   that differs is fetched again whole and replaces the lake's rows of that day. This is how
+   deletions, which no stamp can show, leave the lake. A day that would lose all or most of
+   its rows is counted again after the others are fetched, and goes in this run when both
+   counts agree (``decision.confirm_drops``).
 4. The watermark moves last, only after the data it covers is committed.
 
 A staging area is a small lake of its own (``HarvestState.stage``: plan, shard markers,
-Parquet files), so it reuses the harvest's pipeline, checkpoints and resume unchanged.
-``state.RefreshRun`` records the phase; a killed refresh run again picks up where it
-stopped, and every step is idempotent. Reconciliation itself is ``reconcile``'s.
+data files named ``.parquet.staged``, so no reader sees them), and reuses the harvest's
+pipeline, checkpoints and resume unchanged. ``state.RefreshRun`` records the phase; a
+killed refresh run again picks up where it stopped, and every step is idempotent.
 
-**Reloads.** The source sometimes reloads: every row gets a new ``createDateTime`` at
-once (reference: "createDateTime is a batch stamp"), and the changed rows are the whole
-dataset. Before fetching, the changed-rows shard is counted (one request) and compared with
-the rows the lake holds (from markers and footers, no request). When they are at least
-``reload_share`` of them, the run is a *reload*: said in a warning and the report with its
-estimated cost, then the coverage is fetched again one month at a time, each month
-replacing its partition before the next is fetched (``Refresher._reload``). Memory is one
-month's partition, the lake stays readable, and a killed reload resumes at the month it
-was in. A month whose counts (all rows, and rows stamped since) already equal the lake's
-is skipped: so the refresh after a reload, whose lookback re-reads the reload's stamp,
-costs two counts a month, not a second reload. A day that would lose all or most of its
-rows keeps them until a later count agrees, as in reconciliation (``reconcile.hold_drops``).
-Steps 1 to 3 are skipped: everything was fetched whole.
+**Reloads.** When what changed is at least ``reload_share`` of the lake's rows, the source
+has re-stamped most of it at once (reference: "createDateTime is a batch stamp"), and the
+coverage is fetched again one month at a time instead, each month replacing its partition
+before the next is fetched (``Refresher._reload``): memory is one month's partition, the
+lake stays readable, and a killed reload resumes at its month. A month without changed rows
+and with the lake's row count is skipped. The refresh after a reload re-reads the reload's
+stamp through its lookback: the lake holds those rows, the stamp is excluded by one count,
+and only what changed since is fetched.
 
-``harvester verify --repair`` reuses steps 3 and 4 through ``Refresher.run(repair_days=...)``:
-a run of kind ``repair`` fetches the given days again and replaces their rows, and never
-moves the watermark (it has not looked at changed rows elsewhere). Both kinds share the
-staging area, so a command that finds an interrupted run of the other kind finishes it first.
+**The change feed and the report.** Every merge writes the ids it added, updated and
+deleted (``changes``) before its commit, so the feed of a run is exact however often it was
+killed and resumed; the run's report counts its rows from the feed, and its requests over
+every process that worked on the run (``RefreshRun.stats``).
+
+``harvester verify --repair`` reuses steps 3 and 4 through ``Refresher.run(repair_days=...)``
+with verify's own client and service profile (no second probe): a run of kind ``repair``
+fetches the given days again and replaces their rows, and never moves the watermark. Both
+kinds share the staging area, so a command that finds an interrupted run of the other kind
+finishes it first.
 """
 
 from __future__ import annotations
@@ -40,17 +48,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester import quarantine, reconcile
+from harvester import changes, decision, quarantine, reconcile
 from harvester.client import ApiClient
 from harvester.commit import committed_files, read_files, replace_partition, sweep
 from harvester.config import Settings
+from harvester.decision import ChangedDecision, ChangedScope, StampFacts
 from harvester.errors import LakeError
 from harvester.humanize import duration_text
 from harvester.lake import Lake
@@ -73,7 +81,7 @@ from harvester.runner import (
     preflight,
 )
 from harvester.schema import ARROW_SCHEMA
-from harvester.shard import EARLIEST_PROBE, Shard, changed_since_scope, month_spans
+from harvester.shard import EARLIEST_PROBE, Shard, month_spans
 from harvester.signals import to_thread_to_the_end
 from harvester.stamps import newest_stamp
 from harvester.state import (
@@ -87,8 +95,11 @@ from harvester.state import (
 )
 
 log = logging.getLogger("harvester.refresh")
-T = TypeVar("T")
-R = TypeVar("R")
+# A load the lake holds is worth a count to leave out only when fetching it would take more
+# than a page or two: below that the count costs what it saves.
+BULK_PAGES = 2
+# At most this many loads are counted to be left out (the largest): a bound on requests.
+MAX_EXCLUDED = 16
 
 
 def changed_since(state: HarvestState, lookback_days: int, ceiling: str | None = None) -> str:
@@ -102,14 +113,6 @@ def changed_since(state: HarvestState, lookback_days: int, ceiling: str | None =
     return since.replace(microsecond=0).isoformat()
 
 
-def changed_rows_shard(since: str, coverage: tuple[dt.date, dt.date], stamp_form: str) -> Shard:
-    """The one root shard of every row of the coverage created or changed since ``since``:
-    refresh fetches it (split by the planner), ``plan`` counts it. Rows outside the
-    coverage are never asked for, so never written."""
-    first, last = coverage
-    return Shard(first, last, scope=changed_since_scope(since, stamp_form))
-
-
 def coverage_span(state: HarvestState) -> tuple[dt.date, dt.date]:
     """The days the lake covers now: an open end reaches today."""
     coverage = state.coverage()
@@ -117,12 +120,12 @@ def coverage_span(state: HarvestState) -> tuple[dt.date, dt.date]:
     return coverage.first_day, coverage.last_day(today)
 
 
-# -- reloads: detecting them, and what the lake holds per month --------------------------
 def month_key(day: dt.date) -> str:
     """``YYYY-MM``: how a reload names the month of ``day``."""
     return f"{day.year:04d}-{day.month:02d}"
 
 
+# -- the lake's facts (no request) --------------------------------------------------------
 def _footer_rows(lake: Lake, path: str) -> int:
     """The rows of one data file, from its footer (a ranged read, not the whole file)."""
     with parquet_file(lake, path) as parquet:
@@ -151,77 +154,57 @@ def lake_row_count(state: HarvestState, plan: StoredPlan) -> int:
     )
 
 
-def _stamps_of(lake: Lake, path: str) -> pa.ChunkedArray:
-    """One file's ``createDateTime`` column (ranged reads of that column only)."""
+def _recent_stamps(lake: Lake, path: str, since: dt.datetime) -> dict[str, int]:
+    """Rows per ``createDateTime`` at or after ``since`` in one file. A file whose footer
+    statistics say every stamp is older is not read further."""
     with parquet_file(lake, path) as parquet:
-        return parquet.read(columns=["createDateTime"]).column("createDateTime")
-
-
-def lake_months(
-    state: HarvestState, committed: dict[str, list[str]], since: str
-) -> dict[str, list[int]]:
-    """Per month (``YYYY-MM``): ``[rows, rows stamped at or after since]`` in the lake, its
-    quarantined rows included as the service counts them. One column is read per file, one
-    partition at a time, so memory is one month's stamps."""
-    moment = dt.datetime.fromisoformat(since)
-    counts = quarantine.count(state, since=moment)
-    out: dict[str, list[int]] = {}
-    for recent, per_day in enumerate((counts.days()[0], counts.days(recent=True)[0])):
-        for day, n in per_day.items():
-            out.setdefault(month_key(day), [0, 0])[recent] += n
-    for partition, files in committed.items():
-        part = Partition.parse(partition)
-        entry = out.setdefault(month_key(dt.date(part.year, part.month, 1)), [0, 0])
-        for stamps in parallel_map(state.lake, lambda path: _stamps_of(state.lake, path), files):
-            bound = pa.scalar(moment, type=stamps.type)
-            entry[0] += len(stamps)
-            entry[1] += int(pc.sum(pc.greater_equal(stamps, bound).cast(pa.int64())).as_py() or 0)
+        meta = parquet.metadata
+        column = parquet.schema_arrow.get_field_index("createDateTime")
+        newest = None
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                newest = None
+                break
+            newest = stats.max if newest is None else max(newest, stats.max)
+        else:
+            if newest is not None and newest < since:
+                return {}
+        stamps = parquet.read(columns=["createDateTime"]).column("createDateTime")
+    recent = stamps.filter(pc.greater_equal(stamps, pa.scalar(since, type=stamps.type)))
+    out: dict[str, int] = {}
+    for item in pc.value_counts(recent).to_pylist():
+        if item["values"] is not None:
+            out[item["values"].isoformat()] = int(item["counts"])
     return out
 
 
-@dataclass(frozen=True)
-class ReloadCheck:
-    """Whether a refresh is a reload, and roughly what one costs. ``requests``: a page per
-    ``page_size`` rows of the larger of the two counts, plus two counts a month (a month's
-    rows, then its changed rows); the planner's counts for months too big for one shard
-    come on top. ``seconds``: those requests at ``rate`` (None: no rate limit set)."""
-
-    changed: int  # the changed-rows shard's count: rows stamped at or after ``since``
-    lake_rows: int  # rows the lake's committed files hold
-    share: float  # the ``reload_share`` setting
-    months: int  # months of the coverage: each is counted, and fetched unless current
-    page_size: int
-    rate: float
-
-    @property
-    def is_reload(self) -> bool:
-        """Changed rows at least ``share`` of the lake's (a lake of no rows never reloads:
-        its first refresh fetches everything either way)."""
-        return self.lake_rows > 0 and self.changed >= self.share * self.lake_rows
-
-    @property
-    def requests(self) -> int:
-        return math.ceil(max(self.changed, self.lake_rows) / self.page_size) + 2 * self.months
-
-    @property
-    def seconds(self) -> float | None:
-        return self.requests / self.rate if self.rate > 0 else None
-
-    def cost_text(self) -> str:
-        time = (
-            "no rate limit configured"
-            if self.seconds is None
-            else f"about {duration_text(self.seconds)} at {self.rate:g} requests/s"
-        )
-        return f"about {self.requests:,} requests ({self.months} months), {time}"
+def stamp_facts(
+    state: HarvestState, committed: dict[str, list[str]], since: str, lake_rows: int
+) -> StampFacts:
+    """The lake's rows per stamp at or after ``since`` (one column of the files that hold
+    any, read one at a time)."""
+    moment = dt.datetime.fromisoformat(since)
+    files = [path for paths in committed.values() for path in paths]
+    per_stamp: dict[str, int] = {}
+    for found in parallel_map(state.lake, lambda p: _recent_stamps(state.lake, p, moment), files):
+        for stamp, n in found.items():
+            per_stamp[stamp] = per_stamp.get(stamp, 0) + n
+    return StampFacts(since, per_stamp, lake_rows)
 
 
-def reload_check(
-    settings: Settings, changed: int, lake_rows: int, covered: tuple[dt.date, dt.date], page: int
-) -> ReloadCheck:
-    """The check refresh makes before fetching, and ``plan`` shows."""
-    months = len(month_spans(*covered))
-    return ReloadCheck(changed, lake_rows, settings.reload_share, months, page, settings.rate)
+def lake_month_rows(state: HarvestState, committed: dict[str, list[str]]) -> dict[str, int]:
+    """Rows per month (``YYYY-MM``) the lake holds, its quarantined rows included as the
+    service counts them: what a reload compares each month's count with."""
+    out: dict[str, int] = {}
+    for day, n in quarantine.count(state).days()[0].items():
+        out[month_key(day)] = out.get(month_key(day), 0) + n
+    for partition, files in committed.items():
+        part = Partition.parse(partition)
+        key = month_key(dt.date(part.year, part.month, 1))
+        rows = parallel_map(state.lake, lambda p: _footer_rows(state.lake, p), files)
+        out[key] = out.get(key, 0) + sum(rows)
+    return out
 
 
 def require_completed(state: HarvestState) -> tuple[CompleteRecord, StoredPlan]:
@@ -231,6 +214,118 @@ def require_completed(state: HarvestState) -> tuple[CompleteRecord, StoredPlan]:
             f"{state.lake.uri} holds no completed harvest: run `harvester harvest` first"
         )
     return complete, plan
+
+
+# -- the first decision: what changed --------------------------------------------------------
+@dataclass(frozen=True)
+class RefreshStart:
+    """What a new refresh decides before fetching, and the facts it decided on: shared by
+    ``Refresher`` and ``plan`` (one gathering, one decision)."""
+
+    since: str
+    watermark: str | None  # the service's newest stamp now: the watermark the run leaves
+    beyond: int  # rows stamped in the future beyond the tolerance (reported)
+    ceiling: str
+    covered: tuple[dt.date, dt.date]
+    changed: ChangedDecision
+    root: Shard  # the changed-rows shard, counted (``expected``)
+    months: int  # months of the coverage (each is counted by a reload)
+    page_size: int
+    rate: float
+
+    @property
+    def estimated_requests(self) -> int:
+        """A reload's estimate (``decision.reload_requests``)."""
+        return decision.reload_requests(
+            self.changed.changed, self.changed.lake_rows, self.months, self.page_size
+        )
+
+    def cost_text(self) -> str:
+        seconds = self.estimated_requests / self.rate if self.rate > 0 else None
+        time = (
+            "no rate limit configured"
+            if seconds is None
+            else f"about {duration_text(seconds)} at {self.rate:g} requests/s"
+        )
+        return f"about {self.estimated_requests:,} requests ({self.months} months), {time}"
+
+    def reload_text(self) -> str:
+        c = self.changed
+        return (
+            f"the source reloaded: {c.changed:,} rows changed since {self.since}, and the lake"
+            f" holds {c.lake_rows:,} (reload_share {c.reload_share:g}). Fetching the coverage"
+            f" again month by month, each month replacing its partition: {self.cost_text()}"
+        )
+
+
+def _ceiling(settings: Settings) -> str:
+    moment = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    return (moment + dt.timedelta(days=settings.stamp_tolerance_days)).isoformat()
+
+
+async def start(
+    settings: Settings,
+    state: HarvestState,
+    plan: StoredPlan,
+    client: ApiClient,
+    known: Service,
+) -> RefreshStart:
+    """Gather what the first decision needs and make it: the service's newest stamp (the
+    watermark to leave), ``since``, the lake's own stamps since then, the counts of the
+    window and of the loads worth leaving out, then ``decision.decide_changed``. Requests:
+    the stamp bisection (2 or 3 from a watermark), one for the window, one per load the
+    lake holds at least ``BULK_PAGES`` pages of (at most ``MAX_EXCLUDED``), and one for the
+    narrowed query when any is left out."""
+    form, template = known.profile.stamp_form, known.profile.date_template
+    current = state.watermark()
+    newest = await newest_stamp(
+        client,
+        form,
+        low=current if current and current <= _ceiling(settings) else None,
+        tolerance=dt.timedelta(days=settings.stamp_tolerance_days),
+    )
+    since = changed_since(state, settings.lookback_days, newest.ceiling)
+    covered = coverage_span(state)
+    committed = committed_files(state, plan, state.load_markers())
+    lake_rows = await asyncio.to_thread(lake_row_count, state, plan)
+    facts = await asyncio.to_thread(stamp_facts, state, committed, since, lake_rows)
+    page = known.limits.page_size
+    window_query = ChangedScope(since).shard(covered, form).criteria(template)
+    window = await client.count(window_query)
+    if window == 0 and newest.stamp is not None and newest.stamp >= since:
+        # The bisection just found rows stamped since: "none" now is a transient answer
+        # (an empty replica), and trusting it would move the watermark past them.
+        window = await client.count(window_query)
+    candidates = sorted(facts.bulk(BULK_PAGES * page), key=lambda s: -facts.per_stamp[s])
+    candidates = sorted(candidates[:MAX_EXCLUDED])
+    counts: dict[str, int] = {}
+    if window > BULK_PAGES * page:  # a window of a page or two: nothing is worth a count
+        for stamp in candidates:
+            exact = f"createDateTime:[{form.format(stamp=stamp)} TO {form.format(stamp=stamp)}]"
+            counts[stamp] = await client.count(
+                Shard(covered[0], covered[1], scope=exact).criteria(template)
+            )
+    excluded = decision.decide_exclusions(facts, counts)
+    narrowed = None
+    if excluded:
+        scope = ChangedScope(since, excluded)
+        narrowed = await client.count(scope.shard(covered, form).criteria(template))
+    changed = decision.decide_changed(
+        since, window, excluded, counts, narrowed, lake_rows, settings.reload_share
+    )
+    root = changed.scope.shard(covered, form).with_expected(changed.changed)
+    return RefreshStart(
+        since,
+        newest.stamp or current,
+        newest.beyond,
+        newest.ceiling,
+        covered,
+        changed,
+        root,
+        len(month_spans(*covered)),
+        page,
+        settings.rate,
+    )
 
 
 class Refresher:
@@ -243,65 +338,136 @@ class Refresher:
         self.lake = open_lake(settings, for_write=True)  # first: a bad --out costs no request
         self.state = HarvestState(self.lake)
         self.report = RunReport.begin(command, settings)
-        self.merge_stats = MergeStats()
         self.totals = PipelineTotals()
         self.known: Service  # what the service was found to do: set once the client is up
+        self.client: ApiClient
         # The changed-rows shard as counted by ``_new_run``: its fetch needs no second count.
         self._changed_root: Shard | None = None
+        # Requests of the run being worked on that its earlier processes (killed or
+        # interrupted) sent, as its checkpoint counts them.
+        self._earlier_requests = 0
+        self._caller_requests = 0  # a caller's client (verify --repair): what it had sent
+        self._rows_committed = 0  # rows this process wrote into the lake's partitions
 
     # -- the run -------------------------------------------------------------------------
-    async def run(self, repair_days: dict[str, str] | None = None) -> RunOutcome:
-        """A refresh; given ``repair_days`` (day -> reason), a repair of just those days."""
+    async def run(
+        self,
+        repair_days: dict[str, str] | None = None,
+        *,
+        client: ApiClient | None = None,
+        known: Service | None = None,
+    ) -> RunOutcome:
+        """A refresh; given ``repair_days`` (day -> reason), a repair of just those days.
+        ``client`` and ``known``: a caller's own, already proven (``verify --repair``), so
+        the service is not probed a second time."""
+        if client is not None and known is not None:
+            self._caller_requests = client.stats.requests  # the caller's, not this run's
+            with self.report.kept(self.state, client.stats):
+                return await self._run(repair_days, client, known)
         check_lake(self.state, self.settings, "refresh")  # other files, another source: refused
         self.state.check_compatible()
+        require_completed(self.state)
+        async with make_client(self.settings) as own:
+            with self.report.kept(self.state, own.stats):
+                self.progress.bind_stats(own.progress_counters)
+                await preflight(own)
+                learned = await learn_service(self.settings, self.state, own)
+                return await self._run(repair_days, own, learned)
+
+    async def _run(
+        self, repair_days: dict[str, str] | None, client: ApiClient, known: Service
+    ) -> RunOutcome:
+        self.client, self.known = client, known
+        self.settings = known.settings(self.settings)
         _, plan = require_completed(self.state)
-        async with make_client(self.settings) as client:
-            with self.report.kept(self.state, client.stats):
-                self.progress.bind_stats(client.progress_counters)
-                await preflight(client)
-                self.known = await learn_service(self.settings, self.state, client)
-                self.settings = self.known.settings(self.settings)
-                planner = make_planner(self.settings, client, self.known.limits)
-                async with holding(self.state, self.report.command):
-                    self.report.writing = True
-                    self.known.remember(self.state)
-                    try:
-                        run, ok = await self._run_locked(plan, planner, client, repair_days)
-                    except BaseException:
-                        # Stopped early: the report still says what was done (``kept``).
-                        self.report.absorb_totals(self.totals)
-                        self._count_lake_rows(plan)
-                        raise
-                    finally:
-                        self.known.remember(self.state)
-                        self.report.extra["service"] = self.known.summary()
-                self.report.absorb_totals(self.totals)
-                self.report.finish("complete" if ok else "incomplete", client.stats)
+        planner = make_planner(self.settings, client, known.limits)
+        run: RefreshRun | None = None
+        async with holding(self.state, self.report.command):
+            self.report.writing = True
+            known.remember(self.state)
+            try:
+                run, ok = await self._run_locked(plan, planner, client, repair_days)
+            except BaseException:
+                # Stopped early: the report still says what was done (``kept`` saves it),
+                # and the checkpoint what it cost (a resumed run's report counts it).
+                current = self._current_run()
+                self._close_report(plan, current, ok=False)
+                self._save_on_the_way_out(current)
+                raise
+            finally:
+                known.remember(self.state)
+                self.report.extra["service"] = known.summary()
+            self._finish_report(client)
+            self._close_report(plan, run, ok)
+            self.report.status = "complete" if ok else "incomplete"
+            self.report.save(self.state)  # inside the lock: nothing writes the lake after it
         self.progress.stop()
-        self._count_lake_rows(plan)
-        self.report.extra.update(
-            {
-                "since": run.since,
-                "rows_added": self.merge_stats.added,
-                "rows_updated": self.merge_stats.updated,
-                "rows_deleted": self.merge_stats.deleted,
-                "partitions_rewritten": run.partitions_rewritten,
-                "days_repaired": run.repair_days or {},
-                "reload": _reload_summary(run),
-                "watermark": self.state.watermark(),
-                "no_op": ok and not self.merge_stats.changed and not run.partitions_rewritten,
-            }
-        )
-        self.report.save(self.state)
         return RunOutcome(self.report, ok)
 
-    def _count_lake_rows(self, plan: StoredPlan) -> None:
-        """The report's ``rows_in_lake``: the lake's committed rows now (the merge done).
-        Also on the way out of a stopped run, so a failure to count is only logged."""
+    def _finish_report(self, client: ApiClient) -> None:
+        """Close the report with the client's counters, less a caller's requests."""
+        self.report.finish("running", client.stats)
+        self.report.requests -= self._caller_requests
+
+    def _save_on_the_way_out(self, run: RefreshRun | None) -> None:
+        """The requests sent since the last checkpoint, into it (a run killed outright
+        loses only those)."""
+        if run is None or not hasattr(self, "client"):
+            return
+        try:
+            self._save(run)
+        except Exception as exc:  # the lock lost, the lake failing: the first error shows
+            log.warning("could not save the refresh's checkpoint: %s", exc)
+
+    def _current_run(self) -> RefreshRun | None:
+        try:
+            return self.state.load_refresh_run()
+        except Exception:  # the lake failing: the run's own error is the one to show
+            return None
+
+    def _close_report(self, plan: StoredPlan, run: RefreshRun | None, ok: bool) -> None:
+        """What the report says of the run: its rows from the change feed (every process's
+        work on this run), its requests over those processes, what it fetched and wrote."""
+        self.report.absorb_totals(self.totals)
+        fetched, self.report.rows_written = self.report.rows_written, self._rows_committed
         try:
             self.report.rows_in_lake = lake_row_count(self.state, plan)
         except Exception as exc:  # the lake failing: the run's own error is the one to show
             log.warning("could not count the lake's rows for the report: %s", exc)
+        if run is None:
+            return
+        totals = changes.totals(self.state, run.run_id)
+        self.report.extra.update(
+            {
+                "since": run.since,
+                "excluded_loads": run.excluded,
+                "rows_added": totals["added"],
+                "rows_updated": totals["updated"],
+                "rows_deleted": totals["deleted"],
+                "rows_fetched": fetched,
+                "run_requests": self._run_requests(),
+                "partitions_rewritten": run.partitions_rewritten,
+                "days_repaired": run.repair_days or {},
+                "days_held": run.held,
+                "reload": _reload_summary(run),
+                "watermark": self.state.watermark(),
+                "no_op": ok and not any(totals.values()) and not run.partitions_rewritten,
+            }
+        )
+
+    def _take_up(self, run: RefreshRun | None) -> None:
+        """From now on this process works on ``run`` (None: one about to begin)."""
+        self._earlier_requests = 0 if run is None else run.stats.get("requests", 0)
+
+    def _run_requests(self) -> int:
+        """Requests the run being worked on has cost: its earlier processes' and this
+        one's (its probes and counts included; a caller's, ``verify``'s, not)."""
+        return self._earlier_requests + self.client.stats.requests - self._caller_requests
+
+    def _save(self, run: RefreshRun) -> None:
+        """Save the run's checkpoint, with the requests of every process that worked on it."""
+        run.stats["requests"] = self._run_requests()
+        self.state.save_refresh_run(run)
 
     async def _run_locked(
         self,
@@ -319,13 +485,15 @@ class Refresher:
             self.report.events.append(
                 f"finished interrupted {run.kind} {run.run_id} first (phase {run.phase})"
             )
+            self._take_up(run)
             ok = await self._phases(run, plan, planner, client)
             if ok:
                 run = None
         if ok:
+            self._take_up(run)
             if run is None:
                 run = await self._new_run(repair_days, client, plan)
-                self.state.save_refresh_run(run)
+                self._save(run)
             else:
                 self.report.events.append(f"resumed refresh {run.run_id} at phase {run.phase}")
                 if run.reload_span is not None:
@@ -345,186 +513,242 @@ class Refresher:
     ) -> RefreshRun:
         if repair_days is not None:
             # Straight to the reconcile phase with the days already chosen: it fetches them.
-            return RefreshRun(self.report.run_id, "", "reconcile", dict(repair_days), kind="repair")
+            return RefreshRun(
+                self.report.run_id, "", "reconcile", dict(repair_days), kind="repair", suspects={}
+            )
         # The watermark this run will leave: the service's newest stamp now, before fetching
         # (``stamps``); a resumed run keeps it. Stamps in the future are reported, not used.
-        current = self.state.watermark()
-        newest = await newest_stamp(
-            client,
-            self.known.profile.stamp_form,
-            low=current if current and current <= self._ceiling() else None,
-            tolerance=dt.timedelta(days=self.settings.stamp_tolerance_days),
-        )
-        if newest.beyond:
+        begun = await start(self.settings, self.state, plan, client, self.known)
+        if begun.beyond:
             self.report.events.append(
-                f"{newest.beyond} rows are stamped after {newest.ceiling} (the future):"
+                f"{begun.beyond} rows are stamped after {begun.ceiling} (the future):"
                 " never taken as the watermark"
             )
-        since = changed_since(self.state, self.settings.lookback_days, newest.ceiling)
-        run = RefreshRun(self.report.run_id, since, watermark=newest.stamp or current)
-        await self._check_reload(run, plan, client)
+        run = RefreshRun(
+            self.report.run_id,
+            begun.since,
+            watermark=begun.watermark,
+            excluded=list(begun.changed.scope.excluded),
+        )
+        self.report.events.extend(begun.changed.notes)
+        if begun.changed.scope.excluded:
+            self.report.events.append(
+                f"left out {len(begun.changed.scope.excluded)} loads the lake holds"
+                f" ({begun.changed.excluded_rows:,} rows, proven by counts):"
+                f" {', '.join(begun.changed.scope.excluded)}"
+            )
+        self._changed_root = begun.root
+        if begun.changed.is_reload:
+            await self._begin_reload(run, begun, plan)
         return run
 
-    async def _check_reload(self, run: RefreshRun, plan: StoredPlan, client: ApiClient) -> None:
-        """Count the changed rows (one request, reused by their fetch) and compare them with
-        the lake's rows; when they are most of it, make ``run`` a reload and say so."""
-        covered = coverage_span(self.state)
-        root = changed_rows_shard(run.since, covered, self.known.profile.stamp_form)
-        root = root.with_expected(await client.count(root.criteria(self.settings.date_template)))
-        self._changed_root = root
-        lake_rows = await asyncio.to_thread(lake_row_count, self.state, plan)
-        check = reload_check(
-            self.settings, root.expected, lake_rows, covered, self.known.limits.page_size
-        )
-        if not check.is_reload:
-            return
+    async def _begin_reload(self, run: RefreshRun, begun: RefreshStart, plan: StoredPlan) -> None:
+        """Make ``run`` a reload of the coverage, and say so with its cost."""
         committed = self._committed(plan)
-        months = await asyncio.to_thread(lake_months, self.state, committed, run.since)
-        # Rows the lake holds already with a stamp this recent: a reload it fetched before,
-        # re-read through the lookback. Those months will be found current and skipped.
-        held = sum(recent for _, recent in months.values())
         run.phase = "reload"
-        run.reload_span = [covered[0].isoformat(), covered[1].isoformat()]
-        run.lake_months = months
+        run.reload_span = [begun.covered[0].isoformat(), begun.covered[1].isoformat()]
+        months = await asyncio.to_thread(lake_month_rows, self.state, committed)
+        run.lake_months = {key: [n] for key, n in months.items()}
         run.reload_counts = {
-            "changed_rows": check.changed,
-            "lake_rows": check.lake_rows,
-            "held_rows": held,
-            "months": check.months,
-            "estimated_requests": check.requests,
+            "changed_rows": begun.changed.changed,
+            "lake_rows": begun.changed.lake_rows,
+            "months": begun.months,
+            "estimated_requests": begun.estimated_requests,
             "months_fetched": 0,
             "months_current": 0,
         }
-        if check.seconds is not None:  # at the configured rate; none set: no estimate
-            run.reload_counts["estimated_seconds"] = round(check.seconds)
-        what = (
-            f"{check.changed:,} rows changed since {run.since}, and the lake holds"
-            f" {check.lake_rows:,} (reload_share {check.share:g})"
-        )
-        if check.changed - held >= check.share * check.lake_rows:
-            message = (
-                f"the source reloaded: {what}. Fetching the coverage again month by month,"
-                f" each month replacing its partition: {check.cost_text()}"
+        if self.settings.rate > 0:  # at the configured rate; none set: no estimate
+            run.reload_counts["estimated_seconds"] = round(
+                begun.estimated_requests / self.settings.rate
             )
-            log.warning("%s", message)
-        else:
-            message = (
-                f"{what}, {held:,} of them already in the lake with that stamp (a reload"
-                " fetched before, re-read through the lookback): checking the coverage month"
-                " by month; months whose counts match are not fetched"
-            )
-            log.info("%s", message)
-        self.report.events.append(f"reload: {message}")
-
-    def _ceiling(self) -> str:
-        moment = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-        return (moment + dt.timedelta(days=self.settings.stamp_tolerance_days)).isoformat()
+        log.warning("%s", begun.reload_text())
+        self.report.events.append(f"reload: {begun.reload_text()}")
 
     async def _phases(
         self, run: RefreshRun, plan: StoredPlan, planner: Planner, client: ApiClient
     ) -> bool:
         covered = coverage_span(self.state)
+        scope = ChangedScope(run.since, tuple(run.excluded))
+        form = self.known.profile.stamp_form
         if run.phase == "reload":
-            if not await self._reload(run, plan, planner, client):
+            if not await self._reload(run, plan, planner, client, scope):
                 return False
             run.phase = "finish"
-            self.state.save_refresh_run(run)
+            self._save(run)
         if run.phase == "fetch-changed":
             root = self._changed_root
-            counted = root is not None and root.scope == changed_since_scope(
-                run.since, self.known.profile.stamp_form
-            )
+            counted = root is not None and root.scope == scope.query(form)
             if root is None or not counted:
-                root = changed_rows_shard(run.since, covered, self.known.profile.stamp_form)
+                root = scope.shard(covered, form)
             if not await self._fetch_stage("changed", [root], planner, client, counted=counted):
                 return False
             run.phase = "merge-changed"
-            self.state.save_refresh_run(run)
+            self._save(run)
         if run.phase == "merge-changed":
             await to_thread_to_the_end(self._merge_stage, "changed", run, plan, set())
             run.phase = "reconcile"
-            self.state.save_refresh_run(run)
+            self._save(run)
         if run.phase == "reconcile":
             if run.repair_days is None:
-                run.repair_days = await self._reconcile(plan, client, covered, run)
-                self.state.save_refresh_run(run)
-            days = [dt.date.fromisoformat(d) for d in sorted(run.repair_days)]
-            if days and not await self._fetch_stage(
-                "days", [Shard(d, d) for d in days], planner, client
-            ):
+                await self._reconcile(plan, client, covered, run)
+                self._save(run)
+            assert run.repair_days is not None
+            if not await self._fetch_days(run, planner, client):
+                return False
+            run.phase = "confirm-drops"
+            self._save(run)
+        if run.phase == "confirm-drops":
+            await self._confirm_drops(run, client)
+            if not await self._fetch_days(run, planner, client):
                 return False
             run.phase = "merge-days"
-            self.state.save_refresh_run(run)
+            self._save(run)
         if run.phase == "merge-days":
             repair = {dt.date.fromisoformat(d) for d in run.repair_days or {}}
             await to_thread_to_the_end(self._merge_stage, "days", run, plan, repair)
             run.phase = "finish"
-            self.state.save_refresh_run(run)
+            self._save(run)
         await to_thread_to_the_end(self._finish, run)
         return True
 
+    # -- reconciliation ---------------------------------------------------------------------
     async def _reconcile(
         self,
         plan: StoredPlan,
         client: ApiClient,
         covered: tuple[dt.date, dt.date],
         run: RefreshRun,
-    ) -> dict[str, str]:
-        """The days to fetch again whole: those of the coverage whose counts differ, but a day
-        that would lose all or most of its rows only once a later refresh agrees."""
+    ) -> None:
+        """The days that differ (``reconcile``), as ``decision.decide_repairs`` sorts them:
+        fetched again now, or suspects to count again (``_confirm_drops``)."""
         committed = self._committed(plan)
         first, last = await asyncio.to_thread(
             reconcile.window, self.state, committed, *covered, self.settings.reconcile_days
         )
         found = await reconcile.differing_in_window(
-            self.state, committed, client, self.settings.date_template, first, last
+            self.state, committed, client, self.known.profile.date_template, first, last
         )
-        verdict = reconcile.hold_drops(
-            found.differing,
-            self.state.load_pending_drops(),
-            self.settings.drop_share,
-            run.run_id,
-            utc_now(),
+        repairs = decision.decide_repairs(
+            found.differing, self.state.load_pending_drops(), self.settings.drop_share
         )
-        self.state.save_pending_drops(verdict.pending)
+        run.repair_days, run.suspects = repairs.repair, repairs.suspects
+        run.day_counts = repairs.counts
         self.report.extra["reconcile_window"] = [first.isoformat(), last.isoformat()]
         self.report.extra["quarantined_per_day"] = found.quarantined
-        self.report.extra["days_held"] = verdict.held
-        self.report.events.extend(f"kept {day}: {why}" for day, why in verdict.held.items())
-        return verdict.repair
+
+    async def _confirm_drops(self, run: RefreshRun, client: ApiClient) -> None:
+        """Count each suspect again, now that the run's other days are fetched: both counts
+        agreeing, its rows go in this run; else they stay until a later run counts the same
+        (``PendingDrop``). Idempotent: a resumed run finds no suspects left."""
+        suspects = run.suspects or {}
+        recounts = await self._recount(suspects, client)
+        confirmed = decision.confirm_drops(suspects, recounts, run.run_id, utc_now())
+        assert run.repair_days is not None
+        run.repair_days.update(confirmed.repair)
+        run.day_counts.update(confirmed.counts)
+        run.held.update(confirmed.held)
+        run.suspects = {}
+        if run.kind == "refresh":
+            # Days that no longer differ are settled; what is held now is what waits.
+            self.state.save_pending_drops(confirmed.pending)
+        self._save(run)
+        self.report.events.extend(f"kept {day}: {why}" for day, why in confirmed.held.items())
+
+    async def _settled_count(
+        self, client: ApiClient, shard: Shard, doubt: Callable[[int], bool]
+    ) -> int:
+        """``shard``'s count; one that ``doubt`` finds suspect (it would skip or empty
+        work) is asked again until two counts in a row agree (``decision.settled``), at
+        most ``decision.MAX_COUNTS`` times; the last is taken when they never agree."""
+        criteria = shard.criteria(self.known.profile.date_template)
+        counts = [await client.count(criteria)]
+        while doubt(counts[-1]) and decision.needs_recount(counts):
+            counts.append(await client.count(criteria))
+        value = decision.settled(counts)
+        return counts[-1] if value is None else value
+
+    async def _recount(
+        self, suspects: dict[str, list[int]], client: ApiClient
+    ) -> dict[str, list[int]]:
+        """Count each suspect day again until two counts in a row agree, at most
+        ``decision.MAX_COUNTS`` times in all: one to three requests a suspect."""
+        template = self.known.profile.date_template
+        recounts: dict[str, list[int]] = {}
+        for key, (_, first) in sorted(suspects.items()):
+            day = dt.date.fromisoformat(key)
+            counts = [first]
+            while decision.needs_recount(counts):
+                counts.append(await client.count(Shard(day, day).criteria(template)))
+            recounts[key] = counts[1:]
+        return recounts
+
+    async def _fetch_days(self, run: RefreshRun, planner: Planner, client: ApiClient) -> bool:
+        """Fetch every repair day into the ``days`` stage (a day added since the stage was
+        planned, a confirmed drop, is counted and planned into it)."""
+        days = sorted(run.repair_days or {})
+        if not days:
+            return True
+        # Planned with the counts that chose them (a repair's days come without: counted).
+        counted = all(d in run.day_counts for d in days)
+        roots = [Shard(dt.date.fromisoformat(d), dt.date.fromisoformat(d)) for d in days]
+        if counted:
+            roots = [r.with_expected(run.day_counts[d]) for r, d in zip(roots, days, strict=True)]
+        return await self._fetch_stage("days", roots, planner, client, counted=counted)
 
     # -- a reload: month by month ---------------------------------------------------------
     async def _reload(
-        self, run: RefreshRun, plan: StoredPlan, planner: Planner, client: ApiClient
+        self,
+        run: RefreshRun,
+        plan: StoredPlan,
+        planner: Planner,
+        client: ApiClient,
+        scope: ChangedScope,
     ) -> bool:
-        """Every month of the reload's span not done yet: skipped when its counts equal the
-        lake's, else fetched whole into the ``reload`` stage and replacing its partition.
-        Each month is recorded done only once committed, and the stage is emptied before
-        the next, so a killed run resumes at its month (the stage's shards and pages kept)."""
+        """Every month of the reload's span not done yet: skipped when it is current
+        (``decision.month_verdict``), else fetched whole into the ``reload`` stage and
+        replacing its partition. Each month is recorded done only once committed, and the
+        stage is emptied before the next, so a killed run resumes at its month (the stage's
+        shards and pages kept)."""
         assert run.reload_span is not None
         first, last = (dt.date.fromisoformat(d) for d in run.reload_span)
+        query = scope.query(self.known.profile.stamp_form)
         await self._skip_empty_months(run, month_spans(first, last), client)
-        for start, end in month_spans(first, last):
-            key = month_key(start)
+        for start_day, end in month_spans(first, last):
+            key = month_key(start_day)
             if key in run.months_done:
                 continue
             stage = self.state.stage("reload")
             stored = stage.load_plan()
-            if stored is not None and (stored.first, stored.last) != (start, end):
+            if stored is not None and (stored.first, stored.last) != (start_day, end):
                 # A month committed before the kill whose stage was not emptied yet.
                 await to_thread_to_the_end(self.state.clear_stage, "reload")
                 stored = None
             roots: list[Shard] = []
             if stored is None:
-                whole = Shard(start, end)
-                total = await client.count(whole.criteria(self.settings.date_template))
-                if await self._month_current(run, whole, total, client):
+                whole = Shard(start_day, end)
+                lake_rows = run.lake_months.get(key, [0])[0]
+                # A month is skipped on "nothing changed" and "as many rows": each answer
+                # that would skip it, or empty it, is asked until two agree.
+                changed = await self._settled_count(
+                    client, Shard(start_day, end, scope=query), lambda n: n == 0
+                )
+
+                def emptying(n: int, held: int = lake_rows) -> bool:
+                    return decision.is_suspect(held, n, self.settings.drop_share)
+
+                total = None
+                if not changed:
+                    total = await self._settled_count(client, whole, emptying)
+                verdict = decision.month_verdict(changed, total, lake_rows)
+                if not verdict.fetch:
                     self._month_done(run, key, "months_current")
                     continue
+                if total is None:
+                    total = await self._settled_count(client, whole, emptying)
                 roots = [whole.with_expected(total)]
             if not await self._fetch_stage("reload", roots, planner, client, counted=True):
                 return False
-            await to_thread_to_the_end(self._replace_month, run, plan, start, end)
+            await self._replace_month(run, plan, start_day, end, client)
             self._month_done(run, key, "months_fetched")
             await to_thread_to_the_end(self.state.clear_stage, "reload")
         return True
@@ -538,55 +762,83 @@ class Refresher:
         runs: list[list[tuple[dt.date, dt.date]]] = [[]]
         for span in months:
             key = month_key(span[0])
-            if key in run.months_done or run.lake_months.get(key, [0, 0])[0]:
+            if key in run.months_done or run.lake_months.get(key, [0])[0]:
                 runs.append([])
             else:
                 runs[-1].append(span)
+        template = self.known.profile.date_template
         for empty in (r for r in runs if len(r) > 1):
             whole = Shard(empty[0][0], empty[-1][1])
-            if await client.count(whole.criteria(self.settings.date_template)) == 0:
-                run.months_done.extend(month_key(start) for start, _ in empty)
+            if await client.count(whole.criteria(template)) == 0:
+                run.months_done.extend(month_key(start_day) for start_day, _ in empty)
                 current = run.reload_counts.get("months_current", 0)
                 run.reload_counts["months_current"] = current + len(empty)
-                self.state.save_refresh_run(run)
-
-    async def _month_current(
-        self, run: RefreshRun, whole: Shard, total: int, client: ApiClient
-    ) -> bool:
-        """Does the lake hold this month as the service does: as many rows, and as many
-        stamped since the run's ``since`` (the second count only when the first agrees)?"""
-        rows, recent = run.lake_months.get(month_key(whole.first), [0, 0])
-        if total != rows:
-            return False
-        if total == 0:
-            return True
-        changed = Shard(
-            whole.first,
-            whole.last,
-            scope=changed_since_scope(run.since, self.known.profile.stamp_form),
-        )
-        return await client.count(changed.criteria(self.settings.date_template)) == recent
+                self._save(run)
 
     def _month_done(self, run: RefreshRun, key: str, outcome: str) -> None:
         run.months_done.append(key)
         run.reload_counts[outcome] = run.reload_counts.get(outcome, 0) + 1
-        self.state.save_refresh_run(run)
+        self._save(run)
 
-    def _replace_month(
-        self, run: RefreshRun, plan: StoredPlan, first: dt.date, last: dt.date
+    async def _replace_month(
+        self, run: RefreshRun, plan: StoredPlan, first: dt.date, last: dt.date, client: ApiClient
     ) -> None:
-        """Replace the month's days with the staged rows, but keep the lake's rows of a day
-        that would lose all or most of them until a later count agrees (``hold_drops``, as
-        reconciliation does; the staged rows of such a day are upserted). Idempotent: run
-        again on the same stage it finds nothing to change."""
+        """Replace the month's days with the staged rows. A day that would lose all or most
+        of its rows is counted again first, and keeps the lake's rows (its staged rows are
+        upserted) unless both counts agree, as in reconciliation. Idempotent: run again on
+        the same stage it finds nothing to change."""
+        stage = self.state.stage("reload")
+        days = Shard(first, last).days
+        lake_days, service_days = await asyncio.to_thread(
+            self._month_day_counts, stage, plan, first, days
+        )
+        differing = {
+            d: (lake_days[d], service_days[d]) for d in days if lake_days[d] != service_days[d]
+        }
+        pending = self.state.load_pending_drops()
+        repairs = decision.decide_repairs(differing, pending, self.settings.drop_share)
+        recounts = await self._recount(repairs.suspects, client)
+        confirmed = decision.confirm_drops(
+            repairs.suspects, recounts, run.run_id, utc_now(), fetched=True
+        )
+        held = sorted(dt.date.fromisoformat(d) for d in confirmed.held)
+        await to_thread_to_the_end(self._commit_month, run, plan, first, days, held)
+        # This month's days are settled now: what is held stays pending, the rest is not.
+        month = {d.isoformat() for d in days}
+        kept = {d: drop for d, drop in pending.items() if d not in month}
+        self.state.save_pending_drops({**kept, **confirmed.pending})
+        run.held.update(confirmed.held)
+        self.report.events.extend(f"kept {day}: {why}" for day, why in confirmed.held.items())
+
+    def _month_day_counts(
+        self, stage: HarvestState, plan: StoredPlan, first: dt.date, days: list[dt.date]
+    ) -> tuple[dict[dt.date, int], dict[dt.date, int]]:
+        """Rows per day of the month in the lake and in the stage (quarantine included)."""
+        partition = Partition.of(first).path
+        stored = stage.load_plan()
+        staged = committed_files(stage, stored, stage.load_markers()) if stored else {}
+        existing = read_files(
+            self.lake, self._committed(plan).get(partition, []), columns=["submissionDate"]
+        )
+        incoming = read_files(stage.lake, staged.get(partition, []), columns=["submissionDate"])
+        return (
+            _per_day(existing, quarantine.count(self.state).days()[0], days),
+            _per_day(incoming, quarantine.count(stage).days()[0], days),
+        )
+
+    def _commit_month(
+        self,
+        run: RefreshRun,
+        plan: StoredPlan,
+        first: dt.date,
+        days: list[dt.date],
+        held: list[dt.date],
+    ) -> None:
         stage = self.state.stage("reload")
         stored = stage.load_plan()
         staged = committed_files(stage, stored, stage.load_markers()) if stored else {}
         partition = Partition.of(first).path
         committed = self._committed(plan)
-        owned = committed.get(partition, [])
-        existing = read_files(self.lake, owned)
-        incoming = read_files(stage.lake, staged.get(partition, []))
         for other in sorted(set(staged) - {partition}):
             # A month's query returns rows of that month only; should a row be written
             # elsewhere all the same, it is upserted there, never dropped.
@@ -594,30 +846,17 @@ class Refresher:
             before = read_files(self.lake, theirs)
             rows = read_files(stage.lake, staged[other])
             merged, stats = merge_partition(before, rows, (), ARROW_SCHEMA.empty_table())
-            self._commit_partition(run, other, theirs, merged, stats, before)
-        days = Shard(first, last).days
-        lake_days = _per_day(existing, quarantine.count(self.state).days()[0], days)
-        service_days = _per_day(incoming, quarantine.count(stage).days()[0], days)
-        differing = {
-            d: (lake_days[d], service_days[d]) for d in days if lake_days[d] != service_days[d]
-        }
-        pending = self.state.load_pending_drops()
-        verdict = reconcile.hold_drops(
-            differing, pending, self.settings.drop_share, run.run_id, utc_now()
-        )
-        held = pa.array(sorted(dt.date.fromisoformat(d) for d in verdict.held), pa.date32())
-        is_held = pc.is_in(incoming.column("submissionDate"), value_set=held)
-        replaced = set(days) - set(held.to_pylist())
+            self._commit_partition(run, other, theirs, merged, stats, before, "reload")
+        owned = committed.get(partition, [])
+        existing = read_files(self.lake, owned)
+        incoming = read_files(stage.lake, staged.get(partition, []))
+        held_days = pa.array(held, pa.date32())
+        is_held = pc.is_in(incoming.column("submissionDate"), value_set=held_days)
+        replaced = set(days) - set(held)
         merged, stats = merge_partition(
             existing, incoming.filter(is_held), replaced, incoming.filter(pc.invert(is_held))
         )
-        self._commit_partition(run, partition, owned, merged, stats, existing)
-        # This month's days are settled now: what is held stays pending, the rest is not.
-        month = {d.isoformat() for d in days}
-        kept = {d: drop for d, drop in pending.items() if d not in month}
-        self.state.save_pending_drops({**kept, **verdict.pending})
-        self.report.extra.setdefault("days_held", {}).update(verdict.held)
-        self.report.events.extend(f"kept {day}: {why}" for day, why in verdict.held.items())
+        self._commit_partition(run, partition, owned, merged, stats, existing, "reload")
         # Rows quarantined before for the replaced days were fetched again: the stage's
         # quarantine stands for them now.
         quarantine.supersede_days(self.state, replaced, run.run_id)
@@ -631,16 +870,24 @@ class Refresher:
         merged: pa.Table,
         stats: MergeStats,
         existing: pa.Table,
+        step: str,
+        committed: list[str] | None = None,
     ) -> None:
-        """Count a reload's merge and replace the partition, unless nothing changed (the
-        row count too: duplicate copies of a replaced day's rows go uncounted)."""
-        self.merge_stats += stats
-        if not stats.changed and merged.num_rows == existing.num_rows:
+        """Keep a merge's changes in the feed, then replace the partition's ``committed``
+        files (default: ``owned``, the ones read), unless nothing changed: no row, not the
+        row count (duplicate copies of a replaced day's rows go uncounted), and no committed
+        file was left unread (a repair drops a missing one)."""
+        files = owned if committed is None else committed
+        if stats.changes is not None:
+            changes.write(self.state, run.run_id, partition, step, stats.changes)
+        unchanged = not stats.changed and merged.num_rows == existing.num_rows
+        if unchanged and len(owned) == len(files):
             return
-        replace_partition(self.state, partition, owned, merged, f"part-{run.run_id}-reload")
+        replace_partition(self.state, partition, files, merged, run.run_id, step)
+        self._rows_committed += merged.num_rows
         if partition not in run.partitions_rewritten:
             run.partitions_rewritten.append(partition)
-        self.state.save_refresh_run(run)
+        self._save(run)
 
     # -- fetching into a staging area -----------------------------------------------------
     async def _fetch_stage(
@@ -653,26 +900,31 @@ class Refresher:
         counted: bool = False,
     ) -> bool:
         """Fetch ``roots`` (``counted``: their ``expected`` is a count just made) into the
-        stage ``name``, planned once and resumed from its markers."""
+        stage ``name``, planned once and resumed from its markers. Roots the stored plan
+        does not cover yet (days added to a ``days`` stage) are counted and planned in."""
         stage = self.state.stage(name)
         stored = stage.load_plan()
-        if stored is None:
+        new = roots
+        if stored is not None:
+            # Only days are added to a stage planned before (``confirm-drops``).
+            planned = {d for s in stored.shards for d in s.days} if name == "days" else None
+            new = [s for s in roots if planned is not None and not set(s.days) <= planned]
+        if new:
             if not counted:
-                roots = [
-                    s.with_expected(await client.count(s.criteria(self.settings.date_template)))
-                    for s in roots
-                ]
-            shards: list[Shard] = []
-            for shard in roots:
+                template = self.known.profile.date_template
+                new = [s.with_expected(await client.count(s.criteria(template))) for s in new]
+            shards = [] if stored is None else list(stored.shards)
+            for shard in new:
                 shards.extend(await planner.refine(shard))
             stored = StoredPlan(
-                roots[0].first,
-                roots[-1].last,
-                self.settings.date_template,
+                min(s.first for s in shards),
+                max(s.last for s in shards),
+                self.known.profile.date_template,
                 self.settings.shard_size,
                 shards,
             )
             stage.save_plan(stored)
+        assert stored is not None
         runner = ShardRunner(
             self.settings, client, planner, stage, stored, self.progress, self.known.limits
         )
@@ -708,18 +960,8 @@ class Refresher:
                 )
             else:
                 merged, stats = merge_partition(existing, incoming, (), ARROW_SCHEMA.empty_table())
-            self.merge_stats += stats
-            # Row count too: duplicate copies of a replaced day's rows are dropped by the
-            # merge without being counted as changes (they share their id with a kept row).
-            # A missing file dropped: rewritten even if its rows all went from the service.
-            unchanged = not stats.changed and merged.num_rows == existing.num_rows
-            if unchanged and len(owned) == len(committed.get(partition, [])):
-                continue
-            prefix = f"part-{run.run_id}-{name}"
-            replace_partition(self.state, partition, committed.get(partition, []), merged, prefix)
-            if partition not in run.partitions_rewritten:
-                run.partitions_rewritten.append(partition)
-            self.state.save_refresh_run(run)
+            files = committed.get(partition, [])
+            self._commit_partition(run, partition, owned, merged, stats, existing, name, files)
 
     def _finish(self, run: RefreshRun) -> None:
         """Move the watermark (data is committed), keep quarantined rows, drop staging."""

@@ -1,4 +1,4 @@
-"""``Shard``: one slice of the source, and the only place its key, slug and file name are made.
+"""``Shard``: one slice of the source, and the only place its key and slug are made.
 
 A shard is defined by mail dates (one day, or several days within one month) and optionally
 an ``id`` range, optionally narrowed by a ``scope`` query (refresh's changed rows). Keys are
@@ -12,8 +12,8 @@ deterministic and readable, and ``Shard.parse_key`` reads them back:
 
 The slug is the key made safe for a file name (``2019-07-15_id0-8``); it is injective on
 the keys above. It names the shard's marker, its page checkpoint, its quarantine file and
-its data files (``part-<slug>.parquet``), so writing a shard again replaces its files;
-``is_shard_file_name`` tells those names from any other (``Shard.parse_slug`` reads one back).
+its data files (``datafile.DataFileName``: ``part-<slug>.parquet``), so writing a shard again
+replaces its files; ``Shard.parse_slug`` reads a slug back.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ _BOUND: Final = r"[0-9A-Za-z]*"
 _KEY: Final = re.compile(rf"({_DAY})(?:\.\.({_DAY}))?(?:/id\[({_BOUND})-({_BOUND})\))?")
 _SLUG_UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]+")
 _SLUG: Final = re.compile(rf"({_DAY})(?:_to_({_DAY}))?(?:_id({_BOUND})-({_BOUND}))?")
-_FILE_PREFIX: Final = "part-"
-_FILE_SUFFIX: Final = ".parquet"
 
 
 def changed_since_scope(since: str, stamp_form: str = "{stamp}Z") -> str:
@@ -106,11 +104,6 @@ class Shard:
             raise ValueError(f"not a shard slug: {slug!r}")
         return shard
 
-    @property
-    def file_name(self) -> str:
-        """The name of this shard's data file in each partition its rows reach."""
-        return f"{_FILE_PREFIX}{self.slug}{_FILE_SUFFIX}"
-
     # -- what it covers -------------------------------------------------------------------
     @property
     def has_id_range(self) -> bool:
@@ -170,18 +163,6 @@ class Shard:
             int(data.get("expected", -1)),
             data.get("scope"),
         )
-
-
-def is_shard_file_name(name: str) -> bool:
-    """True for a name ``Shard.file_name`` makes: ``part-<slug>.parquet`` whose slug reads
-    back as a shard's (what ``commit.is_own_file`` asks)."""
-    if not (name.startswith(_FILE_PREFIX) and name.endswith(_FILE_SUFFIX)):
-        return False
-    try:
-        Shard.parse_slug(name[len(_FILE_PREFIX) : -len(_FILE_SUFFIX)])
-    except ValueError:
-        return False
-    return True
 
 
 def month_spans(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date]]:

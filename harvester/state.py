@@ -29,6 +29,8 @@ Layout::
     _harvest/refresh/run.json            RefreshRun: an unfinished refresh or repair
     _harvest/refresh/<stage>/...         a refresh's staging areas (lakes of their own)
     _harvest/runs/<run-id>.json          one report per run (``report.RunReport``)
+    _harvest/changes/<run-id>/<p>-<step>.pq  the ids a run added, updated, deleted in one
+                                         partition (``changes``: Parquet, not ``.parquet``)
     _harvest/quota.json                  QuotaLedger: requests this week, per key (``quota``)
 """
 
@@ -64,13 +66,22 @@ PENDING_DROPS: Final = f"{ROOT}/pending-drops.json"
 REFRESH: Final = f"{ROOT}/refresh"
 REFRESH_RUN: Final = f"{REFRESH}/run.json"
 RUNS: Final = f"{ROOT}/runs"
+CHANGES: Final = f"{ROOT}/changes"
+# Not ``.parquet``: a reader's ``**/*.parquet`` glob must find data files only (``datafile``).
+CHANGES_SUFFIX: Final = ".pq"
 QUOTA: Final = f"{ROOT}/quota.json"
 QUARANTINE_SUFFIX: Final = ".jsonl"
 
 LAKE_FORMAT: Final = "harvester-lake"
 MarkerStatus = Literal["done", "split", "failed"]
 RefreshPhase = Literal[
-    "fetch-changed", "merge-changed", "reconcile", "merge-days", "reload", "finish"
+    "fetch-changed",
+    "merge-changed",
+    "reconcile",
+    "confirm-drops",
+    "merge-days",
+    "reload",
+    "finish",
 ]
 RefreshKind = Literal["refresh", "repair"]
 StageName = Literal["changed", "days", "reload"]  # "reload": one month at a time
@@ -251,6 +262,8 @@ class RefreshRun:
     since: str
     phase: RefreshPhase = "fetch-changed"
     repair_days: dict[str, str] | None = None
+    # ``requests``: sent by this run's processes so far, saved with every phase, so a
+    # resumed run's report counts those of the killed or interrupted ones too.
     stats: dict[str, int] = field(default_factory=dict)
     partitions_rewritten: list[str] = field(default_factory=list)
     kind: RefreshKind = "refresh"  # "repair": verify --repair, given days only
@@ -264,9 +277,20 @@ class RefreshRun:
     months_done: list[str] = field(default_factory=list)  # "YYYY-MM", committed
     # What the reload was decided on: changed rows, the lake's rows, the estimate.
     reload_counts: dict[str, int] = field(default_factory=dict)
-    # Per month ("YYYY-MM"): the lake's rows and those stamped at or after ``since`` when the
-    # run began: a month whose service counts equal them is already current (not fetched).
+    # Per month ("YYYY-MM"): the lake's rows when the reload began (a month with no changed
+    # rows and as many rows at the service is current, not fetched). Older run.json files
+    # hold a second number per month, no longer read.
     lake_months: dict[str, list[int]] = field(default_factory=dict)
+    # Load stamps left out of the changed rows (``decision.ChangedScope``): their rows are
+    # in the lake already. A reload's months are counted in the same scope.
+    excluded: list[str] = field(default_factory=list)
+    # Days of the reconciliation that would lose most of their rows: ISO day -> [lake,
+    # service], counted again in phase "confirm-drops" (None: not reconciled yet).
+    suspects: dict[str, list[int]] | None = None
+    held: dict[str, str] = field(default_factory=dict)  # ISO day -> why its rows stay
+    # The service's count of each repair day (reconciliation's, or a suspect's settled
+    # count): the day's shard is planned with it, not counted once more.
+    day_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -334,8 +358,11 @@ class QuotaLedger:
 class HarvestState:
     """Reads and writes ``_harvest/`` through a ``Lake``: one method per state file."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, *, staged: bool = False) -> None:
         self.lake = lake
+        # A staging area (``stage``): its data files are named ``.parquet.staged``
+        # (``datafile``), so no reader's ``**/*.parquet`` glob finds them.
+        self.staged = staged
         # The writer's fence, set by ``lock.holding`` and shared with the staging areas:
         # called before every state file is written; raises once the lake's lock is lost.
         self._fence: list[Callable[[], None]] = []
@@ -525,7 +552,7 @@ class HarvestState:
 
     def stage(self, name: StageName) -> HarvestState:
         """A refresh staging area: a small lake of its own under ``_harvest/refresh/``."""
-        area = HarvestState(self.lake.child(f"{REFRESH}/{name}"))
+        area = HarvestState(self.lake.child(f"{REFRESH}/{name}"), staged=True)
         area._fence = self._fence  # the same writer, the same fence
         return area
 
@@ -562,6 +589,17 @@ class HarvestState:
         return self.lake.list_files(QUARANTINE, suffix=QUARANTINE_SUFFIX)
 
     # -- reports -------------------------------------------------------------------------
+    # -- the change feed (its content is ``changes``') --------------------------------------
+    def change_path(self, run_id: str, partition: str, step: str) -> str:
+        """Where a run keeps the changes it made to one partition in one step."""
+        part = Partition.parse(partition)
+        return f"{CHANGES}/{run_id}/{part.year:04d}-{part.month:02d}-{step}{CHANGES_SUFFIX}"
+
+    def change_files(self, run_id: str | None = None) -> list[str]:
+        """The change feed's files (of one run, or of all), sorted: by run, then partition."""
+        prefix = CHANGES if run_id is None else f"{CHANGES}/{run_id}"
+        return sorted(self.lake.list_files(prefix, suffix=CHANGES_SUFFIX))
+
     def save_report(self, run_id: str, report: dict[str, Any]) -> str:
         path = f"{RUNS}/{run_id}.json"
         self._write(path, report)

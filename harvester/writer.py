@@ -1,9 +1,9 @@
 """Arrow tables -> Parquet files in ``year=YYYY/month=M`` partitions, with deterministic names.
 
 A shard's rows are split by each row's *own* ``submissionDate`` (not by what the shard asked
-for), and each part goes to ``<partition>/<Shard.file_name>``. The name depends only on the
-shard key, so writing a shard again (a retry, a resume, a re-harvest) replaces its files
-instead of adding duplicates. Values from the data reach a path only through ``Partition``,
+for), and each part goes to ``<partition>/<name>``, the shard's ``datafile.DataFileName``.
+The name depends only on the shard key, so writing a shard again (a retry, a resume, a
+re-harvest) replaces its files instead of adding duplicates. Values from the data reach a path only through ``Partition``,
 which accepts nothing but a validated year and month.
 
 Files are written for both readers: zstd, ~128k-row row groups, rows sorted by
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harvester.datafile import DataFileName
 from harvester.lake import Lake
 from harvester.partition import Partition
 from harvester.schema import ARROW_SCHEMA, COLUMNS
@@ -32,12 +33,6 @@ ROW_GROUP_ROWS: Final = 128 * 1024
 PARTITION_FILE_ROWS: Final = 1_000_000
 SORT_KEYS: Final = [("submissionDate", "ascending"), ("id", "ascending")]
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# What ``write_partition_files`` names with the prefixes refresh and compact give it,
-# ``part-<run-id>-<stage>`` and ``part-<run-id>-compact`` (a run id is
-# ``report.new_run_id``'s ``20240102T030405Z-<command>-<hex>``), plus ``-NNNNN.parquet``.
-_PARTITION_FILE: Final = re.compile(
-    r"part-\d{8}T\d{6}Z-[a-z]+-[0-9a-f]+-(?:changed|days|compact)-\d{5}\.parquet"
-)
 
 
 @dataclass(frozen=True)
@@ -45,12 +40,6 @@ class WrittenFile:
     path: str  # relative to the lake root, e.g. year=2019/month=7/part-2019-07-15.parquet
     rows: int
     bytes: int
-
-
-def is_partition_file_name(name: str) -> bool:
-    """True for a file name a partition rewrite by refresh or compact makes (what
-    ``commit.is_own_file`` asks; shard files are ``shard.is_shard_file_name``'s)."""
-    return _PARTITION_FILE.fullmatch(name) is not None
 
 
 def _check_name(name: str, what: str = "data file name") -> str:
@@ -105,8 +94,9 @@ def _write(lake: Lake, path: str, table: pa.Table) -> WrittenFile:
 
 
 def write_shard(lake: Lake, file_name: str, table: pa.Table) -> list[WrittenFile]:
-    """Write one shard's rows as ``<partition>/<file_name>`` (``Shard.file_name``), one file
-    per partition its rows fall in; a rewrite replaces the earlier files of the same name.
+    """Write one shard's rows as ``<partition>/<file_name>`` (its ``DataFileName``), one
+    file per partition its rows fall in; a rewrite replaces the earlier files of the same
+    name.
 
     An empty table writes nothing. A rewrite whose rows no longer reach a partition the
     earlier write reached leaves that earlier file: the caller knows the earlier files (the
@@ -119,18 +109,23 @@ def write_shard(lake: Lake, file_name: str, table: pa.Table) -> list[WrittenFile
     return [_write(lake, f"{partition}/{name}", part) for partition, part in parts]
 
 
-def write_partition_files(
-    lake: Lake, partition: str, table: pa.Table, name_prefix: str
-) -> list[WrittenFile]:
-    """Rewrite a whole partition's rows as new files ``<name_prefix>-NNNNN.parquet``.
+@dataclass(frozen=True)
+class HiddenFile:
+    """A partition file written under a temp name (``Lake.write_hidden``), to be given its
+    name by ``Lake.publish``."""
 
-    Splits every ``PARTITION_FILE_ROWS`` rows. Every row must belong to ``partition``. The
-    caller deletes the partition's old files afterwards (and only then), so readers always
-    see the rows at least once; a caller that must avoid seeing them twice picks a prefix
-    that sorts apart and lists files explicitly.
-    """
+    temp: str
+    file: WrittenFile
+
+
+def write_partition_files(
+    lake: Lake, partition: str, table: pa.Table, run_id: str, step: str
+) -> list[HiddenFile]:
+    """A whole partition's rows as new rewrite files (``DataFileName.of_rewrite``), each of
+    up to ``PARTITION_FILE_ROWS`` rows, written *hidden*: nothing is visible to readers until
+    the caller publishes them (``commit.replace_partition``). Every row must belong to
+    ``partition``."""
     Partition.parse(partition)
-    _check_name(name_prefix, "file name prefix")
     table = _sorted(table)
     if table.num_rows == 0:
         return []
@@ -140,7 +135,10 @@ def write_partition_files(
     written = []
     for number, start in enumerate(range(0, table.num_rows, PARTITION_FILE_ROWS)):
         chunk = table.slice(start, PARTITION_FILE_ROWS)
-        written.append(_write(lake, f"{partition}/{name_prefix}-{number:05d}.parquet", chunk))
+        path = f"{partition}/{DataFileName.of_rewrite(run_id, step, number).name}"
+        data = _parquet_bytes(chunk)
+        temp = lake.write_hidden(path, data)
+        written.append(HiddenFile(temp, WrittenFile(path, chunk.num_rows, len(data))))
     return written
 
 

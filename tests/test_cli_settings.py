@@ -266,7 +266,9 @@ def test_parsers_fail_only_with_value_errors_in_our_words(spec: Spec) -> None:
         try:
             spec.parse(junk)
         except ValueError as exc:
-            assert str(exc).startswith("must "), (spec.name, junk, str(exc))
+            # "must ..." for the wrong form; "does not exist (...)" for a date of the right
+            # form that names no day.
+            assert str(exc).startswith(("must ", "does not exist (")), (spec.name, junk, str(exc))
             for wording in PYTHON_WORDING:
                 assert wording not in str(exc)
 
@@ -320,8 +322,10 @@ def test_flags_not_given_fall_back_to_environment_then_default(
 
 
 def test_resolve_names_the_flag_not_the_setting() -> None:
-    with pytest.raises(ConfigError, match=r"invalid date_from from --from: '2019-13-01' must be"):
+    with pytest.raises(ConfigError, match=r"invalid date_from from --from: '2019-13-01' does not"):
         resolve({"date_from": "2019-13-01"}, None, environ={})
+    with pytest.raises(ConfigError, match=r"invalid date_from from --from: '20190101' must be"):
+        resolve({"date_from": "20190101"}, None, environ={})
     with pytest.raises(ConfigError, match=r"from --lookback: 'x' must be a whole number >= 0$"):
         resolve({"lookback_days": "x"}, None, environ={})
 

@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.commit import is_own_data_file, is_own_file
+from harvester.datafile import DataFileName, is_data_file_name
 from harvester.lake import Lake
-from harvester.shard import Shard, is_shard_file_name
+from harvester.shard import Shard
 from harvester.sim.testing import SimHandle, run_simulator_process
-from harvester.writer import is_partition_file_name
 from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, is_decodable
@@ -62,13 +62,21 @@ def test_only_the_harvesters_own_names_in_its_own_partitions_are_owned() -> None
     for key in ("2019-07-15", "2019-07-01..2019-07-09", "2019-07-15/id[0-8)", "undated"):
         shard = Shard.parse_key(key)
         assert Shard.parse_slug(shard.slug) == shard
-        assert is_shard_file_name(shard.file_name)
-        assert is_own_data_file(f"year=2019/month=7/{shard.file_name}")
+        name = DataFileName.of_shard(shard).name
+        assert is_data_file_name(name) and DataFileName.parse(name) == DataFileName.of_shard(shard)
+        assert is_own_data_file(f"year=2019/month=7/{name}")
     for key in ("2019-07-15/id[8-)", "2019-07-15/id[-8)"):
-        assert is_shard_file_name(Shard.parse_key(key).file_name)
+        assert is_data_file_name(DataFileName.of_shard(Shard.parse_key(key)).name)
     rewrite = "part-20240102T030405Z-refresh-a1b2c3-changed-00000.parquet"
     compacted = "part-20240102T030405Z-compact-a1b2c3-compact-00012.parquet"
-    assert is_partition_file_name(rewrite) and is_partition_file_name(compacted)
+    assert is_data_file_name(rewrite) and is_data_file_name(compacted)
+    # Every step a rewrite names, a reload's and a repair's included, is the harvester's.
+    for step in ("changed", "days", "reload", "compact", "repair"):
+        name = DataFileName.of_rewrite("20240102T030405Z-refresh-a1b2c3", step, 3).name
+        assert DataFileName.parse(name) == DataFileName.of_rewrite(
+            "20240102T030405Z-refresh-a1b2c3", step, 3
+        )
+        assert is_own_file(f"year=2019/month=7/{name}")
     assert is_own_file(f"year=2019/month=7/{rewrite}")
     assert is_own_file(f"year=2019/month=12/.{compacted}.tmp-{TEMP}")
     assert is_own_file(f"year=2019/month=7/.part-2019-07-15.parquet.tmp-{TEMP}")
@@ -85,7 +93,9 @@ def test_only_the_harvesters_own_names_in_its_own_partitions_are_owned() -> None
         "year=2019/month=07/part-2019-07-15.parquet",  # not how we spell a partition
         "year=2019/month=7/part-2019-07-15.parquet.bak",
         "year=2019/month=7/compact-1-00000.parquet",
-        "year=2019/month=7/part-20240102T030405Z-refresh-a1b2c3-mine-00000.parquet",
+        "year=2019/month=7/part-20240102T030405Z-refresh-a1b2c3-Mine-00000.parquet",
+        "year=2019/month=7/part-20240102T030405Z-refresh-a1b2c3-mine-0000.parquet",
+        "year=2019/month=7/part-2019-07-15.staged.parquet",
         f"year=2019/month=7/.theirs.parquet.tmp-{TEMP}",
         f".notes.tmp-{TEMP}",
         "sub/mydata.parquet",

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester import writer
+from harvester.datafile import DataFileName
 from harvester.decode import decode_docs
 from harvester.lake import Lake, is_temp_name
 from harvester.partition import Partition
@@ -182,7 +183,7 @@ def test_partition_paths() -> None:
 
 def test_file_names_for_shard_keys() -> None:
     def name(key: str) -> str:
-        return Shard.parse_key(key).file_name
+        return DataFileName.of_shard(Shard.parse_key(key)).name
 
     assert name("2019-07-15") == "part-2019-07-15.parquet"
     assert name("2019-07-01..2019-07-09") == "part-2019-07-01_to_2019-07-09.parquet"
@@ -204,7 +205,7 @@ def test_file_names_are_safe_and_injective() -> None:
     keys += [f"{d}/id[{lo}-{hi})" for d in keys[:2] for lo, hi in pairs]
     # "id[-)" bounds nothing: it is the whole day, the same shard (and file) as no range.
     assert Shard.parse_key("2019-07-15/id[-)") == Shard.parse_key("2019-07-15")
-    names = [Shard.parse_key(k).file_name for k in keys]
+    names = [DataFileName.of_shard(Shard.parse_key(k)).name for k in keys]
     assert len(set(names)) == len(names)
     for name in names:
         assert re.fullmatch(r"part-[A-Za-z0-9._-]+\.parquet", name), name
@@ -221,7 +222,7 @@ def test_write_shard_refuses_unsafe_file_names(tmp_path: Path) -> None:
 
 # --- writing shards ----------------------------------------------------------------------
 def name_of(key: str) -> str:
-    return Shard.parse_key(key).file_name
+    return DataFileName.of_shard(Shard.parse_key(key)).name
 
 
 def file_rows(lake: Lake, path: str) -> pa.Table:
@@ -321,21 +322,28 @@ def test_write_and_read_partition_files(tmp_path: Path, monkeypatch: pytest.Monk
     lake = Lake.open(str(tmp_path))
     monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 4)
     table = table_of({"2019-07-01": 5, "2019-07-31": 5})
-    written = write_partition_files(lake, "year=2019/month=7", table, "compact-1")
-    assert [(w.path, w.rows) for w in written] == [
-        ("year=2019/month=7/compact-1-00000.parquet", 4),
-        ("year=2019/month=7/compact-1-00001.parquet", 4),
-        ("year=2019/month=7/compact-1-00002.parquet", 2),
+    run = "20240102T030405Z-compact-a1b2"
+    hidden = write_partition_files(lake, "year=2019/month=7", table, run, "compact")
+    assert [(h.file.path, h.file.rows) for h in hidden] == [
+        (f"year=2019/month=7/part-{run}-compact-00000.parquet", 4),
+        (f"year=2019/month=7/part-{run}-compact-00001.parquet", 4),
+        (f"year=2019/month=7/part-{run}-compact-00002.parquet", 2),
     ]
+    # Written hidden: nothing a reader lists until they are published.
+    assert lake.list_files("year=2019/month=7") == []
+    assert read_partition(lake, "year=2019/month=7").num_rows == 0
+    for item in hidden:
+        lake.publish(item.temp, item.file.path)
+    assert lake.temp_files() == []
     back = read_partition(lake, "year=2019/month=7")
     assert back.schema == ARROW_SCHEMA
     assert sorted(back["id"].to_pylist()) == sorted(table["id"].to_pylist())
     assert read_partition(lake, "year=2019/month=8").num_rows == 0
     with pytest.raises(ValueError, match="rows of year=2019/month=7"):
-        write_partition_files(lake, "year=2019/month=8", table, "x")
-    for prefix in ("../x", ".x", "_x", "a/b", ""):
-        with pytest.raises(ValueError, match="prefix"):
-            write_partition_files(lake, "year=2019/month=7", table, prefix)
+        write_partition_files(lake, "year=2019/month=8", table, run, "x")
+    for run_id, step in (("../x", "days"), (run, "../x"), (run, "_x"), (run, "a/b"), (run, "")):
+        with pytest.raises(ValueError, match="rewrite file name"):
+            write_partition_files(lake, "year=2019/month=7", table, run_id, step)
 
 
 # --- the same against S3 (moto's real server over HTTP) --------------------------------------

@@ -173,7 +173,7 @@ def test_the_fence_stops_every_commit_of_a_run_that_lost_its_lock(tmp_path: Path
             lambda: LakeSink(stage).record_split(DAY, 500, [DAY]),
             lambda: LakeSink(state).record_failure(DAY, "z"),
             lambda: replace_partition(
-                state, "year=2019/month=1", [], ARROW_SCHEMA.empty_table(), "part-x"
+                state, "year=2019/month=1", [], ARROW_SCHEMA.empty_table(), "x", "days"
             ),
             lambda: state.clear_refresh(),
         ]

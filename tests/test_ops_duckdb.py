@@ -16,7 +16,7 @@ import pytest
 import s3fs
 
 from harvester.sim.testing import run_simulator_process
-from tests.support.cli import ok
+from tests.support.cli import cli, ok
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import is_decodable
 
@@ -40,6 +40,9 @@ def local_lake(
         "--records", "3000", *RANGE, "--max-window", WINDOW, "--seed", "101", "--admin"
     ) as sim:
         ok(run_harvest(sim.url, str(out), "--from", "2019-01-01", "--to", "2019-03-31"))
+        # A refresh of some changes: the change feed the docs also query has rows.
+        sim.mutate(add=30, modify=20, delete=10, seed=3)
+        ok(cli("refresh", "--api-url", sim.url, "--out", str(out), "--rate", "0"))
         yield out, sim.truth()
 
 
@@ -60,6 +63,11 @@ def test_the_documented_local_queries_run_as_written(
         "INTEGER",
     )
     assert con.execute("SELECT count(*) FROM rejections").fetchone() == (sum(per_month.values()),)
+    # The change feed's queries (the last two blocks): every change of the refresh, and the
+    # rows to read again (added or updated, so still in the lake).
+    feed, again = results[-2], results[-1]
+    assert {row[1] for row in feed} == {"added", "updated", "deleted"}
+    assert len(again) == sum(1 for row in feed if row[1] != "deleted") > 0
 
 
 def test_a_filter_on_year_and_month_reads_only_that_partition(

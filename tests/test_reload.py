@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from harvester.config import Settings
+from harvester.decision import ChangedDecision, decide_changed, reload_requests
 from harvester.lake import Lake
-from harvester.refresh import ReloadCheck, reload_check
 from harvester.sim.testing import SimHandle, run_simulator_process
 from harvester.state import HarvestState
 from tests.support.cli import cli, ok, printed_report
@@ -51,8 +50,8 @@ def harvested(tmp_path: Path) -> Iterator[tuple[SimHandle, str]]:
 
 
 def test_the_threshold_tells_a_reload_from_a_daily_refresh() -> None:
-    def check(changed: int, lake: int, share: float = 0.5) -> ReloadCheck:
-        return ReloadCheck(changed, lake, share, months=12, page_size=1000, rate=4.0)
+    def check(changed: int, lake: int, share: float = 0.5) -> ChangedDecision:
+        return decide_changed("2019-06-01T00:00:00", changed, (), {}, None, lake, share)
 
     assert not check(120, 100_000).is_reload  # a day's changes
     assert not check(49_999, 100_000).is_reload
@@ -60,15 +59,8 @@ def test_the_threshold_tells_a_reload_from_a_daily_refresh() -> None:
     assert check(100_500, 100_000).is_reload  # everything re-stamped, and some rows added
     assert not check(5_000, 0).is_reload  # nothing held yet: nothing to reload
     assert check(10, 100_000, share=0.0).is_reload  # 0: always month by month
-    # The cost: a page per 1000 rows of the larger count, two counts a month, at 4/s.
-    cost = check(100_500, 100_000)
-    assert cost.requests == 101 + 24 and cost.seconds == pytest.approx(125 / 4)
-    assert "about 125 requests (12 months)" in cost.cost_text()
-    assert "at 4 requests/s" in cost.cost_text()
-    # The setting reaches the check, and the months are the coverage's.
-    settings = Settings(reload_share=0.9, rate=0.0)
-    made = reload_check(settings, 80, 100, (dt.date(2019, 1, 15), dt.date(2019, 3, 2)), 100)
-    assert made.months == 3 and made.seconds is None and not made.is_reload
+    # The cost: a page per 1000 rows of the larger count, two counts a month.
+    assert reload_requests(100_500, 100_000, months=12, page_size=1000) == 101 + 24
 
 
 def test_a_reload_is_fetched_month_by_month_and_then_is_not_fetched_again(
@@ -111,10 +103,11 @@ def test_a_reload_is_fetched_month_by_month_and_then_is_not_fetched_again(
     assert_lake_equals_truth(lake, truth)
 
     # The next refresh re-reads the reload's stamp through its lookback: the lake holds
-    # those rows already, so every month is found current by two counts, and none fetched.
+    # those rows already, so the load is left out by one count, and nothing is fetched.
     again = refresh(sim.url, out)
     second = printed_report(ok(again))
-    assert second["extra"]["reload"]["months_fetched"] == 0, second["extra"]
+    assert second["extra"]["reload"] is None, second["extra"]
+    assert second["extra"]["excluded_loads"] == [summary["stamp"]]
     assert second["extra"]["no_op"] is True
     assert "the source reloaded" not in again.stderr
     assert second["rows_written"] == 0 and second["requests"] < report["requests"] // 3
@@ -173,30 +166,20 @@ def test_a_reload_killed_between_months_resumes_at_the_next_and_equals_truth(
     assert not (Path(out) / RUN_JSON).exists()
 
 
-def test_a_reload_that_would_empty_days_keeps_them_until_a_later_count_agrees(
+def test_a_reload_that_would_empty_days_counts_them_again_and_drops_them_in_the_run(
     harvested: tuple[SimHandle, str],
 ) -> None:
     """Three rows in five gone in a reload: every day loses more than drop_share of its
-    rows, so the reload keeps the lake's rows (pending drops); the next refresh counts the
-    same again and lets them go."""
+    rows, so each is counted again after its month is fetched; the counts agree, so the
+    rows go in the same run (no pending drop, no second refresh needed)."""
     sim, out = harvested
     total = len(sim.truth())
     sim.mutate(reload=True, delete=total * 3 // 5, seed=4)
     truth = sim.truth()
     report = printed_report(ok(refresh(sim.url, out, HARVESTER_RELOAD_SHARE="0.3")))
     assert report["extra"]["reload"] is not None
-    held = report["extra"]["days_held"]
-    assert held and all("kept until a later refresh" in why for why in held.values())
-    assert report["extra"]["rows_deleted"] < total // 10  # the held days' rows stayed
-    pending = json.loads((Path(out) / "_harvest" / "pending-drops.json").read_text())
-    assert set(pending) == set(held)
-
-    # The service counts the same again: a second, ordinary refresh (at the default share
-    # the changed rows, two in five of the lake's, are no reload) confirms the drops, and
-    # reconciliation repairs the days.
-    second = printed_report(ok(refresh(sim.url, out)))
-    assert second["extra"]["reload"] is None
-    assert set(second["extra"]["days_repaired"]) == set(held)
+    assert report["extra"]["days_held"] == {}
+    assert report["extra"]["rows_deleted"] == total * 3 // 5
     assert_lake_equals_truth(Lake.open(out), truth)
     assert not (Path(out) / "_harvest" / "pending-drops.json").exists()
 
@@ -232,7 +215,8 @@ def test_the_reload_bench_scenario_checks_and_measures_both_refreshes(tmp_path: 
     assert [r["step"] for r in runs] == ["reload", "refresh"]
     assert all(r["ok"] for r in runs), [r["problems"] for r in runs]
     assert runs[0]["months_fetched"] == runs[0]["months"] == 12
-    assert runs[1]["months_fetched"] == 0 and runs[1]["rows_written"] == 0
+    # The refresh after it leaves the reload's load out (one count): no reload, no row.
+    assert runs[1]["reload"] == {} and runs[1]["rows_written"] == 0
     assert all(t["met"] is not None for t in outcome["targets"])
     assert "| refresh | wall s |" in "\n".join(report.render_scenario("reload_rss", outcome))
 

@@ -17,6 +17,7 @@ import pytest
 
 from harvester.cli import setup_logging
 from harvester.config import Secret, read_api_key, resolve
+from harvester.datafile import DataFileName
 from harvester.decode import decode_docs
 from harvester.errors import ConfigError
 from harvester.lake import Lake
@@ -270,7 +271,7 @@ def test_values_from_the_data_become_paths_only_through_validated_partitions(
     lake = Lake.open(str(tmp_path / "lake"))
     with pytest.raises(ValueError):
         write_shard(lake, "../../evil/..", result.table)  # names come from Shard, checked
-    name = Shard.parse_key("2019-07-02").file_name
+    name = DataFileName.of_shard(Shard.parse_key("2019-07-02")).name
     written = write_shard(lake, name, result.table)
     assert [w.path for w in written] == [f"year=2019/month=7/{name}"]
     assert re.fullmatch(

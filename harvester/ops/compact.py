@@ -80,8 +80,6 @@ def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
     # Leftovers of a killed run first, so they cannot be mistaken for data later.
     report.swept_files = sweep(lake, committed)
     rows = file_rows(lake, [f for files in committed.values() for f in files])
-    # One name per run: new files never collide with the ones they replace.
-    prefix = f"part-{report.run_id}-compact"
     for partition, files in sorted(committed.items()):
         partition_rows = sum(rows[f] for f in files)
         outcome.partitions += 1
@@ -97,7 +95,8 @@ def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
                 f"{partition}: the footers say {partition_rows} rows but {table.num_rows} were"
                 " read; not compacting it (run `harvester verify`)"
             )
-        written = replace_partition(state, partition, files, table, prefix)
+        # One name per run: new files never collide with the ones they replace.
+        written = replace_partition(state, partition, files, table, report.run_id, "compact")
         outcome.compacted.append(partition)
         outcome.files_after += len(written)
     report.finish("complete")

@@ -25,22 +25,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from harvester import quota, reconcile
+from harvester import decision, quota, reconcile
 from harvester.client import ApiClient
 from harvester.commit import committed_files
 from harvester.config import Settings
 from harvester.errors import ConfigError, LakeError
 from harvester.harvest import make_plan, range_warning
-from harvester.humanize import duration_text
+from harvester.humanize import duration_text, plural
 from harvester.ops.lakeinfo import service_lines
-from harvester.refresh import (
-    changed_rows_shard,
-    changed_since,
-    coverage_span,
-    lake_row_count,
-    reload_check,
-    require_completed,
-)
+from harvester.refresh import require_completed, start
 from harvester.runner import (
     Service,
     check_lake,
@@ -53,7 +46,6 @@ from harvester.runner import (
 from harvester.service import limits_from
 from harvester.shard import UNDATED_KEY, Shard
 from harvester.source import REBIND_FLAG
-from harvester.stamps import newest_stamp
 from harvester.state import HarvestState
 
 JOBS = ("auto", "harvest", "refresh")
@@ -69,6 +61,7 @@ class JobPlan:
     planning_requests: int = 0
     check_requests: int = 0
     notes: list[str] = field(default_factory=list)
+    check_label: str = ""  # what ``check_requests`` are, when not a harvest's closing check
     service: dict[str, Any] | None = None  # what the service was found to do (runner.Service)
     weekly_quota: int = 0  # requests per key per week (0: none)
     quota_spent: int = 0  # this week, by runs on this lake with the key set now
@@ -139,7 +132,7 @@ class JobPlan:
                     f" {sum(self.pages(s) for s in shards):,} requests"
                 )
         out.append(f"shards: {len(self.shards):,}, {self.rows:,} rows")
-        what = "closing-check counts" if self.job == "harvest" else "month counts (a reload)"
+        what = self.check_label or "closing-check counts"
         check = f" + {self.check_requests:,} {what}" if self.check_requests else ""
         out.append(
             f"requests: {self.requests:,} = {self.planning_requests:,} probes and counts to"
@@ -230,75 +223,74 @@ def _plan_resumed_harvest(state: HarvestState, plan: JobPlan) -> None:
 async def _plan_refresh(
     settings: Settings, state: HarvestState, client: ApiClient, known: Service, plan: JobPlan
 ) -> None:
-    """What ``Refresher`` would fetch: changed rows, then the days reconciliation repairs."""
+    """What ``Refresher`` would do, decided by the same code: ``refresh.start`` (the
+    watermark, the loads left out, the changed rows, reload or not), the planner over the
+    changed rows, then reconciliation's ``decision.decide_repairs`` on today's counts."""
     _, stored = require_completed(state)
     planner = make_planner(settings, client, known.limits)
-    # As the refresh does: the service's newest stamp first (its counts are planning
-    # requests too), then the changed rows of the coverage, then the differing days.
-    current = state.watermark()
-    newest = await newest_stamp(
-        client,
-        known.profile.stamp_form,
-        low=current,
-        tolerance=dt.timedelta(days=settings.stamp_tolerance_days),
-    )
-    since = changed_since(state, settings.lookback_days, newest.ceiling)
-    covered = coverage_span(state)
-    root = changed_rows_shard(since, covered, known.profile.stamp_form)
-    root = root.with_expected(await client.count(root.criteria(settings.date_template)))
-    check = reload_check(
-        settings, root.expected, lake_row_count(state, stored), covered, known.limits.page_size
-    )
-    if check.is_reload:
-        # Planning it as changed rows would cost as many counts as a harvest's plan: the one
-        # count says enough. Its pages, plus two counts a month (``Refresher._reload``).
-        plan.job = "refresh"
-        plan.shards = [root]
-        plan.check_requests = 2 * check.months
-        plan.what = (
-            f"refresh that is a reload: {check.changed:,} rows changed since {since} and the"
-            f" lake holds {check.lake_rows:,} (reload_share {check.share:g}); every month of"
-            f" the coverage is fetched again, one at a time ({check.months} months)"
-        )
-        plan.notes.append(
-            "a reload's requests are an upper bound: months whose counts already equal the"
-            " lake's (rows it fetched since, e.g. through the lookback after a reload) cost"
-            " two counts and no page"
-        )
-        if state.refresh_interrupted():
-            plan.notes.append(
-                "an interrupted refresh is resumed first; this plan is for the next one"
-            )
-        return
-    changed = await planner.refine(root)
-    committed = committed_files(state, stored, state.load_markers())
-    first, last = reconcile.window(state, committed, *covered, settings.reconcile_days)
-    found = await reconcile.differing_in_window(
-        state, committed, client, settings.date_template, first, last
-    )
-    verdict = reconcile.hold_drops(
-        found.differing, state.load_pending_drops(), settings.drop_share, "plan", ""
-    )
-    repair = verdict.repair
-    plan.notes.extend(f"kept for now {day}: {why}" for day, why in verdict.held.items())
-    days = []
-    for day in sorted(repair):
-        shard = Shard(dt.date.fromisoformat(day), dt.date.fromisoformat(day))
-        counted = shard.with_expected(await client.count(shard.criteria(settings.date_template)))
-        days.extend(await planner.refine(counted))
+    begun = await start(settings, state, stored, client, known)
+    changed = begun.changed
     plan.job = "refresh"
-    plan.shards = changed + days
-    plan.what = (
-        f"refresh of rows changed since {since} ({len(changed)} shards) and"
-        f" {len(repair)} mail days whose counts differ ({len(days)} shards)"
-    )
-    if repair:
+    plan.notes.extend(changed.notes)
+    if changed.scope.excluded:
         plan.notes.append(
-            "the days are those that differ now; the refresh checks again after merging the"
-            " changed rows, which often fixes some of them, so it may fetch fewer"
+            f"{plural(len(changed.scope.excluded), 'load')} the lake holds already"
+            f" ({changed.excluded_rows:,} rows) left out of the changed rows, proven by counts"
         )
     if state.refresh_interrupted():
         plan.notes.append("an interrupted refresh is resumed first; this plan is for the next one")
+    if changed.is_reload:
+        # Planning it as changed rows would cost as many counts as a harvest's plan: the one
+        # count says enough. Its pages, plus two counts a month (``Refresher._reload``).
+        plan.shards = [begun.root]
+        plan.check_requests = 2 * begun.months
+        plan.check_label = "month counts (a reload)"
+        plan.what = (
+            f"refresh that is a reload: {changed.changed:,} rows changed since"
+            f" {begun.since} and the lake holds {changed.lake_rows:,} (reload_share"
+            f" {changed.reload_share:g}); every month of the coverage is fetched again, one at"
+            f" a time ({begun.months} months)"
+        )
+        plan.notes.append(
+            "a reload's requests are an upper bound: a month without changed rows whose count"
+            " equals the lake's costs two counts and no page"
+        )
+        return
+    shards = await planner.refine(begun.root)
+    committed = committed_files(state, stored, state.load_markers())
+    first, last = reconcile.window(state, committed, *begun.covered, settings.reconcile_days)
+    found = await reconcile.differing_in_window(
+        state, committed, client, known.profile.date_template, first, last
+    )
+    repairs = decision.decide_repairs(
+        found.differing, state.load_pending_drops(), settings.drop_share
+    )
+    # The refresh fetches each repair day with the count that chose it, and counts each
+    # suspect once more first (a second count that agrees: it is fetched too).
+    counts = {**repairs.counts, **{d: s for d, (_, s) in repairs.suspects.items()}}
+    days = []
+    for day in sorted(counts):
+        shard = Shard(dt.date.fromisoformat(day), dt.date.fromisoformat(day))
+        days.extend(await planner.refine(shard.with_expected(counts[day])))
+    plan.check_requests = len(repairs.suspects)
+    plan.check_label = "second counts of days losing most of their rows"
+    plan.shards = shards + days
+    plan.what = (
+        f"refresh of rows changed since {begun.since} ({plural(len(shards), 'shard')}) and"
+        f" {plural(len(repairs.repair) + len(repairs.suspects), 'mail day')} whose counts"
+        f" differ ({plural(len(days), 'shard')})"
+    )
+    plan.notes.extend(
+        f"counted again in the run {day}: lake has {lake} rows, service {service}; fetched"
+        " if the second count agrees"
+        for day, (lake, service) in sorted(repairs.suspects.items())
+    )
+    if (repairs.repair or repairs.suspects) and begun.root.expected > 0:
+        plan.notes.append(
+            "the days are those that differ now; the refresh counts them after merging the"
+            " changed rows, which settles a day whose difference is rows added or changed"
+            " since, so it may fetch fewer"
+        )
 
 
 async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:

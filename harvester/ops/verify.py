@@ -401,7 +401,12 @@ async def verify_lake(
             outcome = VerifyOutcome(report, await _check(state, settings, client, known, deep))
             if repair and outcome.before.problems:
                 refresher = Refresher(settings, progress, command="repair")
-                outcome.repair = await refresher.run(repair_days=outcome.before.repair_days)
+                # Verify's own client and proven profile: the service is not probed again.
+                outcome.repair = await refresher.run(
+                    outcome.before.repair_days, client=client, known=known
+                )
+                # The repair's report puts its requests in the quota ledger: not twice.
+                report.ledgered += outcome.repair.report.requests
                 # The days the deep check found differing are compared again; the rest were equal.
                 again = sorted(outcome.before.deep.differing) if outcome.before.deep else []
                 outcome.after = await _check(
