@@ -92,6 +92,9 @@ def test_refresh_after_every_kind_of_change_equals_truth_and_then_is_a_no_op(
     assert again.returncode == 0, again.stdout + again.stderr
     second = latest_report(lake)
     assert second["extra"]["no_op"] is True, second["extra"]
+    # Nothing written into the lake, though the lookback re-read the last run's rows (a
+    # no-change refresh said "590 rows written" beside "0 added, 0 updated, 0 deleted").
+    assert second["rows_written"] == 0 and "0 rows written" in again.stdout
     assert second["extra"]["partitions_rewritten"] == []
     assert second["extra"]["days_repaired"] == {}
     assert second["requests"] < first["requests"]
