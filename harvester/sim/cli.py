@@ -105,6 +105,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="duration of a trickled body",
     )
     add("--latency", type=float, default=d.latency_ms, metavar="MS", help="delay per request in ms")
+    add(
+        "--latency-base",
+        type=float,
+        default=d.latency_base,
+        metavar="SECONDS",
+        help="each records answer waits this plus --latency-per-row x its rows (default 0)",
+    )
+    add(
+        "--latency-per-row",
+        type=float,
+        default=d.latency_per_row,
+        metavar="SECONDS",
+        help="seconds a records answer waits per row it serves (default 0)",
+    )
     add("--admin", action="store_true", help="enable /_sim/mutate, /_sim/truth, /_sim/stats")
     add("--bad-rows", type=int, default=d.bad_rows, help="undecodable rows to inject (default 0)")
     add("--cache-rows", type=int, default=d.cache_rows, help="generated rows kept in memory")
@@ -200,7 +214,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             burst=args.burst, bucket_capacity=args.bucket_capacity, max_rows=args.max_rows,
             max_window=args.max_window, faults=args.faults, fault_rate=args.fault_rate,
             fault_kinds=args.fault_kinds, hang_seconds=args.hang_seconds,
-            trickle_seconds=args.trickle_seconds, latency_ms=args.latency, admin=args.admin,
+            trickle_seconds=args.trickle_seconds, latency_ms=args.latency,
+            latency_base=args.latency_base, latency_per_row=args.latency_per_row, admin=args.admin,
             bad_rows=args.bad_rows, cache_rows=args.cache_rows,
             window_error=args.window_error, page_cap_mode=args.page_cap_mode,
             max_response_bytes=args.max_response_bytes, date_field=args.date_field,

@@ -60,6 +60,10 @@ class SimConfig:
     hang_seconds: float = 30.0
     trickle_seconds: float = 3.0
     latency_ms: float = 0.0
+    # A records answer waits latency_base + latency_per_row * its docs (seconds): the real
+    # service's time grows with the page (issue 20, item 5). 0 and 0: no wait, as before.
+    latency_base: float = 0.0
+    latency_per_row: float = 0.0
     admin: bool = False
     bad_rows: int = 0
     cache_rows: int = 150_000  # generated rows kept in memory (LRU of whole days, ~1 KiB each)
@@ -108,6 +112,8 @@ class SimConfig:
             problems.append("fault kinds must name at least one kind")
         if self.hang_seconds < 0 or self.trickle_seconds < 0 or self.latency_ms < 0:
             problems.append("hang seconds, trickle seconds and latency must be >= 0")
+        if self.latency_base < 0 or self.latency_per_row < 0:
+            problems.append("latency base and latency per row must be >= 0")
         # Against a negative --records the bad rows' bound says nothing new: one clause.
         if self.records >= 0 and not 0 <= self.bad_rows <= self.records:
             problems.append(f"bad rows must be within 0..records, got {self.bad_rows}")
@@ -146,6 +152,11 @@ class SimConfig:
         if self.outage_after and not self.outage_seconds:
             problems.append("outage after needs outage seconds > 0")
         return problems
+
+    def records_delay(self, rows: int) -> float:
+        """Seconds a records answer serving ``rows`` docs waits (``--latency-base`` +
+        ``--latency-per-row`` x rows), on top of ``--latency``."""
+        return self.latency_base + self.latency_per_row * rows
 
     @property
     def capacity(self) -> float:

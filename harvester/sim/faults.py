@@ -54,6 +54,7 @@ class Normal:
     body: bytes
     headers: dict[str, str]
     query: str | None = None  # the criteria of a records answer (for spurious-empty)
+    rows: int = 0  # docs a records answer serves (for --latency-per-row)
 
 
 class FaultPlan:

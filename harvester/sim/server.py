@@ -3,7 +3,9 @@
 ``POST .../records`` and ``GET .../fields`` answer as the reference describes (envelope,
 404 for no match, Solr-like 400s, 403, 429 with ``Retry-After``). Every request to them
 passes the same gate, in this order: API key (403), rate limits (429), the fault draw,
-``--latency``, then the answer, which a fault may delay, cut or replace.
+``--latency``, then the answer, which a fault may delay, cut or replace. A records answer
+(any status) then waits ``--latency-base`` + ``--latency-per-row`` x the docs it serves,
+so a page of 1000 rows takes longer than a count, as on the real service.
 Error bodies follow one gateway-like shape (``code``, ``error``, ``errorDetails``,
 ``requestIdentifier``); clients should rely on the status code, as with the real service.
 
@@ -210,7 +212,7 @@ def records_answer(state: SimState, params: MultiDict[str]) -> Normal:
     body = b'{"response":{"numFound":%d,"start":%d,"docs":%s}}' % (found, start, orjson.dumps(docs))
     if config.max_response_bytes and len(body) > config.max_response_bytes:
         return _payload_too_large(state, len(body))
-    return Normal(200, body, {}, query=criteria)
+    return Normal(200, body, {}, query=criteria, rows=len(docs))
 
 
 def _payload_too_large(state: SimState, size: int) -> Normal:
@@ -226,9 +228,12 @@ def _payload_too_large(state: SimState, size: int) -> Normal:
     return Normal(413, orjson.dumps(body), {})
 
 
-async def _gate(request: web.Request, answer: Callable[[], Normal]) -> web.StreamResponse:
+async def _gate(
+    request: web.Request, answer: Callable[[], Normal], *, paced: bool = False
+) -> web.StreamResponse:
     """Outage, auth, quota, limits, faults and latency around ``answer`` (called only if it
-    is needed)."""
+    is needed). ``paced`` (records): the answer computed waits ``config.records_delay`` of
+    the docs it serves; an answer a fault replaces is never computed, so never waits."""
     state = request.app[STATE]
     config = state.config
     stats = state.stats
@@ -260,6 +265,8 @@ async def _gate(request: web.Request, answer: Callable[[], Normal]) -> web.Strea
             if normal.status == 200 and normal.query and state.faults.spurious_empty(normal.query):
                 normal = _error(state, 404, NO_MATCH)
             fault = None
+        if paced and (delay := config.records_delay(normal.rows)) > 0:
+            await asyncio.sleep(delay)
         if fault is not None:
             return await state.faults.respond(fault, request, normal)
         return _respond(_counted(state, normal))
@@ -328,7 +335,7 @@ async def records(request: web.Request) -> web.StreamResponse:
             if isinstance(value, str):
                 params[name] = value  # the form wins over the query string
     state = request.app[STATE]
-    return await _gate(request, lambda: records_answer(state, params))
+    return await _gate(request, lambda: records_answer(state, params), paced=True)
 
 
 async def fields(request: web.Request) -> web.StreamResponse:
