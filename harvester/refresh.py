@@ -401,6 +401,10 @@ class Refresher:
             self._close_report(plan, run, ok)
             self.report.status = "complete" if ok else "incomplete"
             self.report.save(self.state)  # inside the lock: nothing writes the lake after it
+            if ok:
+                # Last, after its report: a run killed before this resumes at "finish" and
+                # saves its report again, so no finished run is left without one.
+                await to_thread_to_the_end(self.state.clear_refresh)
         self.progress.stop()
         return RunOutcome(self.report, ok)
 
@@ -488,6 +492,7 @@ class Refresher:
             self._take_up(run)
             ok = await self._phases(run, plan, planner, client)
             if ok:
+                await to_thread_to_the_end(self.state.clear_refresh)  # its report is its own
                 run = None
         if ok:
             self._take_up(run)
@@ -964,7 +969,8 @@ class Refresher:
             self._commit_partition(run, partition, owned, merged, stats, existing, name, files)
 
     def _finish(self, run: RefreshRun) -> None:
-        """Move the watermark (data is committed), keep quarantined rows, drop staging."""
+        """Move the watermark (data is committed), keep quarantined rows. Idempotent: the
+        staging areas are dropped by the caller once the run's report is saved."""
         # Rows quarantined earlier on days fetched again whole are superseded by this fetch.
         repaired = {dt.date.fromisoformat(d) for d in run.repair_days or {}}
         quarantine.supersede_days(self.state, repaired, run.run_id)
@@ -979,7 +985,6 @@ class Refresher:
         newest = run.watermark
         if run.kind == "refresh" and newest and (current is None or newest != current):
             self.state.save_watermark(WatermarkRecord(newest, utc_now(), run.run_id))
-        self.state.clear_refresh()
 
 
 def _per_day(

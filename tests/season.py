@@ -131,9 +131,14 @@ def _feed(out: str, run_id: str) -> dict[str, set[str]]:
     return feed
 
 
-def check(sim: SimHandle, out: str, before: dict[str, Any], report: dict[str, Any] | None) -> Any:
+def check(
+    sim: SimHandle, out: str, before: dict[str, Any], reports: list[dict[str, Any]] | None
+) -> Any:
     """The season's invariants after a step that makes the lake equal the source; returns
-    the truth now (id -> expected row), the next step's ``before``."""
+    the truth now (id -> expected row), the next step's ``before``. ``reports``: those of
+    the runs the step made (a refresh killed after it had finished its run, and the one
+    that then found nothing to do, are two), whose totals and feeds add up to the step's
+    difference."""
     truth, rows = _truth_rows(sim)
     lake = Lake.open(out)
     assert_lake_equals_truth(lake, truth)
@@ -142,13 +147,23 @@ def check(sim: SimHandle, out: str, before: dict[str, Any], report: dict[str, An
     files = [str(p.relative_to(out)) for p in Path(out).rglob("*") if p.is_file()]
     assert [f for f in files if not is_own_file(f)] == []
     assert [f for f in files if f.startswith("_harvest/") and f.endswith(".parquet")] == []
-    if report is not None:
+    if reports is not None:
         want = _diff(before, rows)
-        extra = report["extra"]
-        got = {k: extra[f"rows_{k}"] for k in ("added", "updated", "deleted")}
-        assert got == {k: len(v) for k, v in want.items()}, (got, report["run_id"])
-        assert _feed(out, report["run_id"]) == want
+        kinds = ("added", "updated", "deleted")
+        got = {k: sum(r["extra"][f"rows_{k}"] for r in reports) for k in kinds}
+        runs = [r["run_id"] for r in reports]
+        assert got == {k: len(v) for k, v in want.items()}, (got, runs)
+        feed: dict[str, set[str]] = {k: set() for k in kinds}
+        for run_id in runs:
+            for kind, ids in _feed(out, run_id).items():
+                feed[kind] |= ids
+        assert feed == want, runs
     return rows
+
+
+def _reports(out: str, command: str) -> dict[str, dict[str, Any]]:
+    runs = Path(out) / "_harvest" / "runs"
+    return {p.name: json.loads(p.read_text()) for p in runs.glob(f"*-{command}-*.json")}
 
 
 def _step(sim: SimHandle, out: str, step: Step, before: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +177,10 @@ def _step(sim: SimHandle, out: str, step: Step, before: dict[str, Any]) -> dict[
         assert result.returncode == 0, result.stdout + result.stderr
         found = re.search(r"^repair \S+: .*\(report (.+)\)$", result.stdout, re.M)
         assert found, result.stdout
-        return check(sim, out, before, json.loads(Path(found[1]).read_text()))
+        return check(sim, out, before, [json.loads(Path(found[1]).read_text())])
     if step.kind == "spurious":
         sim.faults(0.1, ["spurious-empty"])
+    earlier = _reports(out, "refresh")
     if step.kind == "kill":
         proc = subprocess.Popen(
             _refresh_args(sim.url, out, "--rate", "40", "--concurrency", "1"),
@@ -184,7 +200,9 @@ def _step(sim: SimHandle, out: str, step: Step, before: dict[str, Any]) -> dict[
             # it writes what they would lose. The same command again is the remedy.
             result = _refresh(sim, out)
     assert result.returncode == 0, result.stdout + result.stderr
-    return check(sim, out, before, printed_report(result.stdout))
+    printed_report(result.stdout)  # it printed its report
+    made = [r for name, r in sorted(_reports(out, "refresh").items()) if name not in earlier]
+    return check(sim, out, before, made)
 
 
 def run_season(seed: int, steps: int = STEPS, workdir: Path | None = None) -> None:
