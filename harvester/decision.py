@@ -227,9 +227,10 @@ MAX_COUNTS = 3
 
 
 def settled(counts: list[int]) -> int | None:
-    """A day's count once two counts in a row agree (None: they never did)."""
-    for earlier, later in itertools.pairwise(counts):
-        if earlier == later:
+    """A day's count once two of its counts agree (None: no two did). Not "two in a row": a
+    transient empty answer can come at any asking, so 2, 0, 2 is settled at 2."""
+    for i, later in enumerate(counts):
+        if later in counts[:i]:
             return later
     return None
 
@@ -248,9 +249,9 @@ def confirm_drops(
     *,
     fetched: bool = False,
 ) -> Confirmed:
-    """Each suspect (``[lake, service]``) with its further counts: when two counts in a row
-    agree the day is settled, and fetched again unless it now equals the lake (the first
-    answer was a transient empty one); when they never agree its rows stay until a later
+    """Each suspect (``[lake, service]``) with its further counts: when two counts agree
+    the day is settled, and fetched again unless it now equals the lake (the first
+    answer was a transient empty one); when no two agree its rows stay until a later
     run counts the same (``PendingDrop``). ``fetched``: the first number is what a fetch
     brought (a reload's month), so the day is replaced only when the counts settle on it."""
     out = Confirmed()

@@ -663,7 +663,7 @@ class Refresher:
         self, client: ApiClient, shard: Shard, doubt: Callable[[int], bool]
     ) -> int:
         """``shard``'s count; one that ``doubt`` finds suspect (it would skip or empty
-        work) is asked again until two counts in a row agree (``decision.settled``), at
+        work) is asked again until two of its counts agree (``decision.settled``), at
         most ``decision.MAX_COUNTS`` times; the last is taken when they never agree."""
         criteria = shard.criteria(self.known.profile.date_template)
         counts = [await client.count(criteria)]
@@ -675,7 +675,7 @@ class Refresher:
     async def _recount(
         self, suspects: dict[str, list[int]], client: ApiClient
     ) -> dict[str, list[int]]:
-        """Count each suspect day again until two counts in a row agree, at most
+        """Count each suspect day again until two of its counts agree, at most
         ``decision.MAX_COUNTS`` times in all: one to three requests a suspect."""
         template = self.known.profile.date_template
         recounts: dict[str, list[int]] = {}

@@ -84,6 +84,7 @@ def test_drops_are_confirmed_by_counts_that_agree_within_the_run() -> None:
     earlier = {"2019-01-02": PendingDrop(10, 0, "2026-11-30T00:00:00Z", "r1")}
     assert "2019-01-02" in decide_repairs(differing, earlier, 0.25).repair
     assert settled([0, 0]) == 0 and settled([0, 10, 10]) == 10 and settled([0, 10, 3]) is None
+    assert settled([2, 0, 2]) == 2  # a transient empty answer at the second asking
     now = "2026-12-01T00:00:00Z"
     agreed = confirm_drops({"d": [10, 0]}, {"d": [0]}, "r", now)
     assert set(agreed.repair) == {"d"} and agreed.counts == {"d": 0} and not agreed.pending
