@@ -460,7 +460,11 @@ async def test_limiter_spaces_requests_without_initial_burst(serve: Serve) -> No
         await asyncio.gather(*(client.search("*:*", n, 10) for n in range(10)))
         elapsed = time.monotonic() - began
     assert elapsed >= 0.4
-    assert min(server.gaps()) >= 0.03, server.gaps()
+    # No initial burst: the k-th request comes no sooner than k intervals (0.05 s) after
+    # the first. Cumulative, not gap by gap: on a loaded machine one request held back
+    # and the next on time leave a short gap without any burst.
+    since_first = [hit.at - server.hits[0].at for hit in server.hits]
+    assert all(t >= k * 0.05 - 0.02 for k, t in enumerate(since_first)), since_first
 
 
 async def test_semaphore_caps_requests_in_flight(serve: Serve) -> None:
