@@ -65,11 +65,6 @@ class StampFacts:
         """The stamps holding at least ``at_least`` rows: loads worth a count to skip."""
         return sorted(s for s, n in self.per_stamp.items() if n >= max(1, at_least))
 
-    @property
-    def rows(self) -> int:
-        """The lake's rows stamped at or after ``since``."""
-        return sum(self.per_stamp.values())
-
 
 @dataclass(frozen=True)
 class ChangedScope:
@@ -98,9 +93,6 @@ class ChangedScope:
     def shard(self, coverage: tuple[dt.date, dt.date], stamp_form: str) -> Shard:
         """The one root shard of the coverage's rows in this scope (split by the planner)."""
         return Shard(coverage[0], coverage[1], scope=self.query(stamp_form))
-
-    def to_json(self) -> dict[str, object]:
-        return {"since": self.since, "excluded": list(self.excluded)}
 
 
 def decide_exclusions(facts: StampFacts, service_counts: Mapping[str, int]) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ from harvester.commit import is_own_file
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, printed_report
-from tests.support.harvest import WINDOW, harvest_cmd, harvest_env, run_harvest
+from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
 
 # Two months of mail dates, a few thousand rows: a day spans pages, months span shards.
@@ -92,9 +92,7 @@ def draw(seed: int, steps: int = STEPS) -> list[Step]:
 
 
 def _refresh_args(url: str, out: str, *extra: str) -> list[str]:
-    cmd = harvest_cmd(url, out, *RECONCILE, *extra)
-    cmd[cmd.index("harvest")] = "refresh"
-    return cmd
+    return refresh_cmd(url, out, *RECONCILE, *extra)
 
 
 def _refresh(sim: SimHandle, out: str, *extra: str) -> subprocess.CompletedProcess[str]:

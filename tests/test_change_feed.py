@@ -23,7 +23,7 @@ import pytest
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, printed_report, reports
-from tests.support.harvest import WINDOW, harvest_cmd, harvest_env, run_harvest
+from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, refresh_phase, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
 
 RANGE = ("--start", "2019-01-01", "--end", "2019-03-31")
@@ -45,16 +45,7 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def _refresh(url: str, out: str, *extra: str) -> list[str]:
-    cmd = harvest_cmd(url, out, "--reconcile-days", "0", *extra)
-    cmd[cmd.index("harvest")] = "refresh"
-    return cmd
-
-
-def _phase(out: str) -> str | None:
-    try:
-        return str(json.loads((Path(out) / RUN_JSON).read_text())["phase"])
-    except (OSError, ValueError, KeyError):
-        return None
+    return refresh_cmd(url, out, "--reconcile-days", "0", *extra)
 
 
 def _feed(out: str, *extra: str) -> dict[str, set[str]]:
@@ -92,7 +83,7 @@ def test_a_sigkilled_refresh_run_again_feeds_exactly_the_truths_difference(
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while _phase(out) not in ("reconcile", "confirm-drops", "merge-days"):
+    while refresh_phase(out) not in ("reconcile", "confirm-drops", "merge-days"):
         assert proc.poll() is None and time.monotonic() < deadline, "it ended before the kill"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # after its changed rows were merged: half the feed
@@ -146,7 +137,7 @@ def test_a_refresh_interrupted_in_reconcile_reports_all_its_work_when_resumed(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
-    while _phase(out) != "reconcile":
+    while refresh_phase(out) != "reconcile":
         assert proc.poll() is None and time.monotonic() < deadline, "it ended before Ctrl-C"
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)

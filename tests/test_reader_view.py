@@ -6,7 +6,6 @@ is never read, and a partition is either its old rows or its new ones.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from harvester.lake import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from tests.support.harvest import WINDOW, harvest_cmd, harvest_env, run_harvest
+from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, refresh_phase, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 
 duckdb = pytest.importorskip("duckdb")
@@ -30,7 +29,6 @@ DOCS_QUERY = (
     " hive_partitioning = true, hive_types = {{'year': INTEGER, 'month': INTEGER}})"
 )
 RANGE = ("--start", "2019-01-01", "--end", "2019-03-31")
-RUN_JSON = Path("_harvest", "refresh", "run.json")
 
 Rows = dict[tuple[int, int], set[tuple[str, str]]]  # (year, month) -> {(id, stamp)}
 
@@ -52,21 +50,12 @@ def truth_rows(truth: list[dict[str, Any]]) -> Rows:
     return dict(out)
 
 
-def _phase(out: str) -> str | None:
-    try:
-        return str(json.loads((Path(out) / RUN_JSON).read_text())["phase"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _staged(out: str) -> list[Path]:
     return list((Path(out) / "_harvest" / "refresh").rglob("*.parquet.staged"))
 
 
 def _refresh(url: str, out: str, *extra: str) -> list[str]:
-    cmd = harvest_cmd(url, out, "--reconcile-days", "0", *extra)
-    cmd[cmd.index("harvest")] = "refresh"
-    return cmd
+    return refresh_cmd(url, out, "--reconcile-days", "0", *extra)
 
 
 @pytest.fixture()
@@ -97,7 +86,7 @@ def test_the_docs_query_reads_committed_rows_during_a_refresh_and_after_a_sigkil
     deadline = time.monotonic() + 120
     try:
         while proc.poll() is None and time.monotonic() < deadline and checked < 3:
-            if _phase(out) == "fetch-changed" and _staged(out):
+            if refresh_phase(out) == "fetch-changed" and _staged(out):
                 # Rows are staged, none merged: readers must see the lake as it was.
                 assert read(out) == (before, count_before)
                 checked += 1

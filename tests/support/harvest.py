@@ -3,6 +3,7 @@ with settings that keep the tests fast (short timeouts and backoffs, a small win
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -51,6 +52,23 @@ def harvest_cmd(url: str, out: str, *extra: str) -> list[str]:
         "0",
         *extra,
     ]
+
+
+def refresh_cmd(url: str, out: str, *extra: str) -> list[str]:
+    """``harvest_cmd``'s command line as a refresh (same fast settings, ``extra`` flags)."""
+    cmd = harvest_cmd(url, out, *extra)
+    cmd[cmd.index("harvest")] = "refresh"
+    return cmd
+
+
+def refresh_phase(out: str) -> str | None:
+    """The phase ``_harvest/refresh/run.json`` names (None: no refresh under way)."""
+    try:
+        return str(
+            json.loads((Path(out) / "_harvest" / "refresh" / "run.json").read_text())["phase"]
+        )
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def run_harvest(
