@@ -107,6 +107,11 @@ def harvest_through_drift(sim: SimHandle, out: Path) -> subprocess.CompletedProc
     """A slow harvest (60 requests/s, one at a time) while the index drifts under it: three
     rounds, a second apart, each reordering every day and adding new and late rows."""
     proc = start_harvest(sim.url, out, "--rate", "60", "--concurrency", "1")
+    # The drift is the fetch's to meet: wait for the plan (a count that moves while the
+    # plan is made is the planner's guard, CountsDisagree, another test's subject).
+    deadline = time.monotonic() + 60
+    while not (out / "_harvest" / "plan.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     for round_seed in (1, 2, 3):
         time.sleep(1.0)
         sim.mutate(reorder=True, add=300, late=200, seed=round_seed)
