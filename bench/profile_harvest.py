@@ -30,25 +30,25 @@ T = TypeVar("T")
 # First match wins: (category, substrings of the frame's file path or function).
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("JSON parse of pages (orjson, in client._parse_page)", ("_parse_page", "_load_json")),
-    ("decode docs -> Arrow (harvester.decode)", ("harvester/decode.py",)),
-    ("Parquet write (harvester.writer, pyarrow)", ("harvester/writer.py", "pyarrow")),
+    ("decode docs -> Arrow (harvester.service.decode)", ("harvester/service/decode.py",)),
+    ("Parquet write (harvester.lake.writer, pyarrow)", ("harvester/lake/writer.py", "pyarrow")),
     (
-        "lake and state files (harvester.lake/state/commit, fsspec)",
+        "lake and state files (harvester.lake.store/state/commit, fsspec)",
         (
-            "harvester/lake.py",
-            "harvester/state.py",
-            "harvester/commit.py",
+            "harvester/lake/store.py",
+            "harvester/lake/state.py",
+            "harvester/lake/commit.py",
             "fsspec",
         ),
     ),
     ("HTTP (aiohttp, yarl, multidict)", ("aiohttp", "yarl", "multidict")),
     (
-        "fetch and checks (harvester.fetch, client, pipeline)",
+        "fetch and checks (harvester.service.fetch, client, pipeline)",
         (
-            "harvester/fetch.py",
-            "harvester/client.py",
-            "harvester/pipeline.py",
-            "harvester/backoff.py",
+            "harvester/service/fetch.py",
+            "harvester/service/client.py",
+            "harvester/jobs/pipeline.py",
+            "harvester/service/backoff.py",
             "aiolimiter",
         ),
     ),

@@ -43,12 +43,12 @@ import aiohttp
 import orjson
 
 from harvester.config import DEFAULT_DATE_TEMPLATE
-from harvester.decision import ChangedScope
-from harvester.plan import id_bounds
-from harvester.shard import UNDATED_CRITERIA, Shard, month_spans
+from harvester.jobs.decision import ChangedScope
+from harvester.jobs.planner import id_bounds
+from harvester.lake.shard import UNDATED_CRITERIA, Shard, month_spans
+from harvester.service.stamps import newest_stamp
 from harvester.sim.server import RECORDS_PATH
 from harvester.sim.testing import run_simulator_process
-from harvester.stamps import newest_stamp
 
 STAMP_FORM = "{stamp}Z"
 START, END = dt.date(2018, 6, 1), dt.date(2026, 5, 31)

@@ -51,7 +51,7 @@ from harvester.humanize import did_you_mean, nearest
 from harvester.signals import run_async
 
 if TYPE_CHECKING:
-    from harvester.report import RunReport
+    from harvester.jobs.report import RunReport
 
 
 class RedactingFilter(logging.Filter):
@@ -226,8 +226,8 @@ def _run_job(args: argparse.Namespace, job: str) -> int:
     from harvester.progress import make_progress
 
     progress = make_progress(settings.quiet, settings.log_format, label=job)
-    from harvester.harvest import run_harvest
-    from harvester.refresh import run_refresh
+    from harvester.jobs.harvest import run_harvest
+    from harvester.jobs.refresh import run_refresh
 
     try:
         run = run_harvest if job == "harvest" else run_refresh
@@ -578,8 +578,8 @@ def _local_lake_exists(settings: Settings) -> bool | None:
     """Whether a local lake is there now (None: an S3 lake, or one that cannot be looked
     at: no request is made on the way out of a stopped run, where a stalled one would
     hold up the user's Ctrl-C)."""
-    from harvester.lake import Lake
-    from harvester.state import HarvestState
+    from harvester.lake.state import HarvestState
+    from harvester.lake.store import Lake
 
     try:
         lake = Lake.open(settings.out)

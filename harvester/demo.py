@@ -23,7 +23,7 @@ LAKE = Path("lake")
 
 def summarise(lake: Path) -> None:
     """What ``harvester show`` prints for the demo's lake (one implementation for both)."""
-    from harvester.lake import Lake
+    from harvester.lake.store import Lake
     from harvester.ops.show import summarise as show_summary
 
     print()

@@ -1,6 +1,6 @@
 """The 31 fields the service serves, by name, and how their values are typed.
 
-Pure names, no dependencies: the lake's Arrow schema (``harvester.schema``) and the
+Pure names, no dependencies: the lake's Arrow schema (``harvester.lake.schema``) and the
 simulator's query parser (``harvester.sim.lucene``) both build on these lists, so the field
 set is written down once.
 """
@@ -46,7 +46,7 @@ FIELDS: Final[tuple[str, ...]] = (
 )
 FIELD_SET: Final[frozenset[str]] = frozenset(FIELDS)
 
-# Column groups by how a served value is decoded (harvester.decode relies on these).
+# Column groups by how a served value is decoded (harvester.service.decode relies on these).
 STRING_FIELDS: Final[tuple[str, ...]] = (
     "patentApplicationNumber",
     "obsoleteDocumentIdentifier",

@@ -35,8 +35,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from harvester.commit import is_own_file
-from harvester.lake import Lake
+from harvester.lake.commit import is_own_file
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, printed_report
 from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, run_harvest

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, printed_report, reports
 from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, refresh_phase, run_harvest

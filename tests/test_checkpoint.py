@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from harvester.checkpoint import (
+from harvester.errors import ShardTooLarge
+from harvester.lake.checkpoint import (
     LocalPageLog,
     ObjectPageStore,
     PageStore,
@@ -24,12 +25,11 @@ from harvester.checkpoint import (
     sweep_page_stores,
     usable_prefix,
 )
-from harvester.errors import ShardTooLarge
-from harvester.fetch import fetch_shard
-from harvester.lake import Lake
-from harvester.service import Limits
+from harvester.lake.state import PAGES
+from harvester.lake.store import Lake
+from harvester.service.fetch import fetch_shard
+from harvester.service.profile import Limits
 from harvester.sim.testing import run_simulator_process
-from harvester.state import PAGES
 from tests.support.harvest import RANGE, run_harvest, start_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 

@@ -25,8 +25,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from harvester.backoff import PauseGate, backoff_ceiling, parse_retry_after, throttle_wait
-from harvester.client import FIELDS_PATH, RECORDS_PATH, ApiClient, ClientStats
 from harvester.errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -40,6 +38,8 @@ from harvester.errors import (
     QuotaExhausted,
     RetriesExhausted,
 )
+from harvester.service.backoff import PauseGate, backoff_ceiling, parse_retry_after, throttle_wait
+from harvester.service.client import FIELDS_PATH, RECORDS_PATH, ApiClient, ClientStats
 from harvester.sim.config import SimConfig
 from harvester.sim.testing import run_simulator_inprocess
 

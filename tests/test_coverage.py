@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import run_simulator_process
 from tests.support.cli import cli, ok, printed_report
 from tests.support.harvest import (

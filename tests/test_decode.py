@@ -10,9 +10,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from harvester.decode import DecodeResult, decode_docs
 from harvester.fields import FIELDS
-from harvester.schema import ARROW_SCHEMA
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.service.decode import DecodeResult, decode_docs
 
 SAMPLES = Path(__file__).parent / "fixtures" / "records-by-application.json"
 SAMPLE_TEXT = """{"actionTypeCategory": "", "aliceIndicator": false, "allowedClaimIndicator": false,

@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.commit import is_own_data_file, is_own_file
-from harvester.datafile import DataFileName, is_data_file_name
-from harvester.lake import Lake
-from harvester.shard import Shard
+from harvester.lake.commit import is_own_data_file, is_own_file
+from harvester.lake.datafile import DataFileName, is_data_file_name
+from harvester.lake.shard import Shard
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest

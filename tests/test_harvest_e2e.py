@@ -18,7 +18,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import snapshot
 from tests.support.harvest import (
@@ -292,13 +292,13 @@ async def test_the_closing_check_fetches_a_failed_shard_again_before_judging_its
     must hand the failed shard back to be fetched, not raise ``CountsDisagree``."""
     import datetime as dt
 
-    from harvester.client import ApiClient
     from harvester.config import DEFAULT_DATE_TEMPLATE, Settings
-    from harvester.harvest import _moved_shards
-    from harvester.report import RunReport
-    from harvester.shard import Shard
+    from harvester.jobs.harvest import _moved_shards
+    from harvester.jobs.report import RunReport
+    from harvester.lake.shard import Shard
+    from harvester.lake.state import ShardMarker, StoredPlan
+    from harvester.service.client import ApiClient
     from harvester.sim.testing import run_simulator_inprocess
-    from harvester.state import ShardMarker, StoredPlan
 
     first = dt.date(2019, 1, 1)
     days = [first + dt.timedelta(days=n) for n in range(31)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import run_simulator_process
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth

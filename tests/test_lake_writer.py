@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester import writer
-from harvester.datafile import DataFileName
-from harvester.decode import decode_docs
-from harvester.lake import Lake, is_temp_name
-from harvester.partition import Partition
-from harvester.schema import ARROW_SCHEMA, SCHEMA_VERSION
-from harvester.shard import Shard
-from harvester.writer import read_partition, write_partition_files, write_shard
+from harvester.lake import writer
+from harvester.lake.datafile import DataFileName
+from harvester.lake.partition import Partition
+from harvester.lake.schema import ARROW_SCHEMA, SCHEMA_VERSION
+from harvester.lake.shard import Shard
+from harvester.lake.store import Lake, is_temp_name
+from harvester.lake.writer import read_partition, write_partition_files, write_shard
+from harvester.service.decode import decode_docs
 from tests.support.s3server import MotoS3
 
 HIVE_TYPES = "{'year': INTEGER, 'month': INTEGER}"

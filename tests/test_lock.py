@@ -18,16 +18,17 @@ from typing import Any
 
 import pytest
 
-from harvester import lock as lockmod
-from harvester.commit import LakeSink, replace_partition
 from harvester.errors import LakeError, LockLost
-from harvester.fetch import FetchedShard
-from harvester.lake import Lake
-from harvester.lock import LakeLock, holding, holding_sync, is_stale, process_space
-from harvester.schema import ARROW_SCHEMA
-from harvester.shard import Shard
+from harvester.jobs.sink import LakeSink
+from harvester.lake import lock as lockmod
+from harvester.lake.commit import replace_partition
+from harvester.lake.lock import LakeLock, holding, holding_sync, is_stale, process_space
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.lake.shard import Shard
+from harvester.lake.state import LOCK, HarvestState, LockRecord, ShardMarker, StoredPlan
+from harvester.lake.store import Lake
+from harvester.service.fetch import FetchedShard
 from harvester.sim.testing import SimHandle, run_simulator_process
-from harvester.state import LOCK, HarvestState, LockRecord, ShardMarker, StoredPlan
 from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 from tests.support.s3server import MotoS3
@@ -367,7 +368,8 @@ def test_a_harvest_whose_lock_is_stolen_stops_before_its_next_commit(
 def test_a_compaction_whose_lock_is_stolen_writes_nothing(
     small_sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harvester import cli, commit
+    from harvester import cli
+    from harvester.lake import commit
 
     out = tmp_path / "lake"
     dates = ("--from", "2019-01-01", "--to", "2019-02-28")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harvester.errors import EXIT_BUDGET, EXIT_HANGUP, EXIT_QUOTA, EXIT_TERMINATED
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import reports
 from tests.support.harvest import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, refresh_all_days, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake import Lake
-from harvester.quarantine import settle
-from harvester.schema import ARROW_SCHEMA
+from harvester.lake.quarantine import settle
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, printed_report, refresh_all_days, reports
 from tests.support.harvest import RANGE, WINDOW, run_harvest

@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.cli import JsonFormatter, TextFormatter
-from harvester.harvest import SERVICE_LAG_DAYS, range_warning
-from harvester.lake import Lake
+from harvester.jobs.harvest import SERVICE_LAG_DAYS, range_warning
+from harvester.lake.state import HarvestState
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from harvester.state import HarvestState
 from tests.support.cli import cli, ok
 from tests.support.harvest import (
     RANGE,
@@ -175,7 +175,7 @@ def test_json_logs_and_a_json_summary_whose_counts_are_the_lakes(
         moment = dt.datetime.fromisoformat(record["time"])
         assert moment.utcoffset() == dt.timedelta(0)
         assert before - 1 <= moment.timestamp() <= after + 1, record
-    assert any(r["logger"] == "harvester.harvest" for r in records), "no -v log line"
+    assert any(r["logger"] == "harvester.jobs.harvest" for r in records), "no -v log line"
     assert not [r for r in records if r["level"] == "warning"], "an old range warned"
     progress = [r for r in records if r.get("event") == "progress"]
     assert progress[0]["planning"] and progress[0]["message"].startswith("planning:")
@@ -349,7 +349,7 @@ def interrupt_while_planning(proc: subprocess.Popen[str]) -> tuple[str, str]:
     seen = []
     for line in proc.stderr:  # the first log lines come long before the run can end
         seen.append(line)
-        if "harvester.harvest: planning " in line:
+        if "harvester.jobs.harvest: planning " in line:
             break
     assert seen and "planning" in seen[-1], "".join(seen)
     proc.send_signal(signal.SIGINT)
@@ -471,7 +471,7 @@ def test_a_range_with_no_data_yet_is_warned_of_and_still_run(
     stamp, rest = warning.split(" ", 1)
     assert ISO_UTC.fullmatch(stamp)
     assert rest == (
-        f"WARNING harvester.harvest: the range {later[0]}..{later[1]} lies entirely in the"
+        f"WARNING harvester.jobs.harvest: the range {later[0]}..{later[1]} lies entirely in the"
         " future: it will find no rows"
     )
     assert result.stdout.startswith("harvest complete: 0 rows written, 0 rows in the lake")
@@ -490,5 +490,5 @@ def test_a_range_with_no_data_yet_is_warned_of_and_still_run(
         f" about {SERVICE_LAG_DAYS} days before today, so it may find few or no rows"
     )
     assert warning.split(" ", 1)[1] in {
-        f"WARNING harvester.harvest: {note}" for note in json.loads(planned.stdout)["notes"]
+        f"WARNING harvester.jobs.harvest: {note}" for note in json.loads(planned.stdout)["notes"]
     }

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harvester.harvest import planned_empty
+from harvester.jobs.harvest import planned_empty
+from harvester.lake.shard import Shard
+from harvester.lake.state import ShardMarker
 from harvester.progress import (
     LineProgress,
     Progress,
@@ -26,9 +28,7 @@ from harvester.progress import (
     progress_line,
     progress_text,
 )
-from harvester.shard import Shard
 from harvester.sim.testing import run_simulator_process
-from harvester.state import ShardMarker
 from tests.support.harvest import harvest_cmd, harvest_env
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harvester.decision import (
+from harvester.jobs.decision import (
     ChangedScope,
     StampFacts,
     confirm_drops,
@@ -26,9 +26,9 @@ from harvester.decision import (
     month_verdict,
     settled,
 )
-from harvester.lake import Lake
+from harvester.lake.state import PendingDrop
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from harvester.state import PendingDrop
 from tests.support.cli import cli, ok, printed_report
 from tests.support.harvest import WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, printed_report, reports, snapshot
 from tests.support.harvest import (

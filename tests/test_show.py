@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.ops.show import summarise
 from harvester.sim.testing import run_simulator_process
 from tests.support.cli import cli, ok

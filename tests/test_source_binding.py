@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from harvester.errors import EXIT_SOURCE
-from harvester.lake import Lake
+from harvester.lake.source import DATASET, Source
+from harvester.lake.state import HarvestState, SourceRecord
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
-from harvester.source import DATASET, Source
-from harvester.state import HarvestState, SourceRecord
 from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, run_harvest
 

@@ -38,7 +38,7 @@ import pytest
 from harvester import DISTRIBUTION, __version__
 from harvester.config import SPECS
 from harvester.errors import EXIT_CONFIG
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.lakecheck import assert_lake_equals_truth
 

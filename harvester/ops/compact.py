@@ -22,14 +22,14 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from harvester.commit import read_files, replace_partition, sweep
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.lock import holding_sync
-from harvester.ops.lakeinfo import file_rows, load_committed, open_state, require_quiet_lake
-from harvester.report import RunReport
-from harvester.state import HarvestState
-from harvester.writer import PARTITION_FILE_ROWS
+from harvester.jobs.report import RunReport
+from harvester.lake.commit import read_files, replace_partition, sweep
+from harvester.lake.info import file_rows, load_committed, open_state, require_quiet_lake
+from harvester.lake.lock import holding_sync
+from harvester.lake.state import HarvestState
+from harvester.lake.writer import PARTITION_FILE_ROWS
 
 log = logging.getLogger("harvester.compact")
 

@@ -35,17 +35,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.client import ApiClient
-from harvester.decode import decode_docs
 from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
-from harvester.fetch import fetch_shard
-from harvester.lake import Lake
-from harvester.ops.lakeinfo import parallel_map, parquet_file
-from harvester.partition import Partition
-from harvester.plan import Planner
-from harvester.schema import ARROW_SCHEMA
-from harvester.service import Limits
-from harvester.shard import Shard
+from harvester.jobs.planner import Planner
+from harvester.lake.info import parallel_map, parquet_file
+from harvester.lake.partition import Partition
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.lake.shard import Shard
+from harvester.lake.store import Lake
+from harvester.service.client import ApiClient
+from harvester.service.decode import decode_docs
+from harvester.service.fetch import fetch_shard
+from harvester.service.profile import Limits
 
 log = logging.getLogger("harvester.verify")
 

@@ -25,28 +25,29 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from harvester import decision, quota, reconcile
-from harvester.client import ApiClient
-from harvester.commit import committed_files
 from harvester.config import Settings
 from harvester.errors import ConfigError, LakeError
-from harvester.harvest import make_plan, range_warning
 from harvester.humanize import duration_text, plural
-from harvester.ops.lakeinfo import service_lines
-from harvester.refresh import require_completed, start
-from harvester.runner import (
+from harvester.jobs import decision, reconcile
+from harvester.jobs.harvest import make_plan, range_warning
+from harvester.jobs.refresh import require_completed, start
+from harvester.jobs.session import (
     Service,
     check_lake,
     learn_service,
     make_client,
     make_planner,
-    open_lake,
     preflight,
 )
-from harvester.service import limits_from
-from harvester.shard import UNDATED_KEY, Shard
-from harvester.source import REBIND_FLAG
-from harvester.state import HarvestState
+from harvester.lake import quota
+from harvester.lake.commit import committed_files
+from harvester.lake.info import service_lines
+from harvester.lake.shard import UNDATED_KEY, Shard
+from harvester.lake.source import REBIND_FLAG
+from harvester.lake.state import HarvestState
+from harvester.lake.store import open_lake
+from harvester.service.client import ApiClient
+from harvester.service.profile import limits_from
 
 JOBS = ("auto", "harvest", "refresh")
 

@@ -12,15 +12,15 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harvester import quarantine, quota
-from harvester.commit import uncommitted_files
 from harvester.config import Settings
 from harvester.humanize import duration_text, plural
-from harvester.ops.lakeinfo import file_rows, open_state, service_lines
-from harvester.partition import Partition
-from harvester.runner import Service
-from harvester.service import limits_from
-from harvester.state import HarvestState
+from harvester.jobs.session import Service
+from harvester.lake import quarantine, quota
+from harvester.lake.commit import uncommitted_files
+from harvester.lake.info import file_rows, open_state, service_lines
+from harvester.lake.partition import Partition
+from harvester.lake.state import HarvestState
+from harvester.service.profile import limits_from
 
 
 @dataclass

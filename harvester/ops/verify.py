@@ -42,11 +42,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harvester import quarantine
-from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.errors import LakeError
 from harvester.humanize import plural
+from harvester.jobs.reconcile import differing_days
+from harvester.jobs.refresh import Refresher
+from harvester.jobs.report import RunOutcome, RunReport
+from harvester.jobs.session import (
+    Service,
+    check_lake,
+    learn_service,
+    make_client,
+    make_planner,
+    preflight,
+)
+from harvester.lake import quarantine
+from harvester.lake.info import is_visible, load_committed
+from harvester.lake.partition import Partition
+from harvester.lake.shard import Shard, changed_since_scope
+from harvester.lake.state import HarvestState, ShardMarker
+from harvester.lake.store import open_lake
 from harvester.ops.deep import (
     DeepCheck,
     DeepOptions,
@@ -55,24 +70,9 @@ from harvester.ops.deep import (
     deep_check,
     sample_population,
 )
-from harvester.ops.lakeinfo import is_visible, load_committed
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
-from harvester.partition import Partition
 from harvester.progress import Progress
-from harvester.reconcile import differing_days
-from harvester.refresh import Refresher
-from harvester.report import RunOutcome, RunReport
-from harvester.runner import (
-    Service,
-    check_lake,
-    learn_service,
-    make_client,
-    make_planner,
-    open_lake,
-    preflight,
-)
-from harvester.shard import Shard, changed_since_scope
-from harvester.state import HarvestState, ShardMarker
+from harvester.service.client import ApiClient
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
 # Kinds of one line per mail day whose counts differ: symptoms, often of a cause named by

@@ -207,7 +207,9 @@ def records_answer(state: SimState, params: MultiDict[str]) -> Normal:
     if found == 0:
         return _error(state, 404, NO_MATCH)
     if config.count_drift and rows <= 1 and len(state.corpus.plan(node).days) > 1:
-        found += config.count_drift  # a count (harvester.client.count asks rows=1) that lies
+        found += (
+            config.count_drift
+        )  # a count (harvester.service.client.count asks rows=1) that lies
     # Rows are built with their keys in order, so no sort is needed (truth bytes match).
     body = b'{"response":{"numFound":%d,"start":%d,"docs":%s}}' % (found, start, orjson.dumps(docs))
     if config.max_response_bytes and len(body) > config.max_response_bytes:

@@ -1,7 +1,7 @@
 """Compare a lake with the simulator's ground truth, row by row and field by field.
 
 The expected value of each field is derived here from the served JSON, independently of
-``harvester.decode`` (re-using the decoder would make the comparison circular).
+``harvester.service.decode`` (re-using the decoder would make the comparison circular).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from harvester.fields import BOOL_FIELDS, FIELD_SET, STRING_FIELDS
-from harvester.lake import Lake
+from harvester.lake.store import Lake
 
 # Field names come from harvester.fields; the expected values below are derived here.
 STRINGS = STRING_FIELDS

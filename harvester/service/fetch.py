@@ -35,7 +35,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harvester.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
 from harvester.errors import (
     ApiError,
     AuthError,
@@ -44,7 +43,8 @@ from harvester.errors import (
     ShardTooLarge,
     ShardUnstable,
 )
-from harvester.service import (
+from harvester.lake.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
+from harvester.service.profile import (
     KEY_SORT,
     Limits,
     is_payload_too_large,

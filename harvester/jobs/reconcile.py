@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import pyarrow.compute as pc
 
-from harvester import quarantine
-from harvester.commit import read_files
-from harvester.lake import Lake
-from harvester.partition import Partition
-from harvester.plan import Counter
-from harvester.shard import Shard, month_spans
-from harvester.state import HarvestState, PendingDrop
+from harvester.jobs.planner import Counter
+from harvester.lake import quarantine
+from harvester.lake.commit import read_files
+from harvester.lake.partition import Partition
+from harvester.lake.shard import Shard, month_spans
+from harvester.lake.state import HarvestState, PendingDrop
+from harvester.lake.store import Lake
 
 DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
 

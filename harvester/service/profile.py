@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from harvester.errors import ApiError, ConfigError, QueryError
-from harvester.state import ServiceProfile, SortSupport, utc_now
+from harvester.lake.state import ServiceProfile, SortSupport, utc_now
 
-log = logging.getLogger("harvester.service")
+log = logging.getLogger("harvester.service.profile")
 
 FIRST_PAGE_SIZE: Final = 100  # the spec's default: where the page-size climb starts
 # How the bounds of a day range are written: (after {start}, after {end}). Public clients

@@ -11,20 +11,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from harvester import service
-from harvester.checkpoint import sweep_page_stores
-from harvester.client import ApiClient
-from harvester.commit import LakeSink, refuse_foreign_root
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.lake import Lake
-from harvester.pipeline import PipelineConfig, ShardPipeline
-from harvester.plan import Planner
-from harvester.progress import Progress
-from harvester.service import Limits
-from harvester.shard import UNDATED_KEY, Shard
-from harvester.source import Binding, binding
-from harvester.state import (
+from harvester.jobs.pipeline import PipelineConfig, ShardPipeline
+from harvester.jobs.planner import Planner
+from harvester.jobs.sink import LakeSink
+from harvester.lake.checkpoint import sweep_page_stores
+from harvester.lake.commit import refuse_foreign_root
+from harvester.lake.shard import UNDATED_KEY, Shard
+from harvester.lake.source import Binding, binding
+from harvester.lake.state import (
     LAKE_META,
     LOCK,
     HarvestState,
@@ -32,8 +28,12 @@ from harvester.state import (
     ShardMarker,
     StoredPlan,
 )
+from harvester.progress import Progress
+from harvester.service import profile as service
+from harvester.service.client import ApiClient
+from harvester.service.profile import Limits
 
-log = logging.getLogger("harvester.runner")
+log = logging.getLogger("harvester.jobs.session")
 
 
 def make_client(settings: Settings) -> ApiClient:
@@ -56,13 +56,6 @@ def make_client(settings: Settings) -> ApiClient:
         quota_probe=settings.quota_probe,
         max_requests=settings.max_requests,
     )
-
-
-def open_lake(settings: Settings, *, for_write: bool = False) -> Lake:
-    """The lake at ``settings.out``, proven usable before any request (``Lake.preflight``:
-    readable, and with ``for_write`` writable): every command opens its lake here first, so
-    a bad ``--out`` costs one line and no request."""
-    return Lake.open_checked(settings.out, settings.storage_options(), for_write=for_write)
 
 
 def check_lake(state: HarvestState, settings: Settings, job: str) -> Binding:

@@ -45,10 +45,10 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 
 from harvester.errors import LakeError
-from harvester.lake import Lake
-from harvester.partition import Partition
-from harvester.schema import SCHEMA_VERSION
-from harvester.shard import Shard
+from harvester.lake.partition import Partition
+from harvester.lake.schema import SCHEMA_VERSION
+from harvester.lake.shard import Shard
+from harvester.lake.store import Lake
 
 ROOT: Final = "_harvest"
 LAKE_META: Final = f"{ROOT}/lake.json"

@@ -38,9 +38,16 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-from harvester.fields import BOOL_FIELDS, FIELD_SET, FIELDS, INT_FIELDS, LIST_FIELDS, STRING_FIELDS
-from harvester.partition import MAX_YEAR, MIN_YEAR
-from harvester.schema import ARROW_SCHEMA, COLUMNS
+from harvester.fields import (
+    BOOL_FIELDS,
+    FIELD_SET,
+    FIELDS,
+    INT_FIELDS,
+    LIST_FIELDS,
+    STRING_FIELDS,
+)
+from harvester.lake.partition import MAX_YEAR, MIN_YEAR
+from harvester.lake.schema import ARROW_SCHEMA, COLUMNS
 
 _INT32_MAX: Final = 2**31 - 1
 _REPR_MAX: Final = 80

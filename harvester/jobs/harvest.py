@@ -23,27 +23,23 @@ import datetime as dt
 import logging
 from collections import defaultdict
 
-from harvester.client import ApiClient
-from harvester.commit import committed_files, sweep
 from harvester.config import Settings
 from harvester.errors import ConfigError, CountsDisagree, QueryError, RetriesExhausted
-from harvester.lock import holding
-from harvester.plan import Planner
-from harvester.progress import Progress
-from harvester.report import RunOutcome, RunReport
-from harvester.runner import (
+from harvester.jobs.planner import Planner
+from harvester.jobs.report import RunOutcome, RunReport
+from harvester.jobs.session import (
     ShardRunner,
     check_lake,
     committed_rows,
     learn_service,
     make_client,
     make_planner,
-    open_lake,
     preflight,
 )
-from harvester.shard import UNDATED_KEY, Shard, month_spans
-from harvester.stamps import newest_stamp
-from harvester.state import (
+from harvester.lake.commit import committed_files, sweep
+from harvester.lake.lock import holding
+from harvester.lake.shard import UNDATED_KEY, Shard, month_spans
+from harvester.lake.state import (
     CompleteRecord,
     Coverage,
     HarvestState,
@@ -51,8 +47,12 @@ from harvester.state import (
     StoredPlan,
     utc_now,
 )
+from harvester.lake.store import open_lake
+from harvester.progress import Progress
+from harvester.service.client import ApiClient
+from harvester.service.stamps import newest_stamp
 
-log = logging.getLogger("harvester.harvest")
+log = logging.getLogger("harvester.jobs.harvest")
 
 # The service holds mail dates up to about this many days before today: its catalog says
 # "Office Actions mailed from June 1, 2018 to 180 days prior to the current date" (what is

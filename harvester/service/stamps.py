@@ -20,9 +20,9 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from harvester.shard import EARLIEST_PROBE
+from harvester.lake.shard import EARLIEST_PROBE
 
-log = logging.getLogger("harvester.stamps")
+log = logging.getLogger("harvester.service.stamps")
 PRECISION = dt.timedelta(days=1)
 
 

@@ -45,8 +45,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from harvester.shard import Shard
-from harvester.state import PendingDrop
+from harvester.lake.shard import Shard
+from harvester.lake.state import PendingDrop
 
 DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
 

@@ -17,17 +17,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harvester.checkpoint import PageStore
-from harvester.commit import Committed
 from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
-from harvester.fetch import FetchedShard, PageSource, fetch_shard
-from harvester.plan import Planner
+from harvester.jobs.planner import Planner
+from harvester.jobs.sink import Committed
+from harvester.lake.checkpoint import PageStore
+from harvester.lake.shard import Shard
 from harvester.progress import Progress
-from harvester.service import Limits
-from harvester.shard import Shard
+from harvester.service.fetch import FetchedShard, PageSource, fetch_shard
+from harvester.service.profile import Limits
 from harvester.signals import to_thread_to_the_end
 
-log = logging.getLogger("harvester.pipeline")
+log = logging.getLogger("harvester.jobs.pipeline")
 
 
 @dataclass
@@ -73,7 +73,7 @@ class PipelineConfig:
 
 
 class ShardSink(Protocol):
-    """Where finished shards go: ``commit.LakeSink`` over the lake itself (harvest) or over
+    """Where finished shards go: ``sink.LakeSink`` over the lake itself (harvest) or over
     a staging area (refresh)."""
 
     def page_store(self, shard: Shard) -> PageStore: ...

@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.datafile import DataFileName
-from harvester.lake import Lake
-from harvester.partition import Partition
-from harvester.schema import ARROW_SCHEMA, COLUMNS
+from harvester.lake.datafile import DataFileName
+from harvester.lake.partition import Partition
+from harvester.lake.schema import ARROW_SCHEMA, COLUMNS
+from harvester.lake.store import Lake
 
 ROW_GROUP_ROWS: Final = 128 * 1024
 PARTITION_FILE_ROWS: Final = 1_000_000

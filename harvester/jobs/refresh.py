@@ -54,37 +54,32 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester import changes, decision, quarantine, reconcile
-from harvester.client import ApiClient
-from harvester.commit import committed_files, read_files, replace_partition, sweep
 from harvester.config import Settings
-from harvester.decision import ChangedDecision, ChangedScope, StampFacts
 from harvester.errors import LakeError
 from harvester.humanize import duration_text
-from harvester.lake import Lake
-from harvester.lock import holding
-from harvester.merge import MergeStats, merge_partition
-from harvester.ops.lakeinfo import parallel_map, parquet_file
-from harvester.partition import Partition
-from harvester.pipeline import PipelineTotals
-from harvester.plan import Planner
-from harvester.progress import Progress
-from harvester.report import RunOutcome, RunReport
-from harvester.runner import (
+from harvester.jobs import decision, reconcile
+from harvester.jobs.decision import ChangedDecision, ChangedScope, StampFacts
+from harvester.jobs.pipeline import PipelineTotals
+from harvester.jobs.planner import Planner
+from harvester.jobs.report import RunOutcome, RunReport
+from harvester.jobs.session import (
     Service,
     ShardRunner,
     check_lake,
     learn_service,
     make_client,
     make_planner,
-    open_lake,
     preflight,
 )
-from harvester.schema import ARROW_SCHEMA
-from harvester.shard import EARLIEST_PROBE, Shard, month_spans
-from harvester.signals import to_thread_to_the_end
-from harvester.stamps import newest_stamp
-from harvester.state import (
+from harvester.lake import changes, quarantine
+from harvester.lake.commit import committed_files, read_files, replace_partition, sweep
+from harvester.lake.info import parallel_map, parquet_file
+from harvester.lake.lock import holding
+from harvester.lake.merge import MergeStats, merge_partition
+from harvester.lake.partition import Partition
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.lake.shard import EARLIEST_PROBE, Shard, month_spans
+from harvester.lake.state import (
     CompleteRecord,
     HarvestState,
     RefreshRun,
@@ -93,8 +88,13 @@ from harvester.state import (
     WatermarkRecord,
     utc_now,
 )
+from harvester.lake.store import Lake, open_lake
+from harvester.progress import Progress
+from harvester.service.client import ApiClient
+from harvester.service.stamps import newest_stamp
+from harvester.signals import to_thread_to_the_end
 
-log = logging.getLogger("harvester.refresh")
+log = logging.getLogger("harvester.jobs.refresh")
 # A load the lake holds is worth a count to leave out only when fetching it would take more
 # than a page or two: below that the count costs what it saves.
 BULK_PAGES = 2

@@ -17,14 +17,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harvester import quota
 from harvester.config import Settings
 from harvester.errors import HarvesterError, RunStopped
 from harvester.humanize import plural
-from harvester.shard import Shard
-from harvester.state import HarvestState, ShardMarker, utc_now
+from harvester.lake import quota
+from harvester.lake.shard import Shard
+from harvester.lake.state import HarvestState, ShardMarker, utc_now
 
-log = logging.getLogger("harvester.report")
+log = logging.getLogger("harvester.jobs.report")
 
 
 class ClientCounters(Protocol):

@@ -55,10 +55,10 @@ from typing import Any, Protocol
 import fsspec.asyn
 
 from harvester.errors import LakeError, LockLost
-from harvester.lake import Lake, fsync_dir
-from harvester.state import LOCK, HarvestState, LockRecord
+from harvester.lake.state import LOCK, HarvestState, LockRecord
+from harvester.lake.store import Lake, fsync_dir
 
-log = logging.getLogger("harvester.lock")
+log = logging.getLogger("harvester.lake.lock")
 
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER = dt.timedelta(minutes=10)

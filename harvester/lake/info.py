@@ -16,12 +16,11 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.commit import committed_files
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.lake import Lake
-from harvester.runner import open_lake
-from harvester.state import HarvestState, ShardMarker, StoredPlan
+from harvester.lake.commit import committed_files
+from harvester.lake.state import HarvestState, ShardMarker, StoredPlan
+from harvester.lake.store import Lake, open_lake
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -44,6 +44,7 @@ from typing import Any, Final
 
 import fsspec
 
+from harvester.config import Settings
 from harvester.errors import ConfigError, HarvesterError, LakeError
 
 TEMP_MARK: Final = ".tmp-"
@@ -550,3 +551,10 @@ def storage_errors(uri: str, action: str) -> Iterator[None]:
         if mapped is None or mapped is exc:
             raise
         raise mapped from exc
+
+
+def open_lake(settings: Settings, *, for_write: bool = False) -> Lake:
+    """The lake at ``settings.out``, proven usable before any request (``Lake.preflight``:
+    readable, and with ``for_write`` writable): every command opens its lake here first, so
+    a bad ``--out`` costs one line and no request."""
+    return Lake.open_checked(settings.out, settings.storage_options(), for_write=for_write)

@@ -2,7 +2,7 @@
 
 One ``aiohttp.ClientSession`` (keep-alive, at most ``concurrency`` connections), one
 ``AsyncLimiter`` shared by every caller, a semaphore capping requests in flight, and a
-shared pause gate for 429s (see ``harvester.backoff``). It knows nothing of shards, Parquet
+shared pause gate for 429s (see ``harvester.service.backoff``). It knows nothing of shards, Parquet
 or files: callers get ``Page``s, counts and field names, or one of ``harvester.errors``.
 
 Retry rules (one "attempt" is one HTTP request; every attempt, 429s included, counts
@@ -78,8 +78,6 @@ import aiohttp
 import orjson
 from aiolimiter import AsyncLimiter
 
-from harvester import quota
-from harvester.backoff import ServiceHold, Throttle, backoff_ceiling, full_jitter
 from harvester.errors import (
     ApiError,
     ApiUnreachable,
@@ -92,8 +90,10 @@ from harvester.errors import (
     RetriesExhausted,
 )
 from harvester.humanize import duration_text
+from harvester.lake import quota
+from harvester.service.backoff import ServiceHold, Throttle, backoff_ceiling, full_jitter
 
-log = logging.getLogger("harvester.client")
+log = logging.getLogger("harvester.service.client")
 
 RECORDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/records"
 FIELDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/fields"
