@@ -5,7 +5,7 @@ is only read, and one count query must succeed (proving the URL and the key) bef
 anything is written. A run that finds a plan under ``_harvest/`` resumes it: shards with a
 ``done`` marker are never fetched again.
 
-Before planning, the service is probed once (``runner.learn_service``: page size, date
+Before planning, the service is probed once (``session.learn_service``: page size, date
 form, sort; about a dozen requests) unless the lake already holds what it was found to do;
 what the run learns on the way (a paging window, a smaller page) is kept in the lake.
 
@@ -27,27 +27,16 @@ from harvester.config import Settings
 from harvester.errors import ConfigError, CountsDisagree, QueryError, RetriesExhausted
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
-from harvester.jobs.session import (
-    ShardRunner,
-    check_lake,
-    committed_rows,
-    learn_service,
-    make_client,
-    make_planner,
-    preflight,
-)
+from harvester.jobs.session import RunSession, Service, ShardRunner, committed_rows
 from harvester.lake.commit import committed_files, sweep
-from harvester.lake.lock import holding
 from harvester.lake.shard import UNDATED_KEY, Shard, month_spans
 from harvester.lake.state import (
     CompleteRecord,
     Coverage,
-    HarvestState,
     ShardMarker,
     StoredPlan,
     utc_now,
 )
-from harvester.lake.store import open_lake
 from harvester.progress import Progress
 from harvester.service.client import ApiClient
 from harvester.service.stamps import newest_stamp
@@ -59,6 +48,10 @@ log = logging.getLogger("harvester.jobs.harvest")
 # known of the API: docs/api.md, "Size and coverage"; another catalog page says 30, and
 # real rows reach back to 2011). Only a warning rides on it (``range_warning``), never a refusal.
 SERVICE_LAG_DAYS = 180
+
+# The closing check's rounds: each fetches again what moved since it was committed. Its own
+# bound, not ``shard_attempts`` (which is how often one shard's fetch is tried).
+CLOSING_ROUNDS = 3
 
 
 def range_warning(first: dt.date, last: dt.date, today: dt.date) -> str | None:
@@ -79,7 +72,7 @@ async def make_plan(
     settings: Settings,
     planner: Planner,
     client: ApiClient,
-    stamp_form: str,
+    known: Service,
     progress: Progress | None = None,
 ) -> StoredPlan:
     """The shards of a new harvest of ``settings``' range (the first day probed when not
@@ -104,13 +97,13 @@ async def make_plan(
     # that safety net, not the harvest.
     try:
         shards.append(
-            undated.with_expected(await client.count(undated.criteria(settings.date_template)))
+            undated.with_expected(await client.count(undated.criteria(known.date_template)))
         )
     except QueryError as exc:
         log.warning("the service refused the query for rows without a mail date: %s", exc)
     newest = await newest_stamp(
         client,
-        stamp_form,
+        known.profile.stamp_form,
         low=None,
         tolerance=dt.timedelta(days=settings.stamp_tolerance_days),
     )
@@ -118,7 +111,7 @@ async def make_plan(
         log.warning("%d rows are stamped after %s: never taken as the watermark", newest.beyond,
                     newest.ceiling)  # fmt: skip
     return StoredPlan(
-        first, last, settings.date_template, settings.shard_size, shards, watermark=newest.stamp
+        first, last, known.date_template, settings.shard_size, shards, watermark=newest.stamp
     )
 
 
@@ -136,60 +129,42 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
 
 
 async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
-    lake = open_lake(settings, for_write=True)  # first: a bad --out costs no request
-    state = HarvestState(lake)
-    # A new lake is refused where anything else lives, an existing one bound to another
-    # source too: before a request is spent and before the lock makes a _harvest/ there.
-    check_lake(state, settings, "harvest")
-    report = RunReport.begin("harvest", settings)
-    async with make_client(settings) as client:
-        with report.kept(state, client.stats):
-            progress.bind_stats(client.progress_counters)
-            await preflight(client)
-            known = await learn_service(settings, state, client)
-            settings = known.settings(settings)
-            planner = make_planner(settings, client, known.limits)
-            plan = state.load_plan()
-            new_plan = plan is None
-            if plan is None:
-                plan = await make_plan(
-                    settings, planner, client, known.profile.stamp_form, progress
-                )
-            else:
-                _check_plan_matches(plan, settings)
-                if state.load_complete() is not None:
-                    # Re-harvesting a finished lake would fight refresh's partition rewrites.
-                    report.status = "complete"
-                    report.events.append(
-                        "the harvest of this lake is already complete: use refresh"
-                    )
-                    markers = state.load_markers()
-                    _tally(report, state.leaves(plan, markers), markers)
-                    return RunOutcome(report, True)
-            # Everything before this line only read; from here on the lake is written.
-            async with holding(state, "harvest"):
-                report.writing = True
-                if new_plan:
-                    state.write_meta()
-                    known.remember(state)  # before the plan: a resume finds both, or neither
-                    end = settings.date_to.isoformat() if settings.date_to else None
-                    state.save_coverage(Coverage(plan.first.isoformat(), end))
-                    state.save_plan(plan)
-                known.remember(state)
-                runner = ShardRunner(settings, client, planner, state, plan, progress, known.limits)
-                try:
-                    complete = await _harvest_plan(
-                        runner, client, report, settings.shard_attempts, progress
-                    )
-                finally:
-                    # However the run ended (stopped early too: ``report.kept`` saves it),
-                    # the report says what it did and what the lake holds now.
-                    report.absorb_totals(runner.pipeline.totals)
-                    _tally(report, *runner.leaves())
-                    known.remember(state)
-                    report.extra["service"] = known.summary()
-            report.finish("complete" if complete else "incomplete", client.stats)
-    report.save(state)
+    session = RunSession(settings, "harvest", progress)  # checks the lake: no request yet
+    state, report = session.state, session.report
+    plan = state.load_plan()
+    if plan is not None:
+        _check_plan_matches(plan, settings)
+        if state.load_complete() is not None:
+            # Re-harvesting a finished lake would fight refresh's partition rewrites; said
+            # before the lock and any request, and nothing is written.
+            report.status = "complete"
+            report.events.append("the harvest of this lake is already complete: use refresh")
+            markers = state.load_markers()
+            _tally(report, state.leaves(plan, markers), markers)
+            return RunOutcome(report, True)
+    async with session:  # the lock, then the client, the preflight and the profile
+        client, known = session.client, session.known
+        if plan is None:
+            plan = await make_plan(settings, session.planner, client, known, progress)
+            # Everything before this only read; from here on the lake is written.
+            session.begin_writing()
+            state.write_meta()
+            known.remember(state)  # before the plan: a resume finds both, or neither
+            end = settings.date_to.isoformat() if settings.date_to else None
+            state.save_coverage(Coverage(plan.first.isoformat(), end))
+            state.save_plan(plan)
+        else:
+            session.begin_writing()
+            known.remember(state)
+        runner = session.runner(state, plan)
+        try:
+            complete = await _harvest_plan(runner, client, report, CLOSING_ROUNDS, progress)
+        finally:
+            # However the run ended (stopped early too: ``report.kept`` saves it), the
+            # report says what it did and what the lake holds now.
+            report.absorb_totals(runner.pipeline.totals)
+            _tally(report, *runner.leaves())
+        report.finish("complete" if complete else "incomplete", client.stats)
     return RunOutcome(report, complete)
 
 

@@ -62,19 +62,10 @@ from harvester.jobs.decision import ChangedDecision, ChangedScope, StampFacts
 from harvester.jobs.pipeline import PipelineTotals
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
-from harvester.jobs.session import (
-    Service,
-    ShardRunner,
-    check_lake,
-    learn_service,
-    make_client,
-    make_planner,
-    preflight,
-)
+from harvester.jobs.session import RunSession, Service
 from harvester.lake import changes, quarantine
 from harvester.lake.commit import committed_files, read_files, replace_partition, sweep
 from harvester.lake.info import parallel_map, parquet_file
-from harvester.lake.lock import holding
 from harvester.lake.merge import MergeStats, merge_partition
 from harvester.lake.partition import Partition
 from harvester.lake.schema import ARROW_SCHEMA
@@ -88,7 +79,7 @@ from harvester.lake.state import (
     WatermarkRecord,
     utc_now,
 )
-from harvester.lake.store import Lake, open_lake
+from harvester.lake.store import Lake
 from harvester.progress import Progress
 from harvester.service.client import ApiClient
 from harvester.service.stamps import newest_stamp
@@ -332,79 +323,68 @@ class Refresher:
     """The refresh's phase machine: each phase is saved in ``RefreshRun`` before the next
     starts, and every phase is idempotent, so a killed run resumes where it stopped."""
 
-    def __init__(self, settings: Settings, progress: Progress, command: str = "refresh") -> None:
-        self.settings = settings
-        self.progress = progress
-        self.lake = open_lake(settings, for_write=True)  # first: a bad --out costs no request
-        self.state = HarvestState(self.lake)
-        self.report = RunReport.begin(command, settings)
+    def __init__(self, session: RunSession, report: RunReport | None = None) -> None:
+        """A refresh over ``session`` (which holds the lake's lock, the client and the proven
+        profile). ``report``: a report of its own (``verify --repair``: the repair's, beside
+        verify's), else the session's; the session's earlier requests are then not this
+        run's."""
+        self.session = session
+        self.settings = session.settings  # as resolved: the service's facts are ``known``
+        self.progress = session.progress
+        self.lake = session.lake
+        self.state = session.state
+        self.client = session.client
+        self.known = session.known
+        self.planner = session.planner
+        self.report = report if report is not None else session.report
         self.totals = PipelineTotals()
-        self.known: Service  # what the service was found to do: set once the client is up
-        self.client: ApiClient
         # The changed-rows shard as counted by ``_new_run``: its fetch needs no second count.
         self._changed_root: Shard | None = None
         # Requests of the run being worked on that its earlier processes (killed or
         # interrupted) sent, as its checkpoint counts them.
         self._earlier_requests = 0
-        self._caller_requests = 0  # a caller's client (verify --repair): what it had sent
+        # A caller's requests before this run (verify's, before its repair): not this run's.
+        self._caller_requests = 0 if report is None else self.client.stats.requests
         self._rows_committed = 0  # rows this process wrote into the lake's partitions
 
     # -- the run -------------------------------------------------------------------------
-    async def run(
-        self,
-        repair_days: dict[str, str] | None = None,
-        *,
-        client: ApiClient | None = None,
-        known: Service | None = None,
-    ) -> RunOutcome:
-        """A refresh; given ``repair_days`` (day -> reason), a repair of just those days.
-        ``client`` and ``known``: a caller's own, already proven (``verify --repair``), so
-        the service is not probed a second time."""
-        if client is not None and known is not None:
-            self._caller_requests = client.stats.requests  # the caller's, not this run's
-            with self.report.kept(self.state, client.stats):
-                return await self._run(repair_days, client, known)
-        check_lake(self.state, self.settings, "refresh")  # other files, another source: refused
-        self.state.check_compatible()
-        require_completed(self.state)
-        async with make_client(self.settings) as own:
-            with self.report.kept(self.state, own.stats):
-                self.progress.bind_stats(own.progress_counters)
-                await preflight(own)
-                learned = await learn_service(self.settings, self.state, own)
-                return await self._run(repair_days, own, learned)
+    async def run(self, repair_days: dict[str, str] | None = None) -> RunOutcome:
+        """A refresh; given ``repair_days`` (day -> reason), a repair of just those days."""
+        if self.report is self.session.report:
+            return await self._run(repair_days)  # the session keeps its report
+        with self.report.kept(self.state, self.client.stats):
+            return await self._run(repair_days)
 
-    async def _run(
-        self, repair_days: dict[str, str] | None, client: ApiClient, known: Service
-    ) -> RunOutcome:
-        self.client, self.known = client, known
-        self.settings = known.settings(self.settings)
+    async def _run(self, repair_days: dict[str, str] | None) -> RunOutcome:
+        client, known, planner = self.client, self.known, self.planner
         _, plan = require_completed(self.state)
-        planner = make_planner(self.settings, client, known.limits)
         run: RefreshRun | None = None
-        async with holding(self.state, self.report.command):
-            self.report.writing = True
+        # The session holds the lake's lock: everything from here writes under it.
+        self.report.writing = True
+        known.remember(self.state)
+        try:
+            run, ok = await self._run_locked(plan, planner, client, repair_days)
+        except BaseException:
+            # Stopped early: the report still says what was done (``kept`` saves it), and
+            # the checkpoint what it cost (a resumed run's report counts it).
+            current = self._current_run()
+            self._close_report(plan, current, ok=False)
+            self._save_on_the_way_out(current)
+            raise
+        finally:
             known.remember(self.state)
-            try:
-                run, ok = await self._run_locked(plan, planner, client, repair_days)
-            except BaseException:
-                # Stopped early: the report still says what was done (``kept`` saves it),
-                # and the checkpoint what it cost (a resumed run's report counts it).
-                current = self._current_run()
-                self._close_report(plan, current, ok=False)
-                self._save_on_the_way_out(current)
-                raise
-            finally:
-                known.remember(self.state)
-                self.report.extra["service"] = known.summary()
-            self._finish_report(client)
-            self._close_report(plan, run, ok)
-            self.report.status = "complete" if ok else "incomplete"
-            self.report.save(self.state)  # inside the lock: nothing writes the lake after it
-            if ok:
-                # Last, after its report: a run killed before this resumes at "finish" and
-                # saves its report again, so no finished run is left without one.
-                await to_thread_to_the_end(self.state.clear_refresh)
+            self.report.extra["service"] = known.summary()
+        self._finish_report(client)
+        self._close_report(plan, run, ok)
+        self.report.status = "complete" if ok else "incomplete"
+        if self.report is self.session.report:
+            self.session.save_report()  # inside the lock: nothing writes the lake after it
+        else:
+            self.report.save(self.state)
+        if ok:
+            # Last, after its report: a run killed before this resumes at "finish" and
+            # saves its report again, so no finished run is left without one.
+            await to_thread_to_the_end(self.state.clear_refresh)
         self.progress.stop()
         return RunOutcome(self.report, ok)
 
@@ -930,9 +910,7 @@ class Refresher:
             )
             stage.save_plan(stored)
         assert stored is not None
-        runner = ShardRunner(
-            self.settings, client, planner, stage, stored, self.progress, self.known.limits
-        )
+        runner = self.session.runner(stage, stored)
         await runner.run_pending()
         self.totals.merge(runner.pipeline.totals)
         self.report.count_shards(*runner.leaves())
@@ -1008,4 +986,8 @@ def _reload_summary(run: RefreshRun) -> dict[str, object] | None:
 
 
 async def run_refresh(settings: Settings, progress: Progress) -> RunOutcome:
-    return await Refresher(settings, progress).run()
+    session = RunSession(settings, "refresh", progress)  # other files, another source: refused
+    session.state.check_compatible()
+    require_completed(session.state)  # before the lock and any request
+    async with session:
+        return await Refresher(session).run()

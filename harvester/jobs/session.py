@@ -1,23 +1,44 @@
-"""What every command that talks to the API sets up the same way: the client, the lake, the
-preflight, what the service was found to do, and one pipeline run over a state's pending
-shards.
+"""The run session: what every command that talks to the API sets up, once and in one
+order, and owns for the length of the run.
 
-``harvest``, ``refresh`` (each of its staging areas), ``verify`` and ``plan`` use these, so a
-setting reaches the client, and a shard its pipeline, by one road.
+``RunSession(settings, command)`` opens and checks the lake (readable and writable, one
+this command may work on, bound to this run's source): no request yet, so a bad ``--out``
+or a foreign directory costs one line. ``async with session:`` then
+
+1. takes the lake's lock, for a command that writes, **before any request**: a second run
+   into a lake in use is refused (exit 4) having spent nothing;
+2. opens the client (``ClientPolicy`` from the settings) and proves the URL and the key;
+3. proves the service's profile, or reuses the lake's (``learn_service``);
+4. hands the job the session: lake, state, client, the profile and limits (``known``), the
+   planner and the report.
+
+On the way out, still under the lock, it keeps what the run learned of the service and
+saves the report (which adds the run's requests to the quota ledger), then closes the
+client and releases the lock. Nothing writes the lake outside the lock.
+
+What the service was found to do is a value (``Service``: the profile and the limits),
+passed where it is needed; ``Settings`` stays what the user resolved and is never rebuilt
+from it. ``harvest``, ``refresh``, ``verify`` (and its repair) and ``plan`` (read-only: no
+lock, no report) run in one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
+from types import TracebackType
 
 from harvester.config import Settings
 from harvester.errors import LakeError
 from harvester.jobs.pipeline import PipelineConfig, ShardPipeline
 from harvester.jobs.planner import Planner
+from harvester.jobs.report import RunReport
 from harvester.jobs.sink import LakeSink
 from harvester.lake.checkpoint import sweep_page_stores
 from harvester.lake.commit import refuse_foreign_root
+from harvester.lake.lock import LakeLock, holding
 from harvester.lake.shard import UNDATED_KEY, Shard
 from harvester.lake.source import Binding, binding
 from harvester.lake.state import (
@@ -28,34 +49,19 @@ from harvester.lake.state import (
     ShardMarker,
     StoredPlan,
 )
+from harvester.lake.store import open_lake
 from harvester.progress import Progress
 from harvester.service import profile as service
 from harvester.service.client import ApiClient
+from harvester.service.policy import ClientPolicy
 from harvester.service.profile import Limits
 
 log = logging.getLogger("harvester.jobs.session")
 
 
 def make_client(settings: Settings) -> ApiClient:
-    return ApiClient(
-        settings.api_url,
-        settings.api_key.reveal() if settings.api_key else None,
-        rate=settings.rate,
-        concurrency=settings.concurrency,
-        timeout=settings.timeout,
-        max_attempts=settings.max_attempts,
-        min_429_wait=settings.min_429_wait,
-        backoff_base=settings.backoff_base,
-        backoff_max=settings.backoff_max,
-        max_retry_after=settings.max_retry_after,
-        outage_after=settings.outage_after,
-        outage_wait_max=settings.outage_wait_max,
-        max_outage=settings.max_outage,
-        quota_wait=settings.quota_wait,
-        quota_after=settings.quota_after,
-        quota_probe=settings.quota_probe,
-        max_requests=settings.max_requests,
-    )
+    key = settings.api_key.reveal() if settings.api_key else None
+    return ApiClient(settings.api_url, key, ClientPolicy.from_settings(settings))
 
 
 def check_lake(state: HarvestState, settings: Settings, job: str) -> Binding:
@@ -110,9 +116,10 @@ class Service:
             state.save_service(self.profile)
             self.probed = False
 
-    def settings(self, settings: Settings) -> Settings:
-        """The settings with the proven date form in place of the configured one."""
-        return replace(settings, date_template=self.profile.date_template)
+    @property
+    def date_template(self) -> str:
+        """The mail-date query form proven on the service (never the configured guess)."""
+        return self.profile.date_template
 
     def summary(self) -> dict[str, object]:
         p = self.profile
@@ -152,8 +159,8 @@ async def learn_service(settings: Settings, state: HarvestState, client: ApiClie
     return Service(profile, limits, probed, client.stats.requests - before, found)
 
 
-def make_planner(settings: Settings, client: ApiClient, limits: Limits) -> Planner:
-    return Planner(client, settings.date_template, limits)
+def make_planner(client: ApiClient, known: Service) -> Planner:
+    return Planner(client, known.date_template, known.limits)
 
 
 def pending_shards(
@@ -199,7 +206,7 @@ class ShardRunner:
         plan: StoredPlan,
         progress: Progress,
         limits: Limits,
-    ) -> None:
+    ) -> None:  # ``RunSession.runner`` builds one from the session
         self.state = state
         self.plan = plan
         self._progress = progress
@@ -233,3 +240,105 @@ class ShardRunner:
 
     def failures(self) -> dict[str, str]:
         return failed_shards(self.state, self.plan)
+
+
+class RunSession:
+    """One command's run: the lake it works on, the lock, the client, what the service was
+    found to do and the report. See the module's docstring for the order of things.
+
+    ``write``: the command writes the lake (its report, the service's profile, data), so
+    the lock is taken first; without it (``plan``) nothing is written and no report kept.
+    ``job``: the job whose rules the lake is checked by (``check_lake``), when it is not
+    the command (``plan --job refresh``). ``state``: the lake, when the caller opened it
+    already (``plan`` reads it to choose the job)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        command: str,
+        progress: Progress | None = None,
+        *,
+        write: bool = True,
+        job: str | None = None,
+        state: HarvestState | None = None,
+    ) -> None:
+        self.settings = settings  # as the user resolved them: never rebuilt from the service
+        self.command = command
+        self.progress = progress if progress is not None else Progress()  # Progress(): quiet
+        self.write = write
+        if state is None:  # first: a bad --out costs nothing
+            state = HarvestState(open_lake(settings, for_write=True))
+        self.state = state
+        self.lake = state.lake
+        # A new lake is refused where anything else lives, an existing one bound to another
+        # source too: before the lock would make a _harvest/ there, and before any request.
+        self.binding = check_lake(self.state, settings, job or command)
+        self.report = RunReport.begin(command, settings)
+        # Set by ``__aenter__``: valid inside ``async with`` only.
+        self.client: ApiClient
+        self.known: Service
+        self.planner: Planner
+        self.lock: LakeLock | None = None
+        self.keep_report = write  # a job that turns out to write nothing may clear it
+        self._saved = False
+        self._opened: AbstractAsyncContextManager[RunSession] | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return self.known.limits
+
+    def runner(self, state: HarvestState, plan: StoredPlan) -> ShardRunner:
+        """A pipeline over ``state`` (the lake, or a refresh's staging area) and its plan."""
+        return ShardRunner(
+            self.settings, self.client, self.planner, state, plan, self.progress, self.limits
+        )
+
+    def begin_writing(self) -> None:
+        """From here on the run writes its lake: an error's report is kept too (before, a
+        bad start leaves the lake as it was), and on the way out what the run learned of
+        the service. The job keeps the profile itself where its order matters (a new
+        harvest: the lake's meta first, then the profile, then the plan)."""
+        assert self.lock is not None, "only a session holding the lock writes"
+        self.report.writing = True
+
+    def save_report(self) -> None:
+        """Save the report now (the job's last write before its own final step); the
+        session then does not save it again on the way out."""
+        self.report.save(self.state)
+        self._saved = True
+
+    async def __aenter__(self) -> RunSession:
+        self._opened = self._open()
+        return await self._opened.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._opened is not None
+        return await self._opened.__aexit__(kind, exc, tb)
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[RunSession]:
+        async with AsyncExitStack() as stack:
+            if self.write:
+                # Before any request: a lake in use is refused having spent nothing.
+                self.lock = await stack.enter_async_context(holding(self.state, self.command))
+            self.client = await stack.enter_async_context(make_client(self.settings))
+            # A read-only session keeps no report, not even of a signal.
+            kept = self.report.kept(self.state, self.client.stats) if self.write else nullcontext()
+            with kept:
+                self.progress.bind_stats(self.client.progress_counters)
+                await preflight(self.client)
+                self.known = await learn_service(self.settings, self.state, self.client)
+                self.planner = make_planner(self.client, self.known)
+                try:
+                    yield self
+                finally:
+                    if self.report.writing:  # what the run learned, whatever ended it
+                        self.known.remember(self.state)
+                        self.report.extra.setdefault("service", self.known.summary())
+                if self.keep_report and not self._saved:
+                    self.save_report()  # inside the lock: nothing writes the lake after it

@@ -31,14 +31,7 @@ from harvester.humanize import duration_text, plural
 from harvester.jobs import decision, reconcile
 from harvester.jobs.harvest import make_plan, range_warning
 from harvester.jobs.refresh import require_completed, start
-from harvester.jobs.session import (
-    Service,
-    check_lake,
-    learn_service,
-    make_client,
-    make_planner,
-    preflight,
-)
+from harvester.jobs.session import RunSession, Service
 from harvester.lake import quota
 from harvester.lake.commit import committed_files
 from harvester.lake.info import service_lines
@@ -46,7 +39,6 @@ from harvester.lake.shard import UNDATED_KEY, Shard
 from harvester.lake.source import REBIND_FLAG
 from harvester.lake.state import HarvestState
 from harvester.lake.store import open_lake
-from harvester.service.client import ApiClient
 from harvester.service.profile import limits_from
 
 JOBS = ("auto", "harvest", "refresh")
@@ -186,13 +178,10 @@ def closing_check_requests(shards: list[Shard]) -> int:
     return len({(s.first.year, s.first.month) if not s.undated else None for s in shards})
 
 
-async def _plan_new_harvest(
-    settings: Settings, client: ApiClient, known: Service, plan: JobPlan
-) -> None:
+async def _plan_new_harvest(session: RunSession, plan: JobPlan) -> None:
     """What the harvest plans (``harvest.make_plan``, which also logs the range warning),
     without saving it; the warning is one of the plan's notes too."""
-    planner = make_planner(settings, client, known.limits)
-    stored = await make_plan(settings, planner, client, known.profile.stamp_form)
+    stored = await make_plan(session.settings, session.planner, session.client, session.known)
     plan.what = f"new harvest of {stored.first}..{stored.last}"
     today = dt.datetime.now(dt.UTC).date()
     if (warning := range_warning(stored.first, stored.last, today)) is not None:
@@ -221,14 +210,13 @@ def _plan_resumed_harvest(state: HarvestState, plan: JobPlan) -> None:
     plan.notes.append("shard sizes are the counts seen when the harvest was planned")
 
 
-async def _plan_refresh(
-    settings: Settings, state: HarvestState, client: ApiClient, known: Service, plan: JobPlan
-) -> None:
+async def _plan_refresh(session: RunSession, plan: JobPlan) -> None:
     """What ``Refresher`` would do, decided by the same code: ``refresh.start`` (the
     watermark, the loads left out, the changed rows, reload or not), the planner over the
     changed rows, then reconciliation's ``decision.decide_repairs`` on today's counts."""
+    settings, state, client, known = session.settings, session.state, session.client, session.known
+    planner = session.planner
     _, stored = require_completed(state)
-    planner = make_planner(settings, client, known.limits)
     begun = await start(settings, state, stored, client, known)
     changed = begun.changed
     plan.job = "refresh"
@@ -308,9 +296,11 @@ async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
     # Refused where the job would be, in its words and with its exit code, before any
     # request: a plan of a job that cannot run would only mislead (docs/decisions.md).
     try:
-        found = check_lake(state, settings, job)
+        # Read-only: no lock, no report, nothing written; the lake checked by the job's rules.
+        session = RunSession(settings, "plan", write=False, job=job, state=state)
     except LakeError as exc:
         raise LakeError(f"the {job} would be refused: {exc}") from None
+    found = session.binding
     plan = JobPlan("harvest", "", settings.rows, settings.rate)
     plan.weekly_quota = settings.weekly_quota
     if found.action == "adopt" and found.bound is not None:
@@ -338,15 +328,12 @@ async def plan_job(settings: Settings, job: str = "auto") -> JobPlan:
             plan.rows_per_request = limits.page_size
             plan.service = Service(profile, limits, probed=False).summary()
         return plan
-    async with make_client(settings) as client:
-        await preflight(client)
-        known = await learn_service(settings, state, client)
-        settings = known.settings(settings)
-        plan.rows_per_request = known.limits.page_size
+    async with session:
+        plan.rows_per_request = session.limits.page_size
         if job == "harvest":
-            await _plan_new_harvest(settings, client, known, plan)
+            await _plan_new_harvest(session, plan)
         else:
-            await _plan_refresh(settings, state, client, known, plan)
-        plan.planning_requests = client.stats.requests
-        plan.service = known.summary()
+            await _plan_refresh(session, plan)
+        plan.planning_requests = session.client.stats.requests
+        plan.service = session.known.summary()
     return plan

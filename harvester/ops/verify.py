@@ -48,20 +48,12 @@ from harvester.humanize import plural
 from harvester.jobs.reconcile import differing_days
 from harvester.jobs.refresh import Refresher
 from harvester.jobs.report import RunOutcome, RunReport
-from harvester.jobs.session import (
-    Service,
-    check_lake,
-    learn_service,
-    make_client,
-    make_planner,
-    preflight,
-)
+from harvester.jobs.session import RunSession
 from harvester.lake import quarantine
 from harvester.lake.info import is_visible, load_committed
 from harvester.lake.partition import Partition
 from harvester.lake.shard import Shard, changed_since_scope
 from harvester.lake.state import HarvestState, ShardMarker
-from harvester.lake.store import open_lake
 from harvester.ops.deep import (
     DeepCheck,
     DeepOptions,
@@ -72,7 +64,6 @@ from harvester.ops.deep import (
 )
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
 from harvester.progress import Progress
-from harvester.service.client import ApiClient
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
 # Kinds of one line per mail day whose counts differ: symptoms, often of a cause named by
@@ -310,15 +301,13 @@ def _deep_problems(check: Check) -> None:
 
 
 async def _check(
-    state: HarvestState,
-    settings: Settings,
-    client: ApiClient,
-    known: Service,
+    session: RunSession,
     deep: DeepOptions | None = None,
     deep_days: list[dt.date] | None = None,
 ) -> Check:
     """One pass; with ``deep``, the range's days (or a sample, or ``deep_days``) are also
     compared row by row."""
+    state, settings, client, known = session.state, session.settings, session.client, session.known
     view = load_committed(state)  # again after a repair: it rewrites partitions
     mark = state.watermark()
     # Whole seconds on both sides: the query cannot say more, and both must count the same.
@@ -362,7 +351,7 @@ async def _check(
         # Days given (after a repair): those days, not a draw.
         days, seed = (deep_days, None) if deep_days else choose_days(first, last, deep, holding)
         sample = None if deep_days else deep.sample
-        planner = make_planner(known.settings(settings), client, known.limits)
+        planner = session.planner
         lake_days = LakeDays(state.lake, view.files, scan.missing)
         check.deep = await deep_check(
             client, planner, template, known.limits, settings.shard_attempts, lake_days,
@@ -377,57 +366,52 @@ async def verify_lake(
     settings: Settings, repair: bool, progress: Progress, deep: DeepOptions | None = None
 ) -> VerifyOutcome:
     """Verify (and with ``repair``, repair) the lake at ``settings.out``; writes a run report.
-    With ``deep``, days are also compared row by row (``ops.deep``)."""
+    With ``deep``, days are also compared row by row (``ops.deep``).
+
+    Verify writes its lake (the service's profile, its report, the quota ledger), so its
+    session takes the lock first: a lake a harvest or refresh is writing is refused (exit
+    4) before any request and with no file changed, and a repair runs under the same lock.
+    """
     # Only read until the lake is known to be one (a directory of other files is not, and
     # a harvest needs an empty one) and bound to this run's source: before any request.
-    state = HarvestState(open_lake(settings))
-    check_lake(state, settings, "verify")
+    session = RunSession(settings, "verify", progress)
+    state, report = session.state, session.report
     state.require_lake()
-    # Writable even without --repair: verify keeps the service's profile and its run report
-    # in the lake, and must not find out it cannot after spending its requests.
-    state.lake.preflight(for_write=True)
     if repair and state.load_complete() is None:
         raise LakeError(
             f"{state.lake.uri}: the harvest is not complete; `harvester harvest` finishes it"
             " (verify --repair works on a completed harvest)"
         )
-    report = RunReport.begin("verify", settings)
-    async with make_client(settings) as client:
-        with report.kept(state, client.stats):
-            await preflight(client)
-            known = await learn_service(settings, state, client)
-            known.remember(state)
-            report.writing = True  # the lake is written now (the profile, then the report)
-            outcome = VerifyOutcome(report, await _check(state, settings, client, known, deep))
-            if repair and outcome.before.problems:
-                refresher = Refresher(settings, progress, command="repair")
-                # Verify's own client and proven profile: the service is not probed again.
-                outcome.repair = await refresher.run(
-                    outcome.before.repair_days, client=client, known=known
-                )
-                # The repair's report puts its requests in the quota ledger: not twice.
-                report.ledgered += outcome.repair.report.requests
-                # The days the deep check found differing are compared again; the rest were equal.
-                again = sorted(outcome.before.deep.differing) if outcome.before.deep else []
-                outcome.after = await _check(
-                    state, settings, client, known, deep if again else None, again
-                )
-            if outcome.repair_failed:
-                status = "repair incomplete"
-            elif outcome.final.problems:
-                status = "problems"
-            else:
-                status = "repaired" if outcome.after is not None else "ok"
-            report.finish(status, client.stats)
-    progress.stop()
-    report.rows_in_lake = outcome.final.scan.rows
-    report.quarantined = outcome.final.quarantined
-    report.plan_range = (outcome.before.first.isoformat(), outcome.before.last.isoformat())
-    report.extra["check"] = outcome.before.to_json()
-    if outcome.after is not None:
-        report.extra["after_repair"] = outcome.after.to_json()
-    if outcome.repair is not None:
-        report.extra["repair_report"] = outcome.repair.report.saved_to
-        report.extra["repair_days"] = outcome.before.repair_days
-    report.save(state)
+    async with session:
+        client, known = session.client, session.known
+        session.begin_writing()  # the lake is written now (the profile, then the report)
+        known.remember(state)
+        outcome = VerifyOutcome(report, await _check(session, deep))
+        if repair and outcome.before.problems:
+            # Verify's own session: the same lock, client and proven profile (the service
+            # is not probed again); the repair keeps a report of its own.
+            refresher = Refresher(session, RunReport.begin("repair", settings))
+            outcome.repair = await refresher.run(outcome.before.repair_days)
+            # The repair's report puts its requests in the quota ledger: not twice.
+            report.ledgered += outcome.repair.report.requests
+            # The days the deep check found differing are compared again; the rest were equal.
+            again = sorted(outcome.before.deep.differing) if outcome.before.deep else []
+            outcome.after = await _check(session, deep if again else None, again)
+        if outcome.repair_failed:
+            status = "repair incomplete"
+        elif outcome.final.problems:
+            status = "problems"
+        else:
+            status = "repaired" if outcome.after is not None else "ok"
+        report.finish(status, client.stats)
+        progress.stop()
+        report.rows_in_lake = outcome.final.scan.rows
+        report.quarantined = outcome.final.quarantined
+        report.plan_range = (outcome.before.first.isoformat(), outcome.before.last.isoformat())
+        report.extra["check"] = outcome.before.to_json()
+        if outcome.after is not None:
+            report.extra["after_repair"] = outcome.after.to_json()
+        if outcome.repair is not None:
+            report.extra["repair_report"] = outcome.repair.report.saved_to
+            report.extra["repair_days"] = outcome.before.repair_days
     return outcome
