@@ -25,6 +25,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from harvester.config import Settings
 from harvester.errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -40,10 +41,12 @@ from harvester.errors import (
 )
 from harvester.service.backoff import PauseGate, backoff_ceiling, parse_retry_after, throttle_wait
 from harvester.service.client import FIELDS_PATH, RECORDS_PATH, ApiClient, ClientStats
+from harvester.service.policy import ClientPolicy
 from harvester.sim.config import SimConfig
 from harvester.sim.testing import run_simulator_inprocess
 
 KEY = "SECRET-KEY-0123456789"
+UNLIMITED = ClientPolicy.from_settings(Settings(rate=0))  # the defaults, with no rate limit
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOCS = [{"id": "a" * 32, "patentApplicationNumber": "12190351"}, {"id": "b" * 32}]
 
@@ -117,7 +120,7 @@ async def serve() -> AsyncIterator[Serve]:
 
 def fast_client(url: str, **overrides: Any) -> ApiClient:
     options: dict[str, Any] = {
-        "rate": None,
+        "rate": 0.0,
         "concurrency": 1,
         "timeout": 2.0,
         "max_attempts": 4,
@@ -130,7 +133,7 @@ def fast_client(url: str, **overrides: Any) -> ApiClient:
     }
     key = overrides.pop("api_key", KEY)
     options.update(overrides)
-    return ApiClient(url, key, **options)
+    return ApiClient(url, key, ClientPolicy.from_settings(Settings(**options)))
 
 
 # ---- scripted answers -------------------------------------------------------------------
@@ -232,7 +235,7 @@ async def test_success_envelope_and_request_shape(serve: Serve) -> None:
 
 async def test_no_key_sends_no_header(serve: Serve) -> None:
     server = await serve(ok())
-    async with ApiClient(server.url, None, rate=0) as client:
+    async with ApiClient(server.url, None, UNLIMITED) as client:
         await client.search("*:*", 0, 10)
     assert "X-API-KEY" not in server.hits[0].headers
 
@@ -689,7 +692,7 @@ async def test_gateway_429_without_retry_after_is_ordinary_throttling() -> None:
 )
 def test_key_over_plain_http_to_another_host_is_refused(url: str, host: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        ApiClient(url, KEY, rate=None)
+        ApiClient(url, KEY, UNLIMITED)
     assert type(caught.value) is ConfigError and caught.value.exit_code == EXIT_CONFIG
     assert str(caught.value) == f"refusing to send the API key over plain http to {host}: use https"
     assert KEY.lower() not in str(caught.value).lower()
@@ -709,7 +712,7 @@ def test_key_over_plain_http_to_another_host_is_refused(url: str, host: str) -> 
     ],
 )
 def test_loopback_https_or_no_key_is_allowed(url: str, key: str | None) -> None:
-    ApiClient(url, key, rate=None)
+    ApiClient(url, key, UNLIMITED)
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])

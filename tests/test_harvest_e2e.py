@@ -298,13 +298,14 @@ async def test_the_closing_check_fetches_a_failed_shard_again_before_judging_its
     from harvester.lake.shard import Shard
     from harvester.lake.state import ShardMarker, StoredPlan
     from harvester.service.client import ApiClient
+    from harvester.service.policy import ClientPolicy
     from harvester.sim.testing import run_simulator_inprocess
 
     first = dt.date(2019, 1, 1)
     days = [first + dt.timedelta(days=n) for n in range(31)]
     async with (
         run_simulator_inprocess(records=6000, start=first, end=days[-1]) as url,
-        ApiClient(url, None, rate=None) as client,
+        ApiClient(url, None, ClientPolicy.from_settings(Settings(rate=0))) as client,
     ):
         leaves = [
             Shard(d, d).with_expected(

@@ -92,6 +92,7 @@ from harvester.errors import (
 from harvester.humanize import duration_text
 from harvester.lake import quota
 from harvester.service.backoff import ServiceHold, Throttle, backoff_ceiling, full_jitter
+from harvester.service.policy import ClientPolicy
 
 log = logging.getLogger("harvester.service.client")
 
@@ -100,6 +101,7 @@ FIELDS_PATH = "/api/v1/patent/oa/oa_rejections/v2/fields"
 UNREACHABLE_ATTEMPTS = 3
 MESSAGE_LIMIT = 200  # characters of server text quoted in an error: one readable line
 KEY_SOURCES = "USPTO_API_KEY (or USPTO_API_KEY_FILE)"  # where a key comes from (config)
+USER_AGENT = "harvester/0.1"
 
 T = TypeVar("T")
 
@@ -181,70 +183,51 @@ class _Response:
 
 
 class ApiClient:
-    """Async context manager; see the module docstring for the retry rules."""
+    """Async context manager; see the module docstring for the retry rules. Everything it
+    may be told (pace, attempts, waits, caps) is its ``policy`` (``ClientPolicy``, built by
+    ``ClientPolicy.from_settings``): the client keeps no defaults of its own."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None,
-        *,
-        rate: float | None,
-        concurrency: int = 1,
-        timeout: float = 60.0,
-        max_attempts: int = 8,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
-        min_429_wait: float = 5.0,
-        user_agent: str = "harvester/0.1",
-        max_retry_after: float = 900.0,
-        outage_after: int = 5,
-        outage_wait_max: float = 300.0,
-        max_outage: float = 86_400.0,
-        quota_wait: bool = False,
-        quota_after: float = 1_800.0,
-        quota_probe: float = 900.0,
-        max_requests: int = 0,
-    ) -> None:
-        if concurrency < 1 or max_attempts < 1 or timeout <= 0:
-            raise ValueError("concurrency and max_attempts must be >= 1 and timeout > 0")
+    def __init__(self, base_url: str, api_key: str | None, policy: ClientPolicy) -> None:
         self._base = base_url.rstrip("/")
         self._key = (api_key or "").strip() or None
         if self._key:
             _refuse_plain_http(self._base, self._key)
-        self._rate = rate if rate is not None and rate > 0 else None
-        self._concurrency = concurrency
+        self.policy = policy
+        self._rate = policy.rate
+        self._concurrency = policy.concurrency
         # A separate connect timeout makes a black-holed host a "connect timeout" (which
         # the unreachable rule covers) rather than an anonymous total timeout.
+        timeout = policy.timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30.0))
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._user_agent = user_agent
+        self._max_attempts = policy.max_attempts
+        self._backoff_base = policy.backoff_base
+        self._backoff_max = policy.backoff_max
         # max_rate=1 over 1/rate seconds: a bucket of one, so no burst at start or after a
         # pause; the service documents "burst 1".
         self._limiter = AsyncLimiter(1, 1.0 / self._rate) if self._rate else None
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._semaphore = asyncio.Semaphore(policy.concurrency)
         self._rng = random.Random()
         self._throttle = Throttle(
-            min_wait=min_429_wait,
-            base=backoff_base,
-            cap=backoff_max,
-            max_hint=max_retry_after,
+            min_wait=policy.min_429_wait,
+            base=policy.backoff_base,
+            cap=policy.backoff_max,
+            max_hint=policy.max_retry_after,
             rng=self._rng,
         )
-        self._max_retry_after = max_retry_after
+        self._max_retry_after = policy.max_retry_after
         self._hold = ServiceHold()
         # A lone request must meet the breaker before it runs out of attempts (the failure
         # that begins a hold is not counted): never more than max_attempts. 0: no breaker.
-        self._outage_after = min(outage_after, max_attempts) if outage_after > 0 else 0
-        self._outage_wait_max = outage_wait_max
-        self._max_outage = max_outage
+        outage_after = policy.outage_after
+        self._outage_after = min(outage_after, policy.max_attempts) if outage_after > 0 else 0
+        self._outage_wait_max = policy.outage_wait_max
+        self._max_outage = policy.max_outage
         self._failures_in_row = 0  # outage-like failures since the last answer, all callers
-        self._quota_wait = quota_wait
-        self._quota_after = quota_after
-        self._quota_probe = quota_probe
+        self._quota_wait = policy.quota_wait
+        self._quota_after = policy.quota_after
+        self._quota_probe = policy.quota_probe
         self._throttled_since: float | None = None  # first 429 since the last answer
-        self._max_requests = max_requests
+        self._max_requests = policy.max_requests
         self._answered = False  # has any HTTP response ever arrived? (the unreachable rule)
         # Has any call been answered 200? Then URL and key are proven, and a 403 means
         # the key was rejected rather than "wrong URL or key not active yet".
@@ -260,7 +243,7 @@ class ApiClient:
         )
 
     async def __aenter__(self) -> ApiClient:
-        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self._key:
             headers["X-API-KEY"] = self._key
         self._session = aiohttp.ClientSession(
