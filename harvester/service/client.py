@@ -31,7 +31,9 @@ toward ``max_attempts``):
   URL should fail in seconds, not after the whole budget. Once the service has answered
   once, a refusal is a restart or a blip, and gets the full budget.
 
-The long haul (a harvest lasts days; reference: "Weekly quota", "Gateway errors"):
+The long haul (a harvest lasts days; reference: "Weekly quota", "Gateway errors"), whose
+state machine is ``harvester.service.outage.OutageWatch`` (the client tells it what each
+attempt met and waits on it before each attempt):
 
 - **Outages.** ``outage_after`` failures in a row (5xx, 408, timeouts, resets, refused
   connections; at most ``max_attempts``, so one request alone meets the breaker before it
@@ -61,12 +63,10 @@ construction. Redirects are never followed, so the key never reaches a redirect'
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
 import logging
 import random
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,14 +84,11 @@ from harvester.errors import (
     AuthError,
     BudgetSpent,
     ConfigError,
-    OutageTooLong,
     QueryError,
-    QuotaExhausted,
     RetriesExhausted,
 )
-from harvester.humanize import duration_text
-from harvester.lake import quota
-from harvester.service.backoff import ServiceHold, Throttle, backoff_ceiling, full_jitter
+from harvester.service.backoff import Throttle, full_jitter
+from harvester.service.outage import OutageWatch, ProbeResult
 from harvester.service.policy import ClientPolicy
 
 log = logging.getLogger("harvester.service.client")
@@ -215,18 +212,6 @@ class ApiClient:
             rng=self._rng,
         )
         self._max_retry_after = policy.max_retry_after
-        self._hold = ServiceHold()
-        # A lone request must meet the breaker before it runs out of attempts (the failure
-        # that begins a hold is not counted): never more than max_attempts. 0: no breaker.
-        outage_after = policy.outage_after
-        self._outage_after = min(outage_after, policy.max_attempts) if outage_after > 0 else 0
-        self._outage_wait_max = policy.outage_wait_max
-        self._max_outage = policy.max_outage
-        self._failures_in_row = 0  # outage-like failures since the last answer, all callers
-        self._quota_wait = policy.quota_wait
-        self._quota_after = policy.quota_after
-        self._quota_probe = policy.quota_probe
-        self._throttled_since: float | None = None  # first 429 since the last answer
         self._max_requests = policy.max_requests
         self._answered = False  # has any HTTP response ever arrived? (the unreachable rule)
         # Has any call been answered 200? Then URL and key are proven, and a 403 means
@@ -234,6 +219,7 @@ class ApiClient:
         self._proven = False
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
+        self._outage = OutageWatch(policy, self.stats, self._scrub)
 
     def __repr__(self) -> str:
         key = "set" if self._key else "unset"
@@ -336,7 +322,7 @@ class ApiClient:
         cause = "no attempt"
         attempt = 0  # attempts that count: not those an outage or a spent quota failed
         while attempt < self._max_attempts:
-            await self._wait_out_hold()
+            await self._outage.wait_out(self._probe)
             result = await self._attempt(method, path, form, parse, what, attempt)
             if isinstance(result, _Done):
                 return result.value
@@ -370,7 +356,7 @@ class ApiClient:
                 return self._on_429(response, what)
             if response.status >= 500 or response.status == 408:
                 raise _Retryable(f"http {response.status}", outage_like=True)
-            self._service_answered()
+            self._outage.answered()
             self._throttle.answered()
             self._raise_for_status(response, form, path)
             return _Done(parse(response))
@@ -384,154 +370,30 @@ class ApiClient:
                     self._scrub(f"cannot reach {self._base}: {failure.detail or failure.cause}")
                 ) from None
             self.stats.retries_by_cause[failure.cause] += 1
-            if failure.outage_like and self._failed_in_outage(failure.cause, what):
+            if failure.outage_like and self._outage.failed(
+                failure.cause, what, ever_answered=self._answered
+            ):
                 return _Retry(failure.cause, 0.0, counted=False)
             wait = full_jitter(attempt + 1, self._backoff_base, self._backoff_max, self._rng)
             return _Retry(failure.cause, wait, counted=True)
 
-    # ---- outages and the weekly quota ---------------------------------------------------
+    # ---- outages and the weekly quota (harvester.service.outage) -------------------------
 
-    async def _wait_out_hold(self) -> None:
-        """Return once no hold is on; meanwhile take turns sending the hold's probe: one
-        ``GET`` of the field list, which proves the service answers (and the quota is
-        back) without risking a request that fails by itself."""
-        while self._hold.episode is not None:
-            async with self._hold.probe_slot() as probing:
-                if not probing:
-                    return
-                await self._probe()
-
-    async def _probe(self) -> None:
-        episode = self._hold.episode
-        if episode is None:  # a request in flight was answered while this one waited
-            return
+    async def _probe(self) -> ProbeResult:
+        """The hold's probe: one ``GET`` of the field list; what it met, for the watch."""
         try:
-            response = await self._send("GET", FIELDS_PATH, None)
+            return (await self._send("GET", FIELDS_PATH, None)).status
         except _Retryable as failure:
-            self._hold_failed(failure.cause)
-            return
-        if response.status >= 500 or response.status == 408:
-            self._hold_failed(f"http {response.status}")
-        elif response.status == 429 and episode.kind == "quota":
-            episode.failed_requests += 1  # still spent (a throttling 429 is no proof either)
-            self.stats.holds = [e.to_json() for e in self._hold.episodes()]
-        else:
-            # Any other answer (a throttling 429 too) shows the service up: the waiting
-            # requests go on, and meet whatever it answers on their own.
-            self._service_answered()
-
-    def _hold_failed(self, cause: str) -> None:
-        """A failure during an outage hold: the hold's, never a request's attempt.
-        ``OutageTooLong`` once the hold has lasted ``max_outage``."""
-        episode = self._hold.episode
-        if episode is None:  # ended meanwhile by another caller's answer: nothing to count
-            return
-        episode.failed_requests += 1
-        self.stats.holds = [e.to_json() for e in self._hold.episodes()]
-        if episode.kind == "outage" and self._hold.age() > self._max_outage:
-            raise OutageTooLong(
-                f"the service has failed every request since {episode.started_at}"
-                f" ({duration_text(self._hold.age())}, last: {cause}), longer than"
-                f" max_outage ({self._max_outage:.0f}s): stopped; finished work is saved,"
-                " run the same command again later to resume"
-            )
-
-    def _service_answered(self) -> None:
-        """An answer that is not a failure nor a 429: outage and quota holds are over."""
-        self._failures_in_row = 0
-        self._throttled_since = None
-        episode = self._hold.end()
-        if episode is not None:
-            self.stats.holds = [e.to_json() for e in self._hold.episodes()]
-            what = "outage" if episode.kind == "outage" else "wait for the weekly quota"
-            log.warning(
-                "the service answers again: %s over after %s (%s .. %s, %d failed requests)",
-                what,
-                duration_text(episode.seconds),
-                episode.started_at,
-                episode.ended_at,
-                episode.failed_requests,
-            )
-
-    def _failed_in_outage(self, cause: str, what: str) -> bool:
-        """Count an outage-like failure; True when an outage holds (it began now, or the
-        request was in flight when it began), so the failure is the outage's and uses up
-        no attempt."""
-        self._failures_in_row += 1
-        episode = self._hold.episode
-        if episode is None:
-            # Never before the service has answered once: then it is unreachable (a wrong
-            # URL), which ApiUnreachable reports in seconds.
-            if (
-                not self._outage_after
-                or not self._answered
-                or self._failures_in_row < self._outage_after
-            ):
-                return False
-            self._hold.begin("outage", cause, self._outage_wait)
-            log.warning(
-                "%s: %d requests in a row failed (%s): the service looks down; every worker"
-                " pauses and one request at a time probes (waits up to %.0fs)",
-                what,
-                self._failures_in_row,
-                cause,
-                self._outage_wait_max,
-            )
-        self._hold_failed(cause)
-        return True
-
-    def _outage_wait(self, probe: int) -> float:
-        """Before the n-th probe of an outage: doubling from the retry base, capped."""
-        return backoff_ceiling(probe, max(self._backoff_base, 0.1), self._outage_wait_max)
+            return failure.cause
 
     def _on_429(self, response: _Response, what: str) -> _Retry:
         """A 429: throttling (the shared gate waits, and the attempt counts) or the weekly
-        quota (stop, or wait for the reset with one probe at a time: no attempt counts)."""
-        self._failures_in_row = 0  # the service answers: not an outage
+        quota (the watch stops the run, or holds it till the reset: no attempt counts)."""
         self.stats.throttled_429 += 1
-        now = time.monotonic()
-        if self._throttled_since is None:
-            self._throttled_since = now
-        message = _server_message(response.body)
-        persisted = now - self._throttled_since >= self._quota_after
-        if not (quota.is_quota_message(message) or persisted):
-            self._throttled(response.headers, what)
-            return _Retry("http 429", 0.0, counted=True)
-        why = (
-            f'the API said "{message}"'
-            if not persisted
-            else f"429s for {duration_text(now - self._throttled_since)} without an answer"
-        )
-        wall = dt.datetime.now(dt.UTC)
-        reset = quota.next_reset(wall)
-        if not self.stats.quota_spent_at:
-            self.stats.quota_spent_at = wall.strftime("%Y-%m-%dT%H:%M:%SZ")
-        resets = f"{reset:%Y-%m-%d %H:%M} UTC (in {duration_text((reset - wall).total_seconds())})"
-        if not self._quota_wait:
-            raise QuotaExhausted(
-                self._scrub(
-                    f"the key's weekly quota is spent ({why}); it resets {resets}."
-                    " Finished work is saved: run the same command again then, or add"
-                    " --wait-for-quota to wait"
-                ),
-                reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
-
-        def waits(probe: int) -> float:
-            until_reset = quota.next_reset(dt.datetime.now(dt.UTC)) - dt.datetime.now(dt.UTC)
-            return max(min(self._quota_probe, until_reset.total_seconds() + 1.0), 0.0)
-
-        if self._hold.begin("quota", "weekly quota", waits):
-            log.warning(
-                "%s: the key's weekly quota is spent (%s); waiting for its reset %s,"
-                " one probe every %.0fs",
-                what,
-                self._scrub(why),
-                resets,
-                self._quota_probe,
-            )
-        self._hold_failed("weekly quota")
-        return _Retry("weekly quota", 0.0, counted=False)
+        if self._outage.on_429(_server_message(response.body), what):
+            return _Retry("weekly quota", 0.0, counted=False)
+        self._throttled(response.headers, what)
+        return _Retry("http 429", 0.0, counted=True)
 
     async def _send(self, method: str, path: str, form: dict[str, str] | None) -> _Response:
         """One HTTP attempt; transport failures become ``_Retryable``."""
