@@ -10,6 +10,10 @@ Two ways to page, chosen by what the service was found to do (``service``):
   be served twice; a page whose ids do not ascend means the service stopped honouring the
   sort: the run falls back to offsets.
 
+The two are ``paging.OffsetPaging`` and ``paging.KeyPaging`` (one ``Paging`` interface:
+the request for a page, a page's cursor and total, the window and whether a shard fits);
+each pass over a shard picks one from the limits (``paging.paging_for``) and keeps it.
+
 Either way a shard is accepted only when its ids are unique, their number equals
 ``numFound``, and ``numFound`` did not change from the first page to the last (by key, each
 page's ``numFound`` counts what is left, so the shard's total is that plus what came
@@ -30,7 +34,6 @@ pages alike, so a resumed shard is held to the same proof as one fetched in one 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,8 +47,8 @@ from harvester.errors import (
     ShardUnstable,
 )
 from harvester.lake.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
+from harvester.service.paging import Paging, paging_for
 from harvester.service.profile import (
-    KEY_SORT,
     Limits,
     is_payload_too_large,
     is_window_error,
@@ -83,8 +86,8 @@ class _Page:
     body: bytes
 
 
-def _total(page: PageLike, start: int, keyset: bool) -> _Page:
-    return _Page(page.num_found + (start if keyset else 0), page.docs, page.body)
+def _total(page: PageLike, start: int, paging: Paging) -> _Page:
+    return _Page(paging.total(page.num_found, start), page.docs, page.body)
 
 
 @dataclass
@@ -119,28 +122,34 @@ async def _keep(store: PageStore, start: int, page: PageLike) -> None:
 
 async def _load_kept(source: PageSource, store: PageStore, limits: Limits) -> list[StoredPage]:
     """The pages an earlier run kept that a fetch can continue from."""
+    paging = paging_for(limits)
     pages = []
     for start, body in await asyncio.to_thread(store.load):
         try:
-            page = _total(source.parse_page(body, start), start, limits.keyset)
+            page = _total(source.parse_page(body, start), start, paging)
         except ValueError:
             break
         pages.append(StoredPage(start, page.num_found, page.docs))
-    return usable_prefix(pages, sys.maxsize if limits.keyset else limits.window)
+    window = paging.window(limits)
+    return usable_prefix(pages, sys.maxsize if window is None else window)
 
 
 async def _ask(
-    source: PageSource, criteria: str, start: int, limits: Limits, after: str | None
+    source: PageSource,
+    criteria: str,
+    start: int,
+    limits: Limits,
+    paging: Paging,
+    cursor: str | None,
 ) -> _Page:
-    """One page from ``start`` (by key: after id ``after``); a 413 halves the page size and
-    asks for the same page again."""
+    """One page from ``start``, after ``cursor``, as ``paging`` asks for it; a 413 halves
+    the page size and asks for the same page again."""
     while True:
         rows = limits.rows_at(start)
+        ask = paging.request(criteria, start, cursor, rows)
         try:
-            if limits.keyset:
-                keyed = criteria if after is None else f"({criteria}) AND id:{{{after} TO *]"
-                return _total(await source.search(keyed, 0, rows, sort=KEY_SORT), start, True)
-            return _total(await source.search(criteria, start, rows), start, False)
+            page = await source.search(ask.criteria, ask.start, ask.rows, sort=ask.sort)
+            return _total(page, start, paging)
         except QueryError as exc:
             if is_payload_too_large(exc) and limits.shrink_page(rows, f"413 at rows={rows}"):
                 continue
@@ -148,17 +157,18 @@ async def _ask(
 
 
 async def _page_past_start(
-    source: PageSource, criteria: str, start: int, limits: Limits
+    source: PageSource, criteria: str, start: int, limits: Limits, paging: Paging
 ) -> _Page | None:
-    """The page at ``start > 0`` by offset; None when the service refused it for its paging
-    window, which is then learned (stated in a window error, else halved).
+    """The page at ``start > 0`` of a windowed ``paging`` (by offset); None when the service
+    refused it for its paging window, which is then learned (stated in a window error, else
+    halved).
 
     An error without a stated window (a 5xx, an unexpected 4xx) is taken for the window only
     when the query still answers at ``start = 0`` and this page fails once more: an outage
     or a flaky moment is re-raised, or answered by the second try."""
     rows = limits.rows_at(start)
     try:
-        return await _ask(source, criteria, start, limits, None)
+        return await _ask(source, criteria, start, limits, paging, None)
     except AuthError:
         raise
     except (ApiError, RetriesExhausted) as exc:
@@ -169,20 +179,13 @@ async def _page_past_start(
             except (ApiError, RetriesExhausted):
                 raise exc from None
             try:
-                return await _ask(source, criteria, start, limits, None)
+                return await _ask(source, criteria, start, limits, paging, None)
             except (ApiError, RetriesExhausted):
                 pass
         # Without a stated number: halve what was asked, never below what already answered.
         window = stated if stated is not None else max(start, (start + rows) // 2)
         limits.learn_window(window, f"refused start={start} rows={rows}: {exc}"[:300])
         return None
-
-
-def _ascending(after: str | None, docs: list[dict[str, Any]]) -> bool:
-    ids = [str(d.get("id", "")) for d in docs]
-    if after is not None:
-        ids.insert(0, after)
-    return all(a < b for a, b in itertools.pairwise(ids))
 
 
 @dataclass
@@ -203,50 +206,52 @@ async def _fetch_once(
     store: PageStore,
     kept: list[StoredPage],
 ) -> _Pass:
-    """One pass over the shard, continuing from ``kept`` pages when there are any."""
+    """One pass over the shard, continuing from ``kept`` pages when there are any. The
+    pass pages one way from first page to last (``paging``, chosen here)."""
     docs = [doc for page in kept for doc in page.docs]
     pages = 0
-    keyset = limits.keyset
+    paging = paging_for(limits)
     if kept:
         num_found = kept[0].num_found
     else:
         try:
-            first = await _ask(source, criteria, 0, limits, None)
+            first = await _ask(source, criteria, 0, limits, paging, None)
         except QueryError as exc:
             stated = window_limit(exc) if is_window_error(exc) else None
             if stated is None:
                 raise
             limits.learn_window(stated, f"refused rows={limits.rows_at(0)}: {exc}"[:300])
-            first = await _ask(source, criteria, 0, limits, None)
+            first = await _ask(source, criteria, 0, limits, paging, None)
         pages = 1
         num_found = first.num_found
-        if not keyset and num_found > limits.window:
+        if not paging.fits(num_found, limits):
             raise ShardTooLarge(num_found)
         docs = list(first.docs)
         if first.docs:  # an empty shard is committed at once: nothing worth keeping
             await _keep(store, 0, first)
     while len(docs) < num_found:
         start = len(docs)
-        after = _last_id(docs) if keyset else None
-        if keyset:
-            page = await _ask(source, criteria, start, limits, after)
+        cursor = paging.cursor(docs)
+        if paging.window(limits) is None:
+            page = await _ask(source, criteria, start, limits, paging, cursor)
         else:
-            found = await _page_past_start(source, criteria, start, limits)
+            # Within a window, a refusal past start=0 may be the window itself.
+            found = await _page_past_start(source, criteria, start, limits, paging)
             if found is None:  # a window was learned
-                if num_found > limits.window:
+                if not paging.fits(num_found, limits):
                     raise ShardTooLarge(num_found)
                 continue
             page = found
         pages += 1
         if page.num_found != num_found:
-            if not keyset and page.num_found > limits.window:
+            if not paging.fits(page.num_found, limits):
                 raise ShardTooLarge(page.num_found)
             problem = f"numFound changed {num_found} -> {page.num_found}"
             return _Pass(docs, num_found, pages, len(kept), problem)
         if not page.docs:
             problem = f"empty page at start={start} of {num_found}"
             return _Pass(docs, num_found, pages, len(kept), problem)
-        if keyset and not _ascending(after, page.docs):
+        if not paging.in_order(cursor, page.docs):
             limits.stop_keyset("a page's ids did not ascend under sort=id asc")
             return _Pass(docs, num_found, pages, len(kept), "ids not in sort order")
         if len(page.docs) < min(limits.rows_at(start), num_found - start):
@@ -258,14 +263,6 @@ async def _fetch_once(
         problem = f"{distinct} distinct ids in {len(docs)} docs, numFound {num_found}"
         return _Pass(docs, num_found, pages, len(kept), problem)
     return _Pass(docs, num_found, pages, len(kept), None)
-
-
-def _last_id(docs: list[dict[str, Any]]) -> str | None:
-    for doc in reversed(docs):
-        value = doc.get("id")
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 async def fetch_shard(
