@@ -131,19 +131,9 @@ def _check_plan_matches(plan: StoredPlan, settings: Settings) -> None:
 async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
     session = RunSession(settings, "harvest", progress)  # checks the lake: no request yet
     state, report = session.state, session.report
-    plan = state.load_plan()
-    if plan is not None:
-        _check_plan_matches(plan, settings)
-        if state.load_complete() is not None:
-            # Re-harvesting a finished lake would fight refresh's partition rewrites; said
-            # before the lock and any request, and nothing is written.
-            report.status = "complete"
-            report.events.append("the harvest of this lake is already complete: use refresh")
-            markers = state.load_markers()
-            _tally(report, state.leaves(plan, markers), markers)
-            return RunOutcome(report, True)
     async with session:  # the lock, then the client, the preflight and the profile
         client, known = session.client, session.known
+        plan = state.load_plan()
         if plan is None:
             plan = await make_plan(settings, session.planner, client, known, progress)
             # Everything before this only read; from here on the lake is written.
@@ -154,6 +144,16 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
             state.save_coverage(Coverage(plan.first.isoformat(), end))
             state.save_plan(plan)
         else:
+            _check_plan_matches(plan, settings)
+            if state.load_complete() is not None:
+                # Re-harvesting a finished lake would fight refresh's partition rewrites.
+                # Said once the key is proven (a wrong one is still exit 3); nothing written.
+                session.keep_report = False
+                report.status = "complete"
+                report.events.append("the harvest of this lake is already complete: use refresh")
+                markers = state.load_markers()
+                _tally(report, state.leaves(plan, markers), markers)
+                return RunOutcome(report, True)
             session.begin_writing()
             known.remember(state)
         runner = session.runner(state, plan)

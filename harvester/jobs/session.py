@@ -49,6 +49,7 @@ from harvester.lake.state import (
     ShardMarker,
     StoredPlan,
 )
+from harvester.lake.state import ROOT as STATE_ROOT
 from harvester.lake.store import open_lake
 from harvester.progress import Progress
 from harvester.service import profile as service
@@ -322,6 +323,18 @@ class RunSession:
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[RunSession]:
+        # A new lake's lock makes its _harvest/; a run refused before it wrote anything (a
+        # wrong key, a query the service refuses) takes that directory away again.
+        fresh = self.write and not self.lake.list_files(STATE_ROOT)
+        try:
+            async with self._held() as session:
+                yield session
+        finally:
+            if fresh and not self.report.writing:
+                self.lake.remove_empty_dirs(STATE_ROOT)
+
+    @asynccontextmanager
+    async def _held(self) -> AsyncIterator[RunSession]:
         async with AsyncExitStack() as stack:
             if self.write:
                 # Before any request: a lake in use is refused having spent nothing.
