@@ -9,12 +9,17 @@ the claim is about what the *second* command does. Requests are counted by the s
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harvester.config import DEFAULT_DATE_TEMPLATE, Settings
 from harvester.errors import EXIT_LAKE
+from harvester.jobs.harvest import make_plan
+from harvester.jobs.session import RunSession
 from harvester.lake.lock import LakeLock
 from harvester.lake.state import LOCK
 from harvester.lake.store import Lake
@@ -103,3 +108,36 @@ def test_verify_once_the_lock_is_free_writes_its_report_inside_it(
     assert requests_sent(sim) > before
     assert len(set(runs.glob("*.json")) - reports_before) == 1
     assert not (harvested / LOCK).exists()
+
+
+def test_the_proven_date_form_is_the_sessions_and_the_settings_stay_as_resolved(
+    tmp_path: Path,
+) -> None:
+    """A service that compares dates as text: the configured form (ending in Z) misses
+    rows, so the session proves another. The plan and the planner use the proven form
+    (``Service.date_template``); ``Settings`` is what the user resolved, before and after
+    (it used to be rebuilt with the learned form mid-run). Read-only: nothing written."""
+    out = tmp_path / "lake"
+    out.mkdir()
+    with run_simulator_process("--records", "1500", *RANGE, "--date-field", "string") as text:
+        settings = Settings(
+            api_url=text.url,
+            out=str(out),
+            rate=0.0,
+            date_from=dt.date(2019, 1, 1),
+            date_to=dt.date(2019, 1, 31),
+        )
+
+        async def plan_in_session() -> tuple[str, str, str]:
+            async with RunSession(settings, "plan", write=False) as session:
+                plan = await make_plan(settings, session.planner, session.client, session.known)
+                return (
+                    session.settings.date_template,
+                    session.known.date_template,
+                    plan.date_template,
+                )
+
+        configured, proven, planned = asyncio.run(plan_in_session())
+    assert configured == DEFAULT_DATE_TEMPLATE == settings.date_template
+    assert proven != configured and planned == proven
+    assert snapshot(out) == {}
