@@ -66,7 +66,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> PageStore:
     local lake: the same ``Lake`` calls that go to S3)."""
     lake = Lake.open(str(tmp_path / "lake"))
     if request.param == "local log":
-        return LocalPageLog(str(tmp_path / "lake"), SLUG)
+        return LocalPageLog(lake, SLUG)
     return ObjectPageStore(lake, SLUG)
 
 
@@ -186,7 +186,7 @@ def test_sweep_keeps_pending_shards_pages_only(tmp_path: Path) -> None:
     lake = Lake.open(str(tmp_path / "lake"))
     body = b'{"numFound": 1, "docs": [{"id": "a"}]}'
     for slug in ("2019-01-02", "2019-01-03"):
-        LocalPageLog(str(tmp_path / "lake"), slug).save(0, body)
+        LocalPageLog(lake, slug).save(0, body)
         ObjectPageStore(lake, slug).save(0, body)
     assert sweep_page_stores(lake, {"2019-01-03"}) == 2
     assert lake.list_files(PAGES) == [
@@ -201,7 +201,8 @@ SIM = ("--records", "12000", *RANGE, "--max-window", "300", "--seed", "5", "--ad
 
 def _kept_pages(lake: Path) -> int:
     logs = list((lake / PAGES).glob("*.log")) if (lake / PAGES).exists() else []
-    return sum(len(LocalPageLog(str(lake), p.name.removesuffix(".log")).load()) for p in logs)
+    handle = Lake.open(str(lake))
+    return sum(len(LocalPageLog(handle, p.name.removesuffix(".log")).load()) for p in logs)
 
 
 def _wait_for_kept_pages(lake: Path, at_least: int, timeout: float = 60) -> None:

@@ -21,6 +21,8 @@ import pytest
 from harvester.errors import LakeError, LockLost
 from harvester.jobs.sink import LakeSink
 from harvester.lake import lock as lockmod
+from harvester.lake import quarantine
+from harvester.lake.checkpoint import page_store
 from harvester.lake.commit import replace_partition
 from harvester.lake.lock import LakeLock, holding, holding_sync, is_stale, process_space
 from harvester.lake.schema import ARROW_SCHEMA
@@ -185,6 +187,43 @@ def test_the_fence_stops_every_commit_of_a_run_that_lost_its_lock(tmp_path: Path
         marker = state.load_marker(DAY)
         assert marker is not None and marker.cause == "x"
     assert state.fence is None  # the fence goes with the lock
+
+
+def test_every_write_through_the_lake_handle_is_refused_once_the_lock_is_lost(
+    lake: Lake,
+) -> None:
+    """The fence is the lake handle's own: a quarantine file, a page checkpoint, a publish,
+    a delete, a child lake's write, none checks the lock itself, and none gets past it."""
+    state = HarvestState(lake)
+    body = b'{"numFound": 1, "docs": [{"id": "a"}]}'
+    row = {"reason": "bad submissionDate", "source": DAY.key, "doc": {"id": "a"}}
+    data_file = "year=2019/month=1/part.parquet"
+    with holding_sync(state, "harvest"):
+        pages = page_store(lake, DAY.slug)
+        pages.save(0, body)  # held: written
+        quarantine.write(state, DAY, [row])
+        temp = lake.write_hidden(data_file, b"data")
+        put_lock(lake, thief())
+        before = ({p: lake.read_bytes(p) for p in lake.list_files("")}, lake.temp_files())
+        attempts: list[Callable[[], object]] = [
+            lambda: quarantine.write(state, DAY, [row, row]),
+            lambda: quarantine.write(state, DAY, []),  # a delete
+            lambda: pages.save(len(body), body),
+            lambda: pages.clear(),
+            lambda: lake.publish(temp, data_file),
+            lambda: lake.write_hidden(data_file, b"more"),
+            lambda: lake.delete(state.quarantine_path(DAY)),
+            lambda: lake.cleanup_temp_files(),
+            lambda: lake.child("_harvest/refresh/changed").write_bytes("x.json", b"{}"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(LockLost, match="stopping before writing"):
+                attempt()
+        after = ({p: lake.read_bytes(p) for p in lake.list_files("")}, lake.temp_files())
+        assert after == before  # nothing written, renamed or deleted
+        assert [start for start, _ in pages.load()] == [0]
+    assert lake.fence is None and state.fence is None  # the fence goes with the lock
+    lake.delete(temp)  # no fence now: an unlocked handle writes freely
 
 
 async def test_holding_stops_the_body_once_the_heartbeat_finds_the_lock_lost(
@@ -389,9 +428,6 @@ def test_a_compaction_whose_lock_is_stolen_writes_nothing(
         return read_files(*args, **kwargs)
 
     monkeypatch.setattr("harvester.ops.compact.read_files", steal_then_read)
-    for name in list(os.environ):
-        if name.startswith(("HARVESTER_", "USPTO_")):
-            monkeypatch.delenv(name)
     assert cli.main(["compact", "--out", str(out)]) == 4
     assert files() == before, "a compaction that lost its lock wrote or deleted files"
     assert LockRecord.parse(lock_bytes(lake) or b"") is not None  # the thief's, kept

@@ -65,18 +65,26 @@ class PageStore(Protocol):
 
 
 def page_store(lake: Lake, slug: str) -> PageStore:
-    """The page store for one shard of ``lake``: a log on local disk, objects on S3."""
-    local = lake.local_path
-    return LocalPageLog(local, slug) if local is not None else ObjectPageStore(lake, slug)
+    """The page store for one shard of ``lake``, as its backend keeps them (a log on local
+    disk, objects on S3: ``Lake.page_store``)."""
+    return lake.page_store(slug)
 
 
 class LocalPageLog:
     """The pages of one shard appended to ``<PAGES>/<slug>.log``; each record is a
-    header (tag, start, size, compressed size) and the compressed body."""
+    header (tag, start, size, compressed size) and the compressed body.
+
+    Appends and truncates go to the file itself, not through ``Lake.write_bytes`` (which
+    rewrites a whole file), so each change checks the lake's fence first, as the lake's
+    own writes do: a run that lost its lock changes no log either."""
 
     inline = True  # an append of a few KB costs less than a hand-off to a thread
 
-    def __init__(self, root: str, slug: str) -> None:
+    def __init__(self, lake: Lake, slug: str) -> None:
+        root = lake.local_path
+        if root is None:
+            raise ValueError(f"a page log is kept on local disk, not in {lake.uri}")
+        self._lake = lake
         self._directory = os.path.join(root, *PAGES.split("/"))
         self._path = os.path.join(self._directory, slug + LOG_SUFFIX)
         self._ready = False
@@ -105,10 +113,12 @@ class LocalPageLog:
         if offset < len(raw):
             # Cut the unreadable tail, so the pages a resumed fetch appends are read again
             # after another crash instead of hiding behind it.
+            self._lake.check_fence()
             os.truncate(self._path, offset)
         return out
 
     def save(self, start: int, body: bytes) -> None:
+        self._lake.check_fence()
         if not self._ready:
             os.makedirs(self._directory, exist_ok=True)
             self._ready = True
@@ -117,12 +127,14 @@ class LocalPageLog:
             handle.write(_RECORD_HEAD.pack(_MAGIC, start, len(body), len(packed)) + packed)
 
     def clear(self) -> None:
+        self._lake.check_fence()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)
 
 
 class ObjectPageStore:
-    """The pages of one shard as objects ``<PAGES>/<slug>/<start>.zst`` (S3)."""
+    """The pages of one shard as objects ``<PAGES>/<slug>/<start>.zst`` (S3), written and
+    deleted through the lake (and so behind its fence)."""
 
     inline = False  # a PUT is a network round trip: not on the event loop
 

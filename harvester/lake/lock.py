@@ -13,12 +13,14 @@ someone else changed it first, so of two runs racing for it exactly one wins:
   renames the current file away to a name of its own: only one rename of a file can
   succeed, the winner reads what it took away, and puts it back untouched if it is not the
   record it meant to replace.
-- S3: conditional writes. A new lock is ``PutObject`` with ``If-None-Match: *``; a
-  takeover, a heartbeat or a release is ``PutObject``/``DeleteObject`` with ``If-Match`` on
-  the ETag that was read. A store that does not support them (answers ``NotImplemented``)
-  gets plain writes, with a warning; there, and on every S3 store, the winner is confirmed
-  by reading the lock back after ``S3_SETTLE_SECONDS`` and comparing tokens, which settles
-  races between writes less than that far apart but not a write delayed by more.
+- S3: conditional writes (botocore's documented ``IfNoneMatch``/``IfMatch``, on a client
+  built from the lake's own storage options: ``backends.S3Slot``). A new lock is
+  ``PutObject`` with ``If-None-Match: *``; a takeover, a heartbeat or a release is
+  ``PutObject``/``DeleteObject`` with ``If-Match`` on the ETag that was read. A store that
+  does not support them (answers ``NotImplemented``) gets plain writes, with a warning;
+  there, and on every S3 store, the winner is confirmed by reading the lock back after
+  ``S3_SETTLE_SECONDS`` and comparing tokens, which settles races between writes less than
+  that far apart but not a write delayed by more.
 
 **It is taken over only when stale:** its process is gone (checked only when the holder
 ran in this very process space: same host name, same boot id, same PID namespace; two
@@ -26,13 +28,16 @@ containers with one host name and PID 1 in both are not the same space), or its 
 is older than ``STALE_AFTER``. A run killed on this machine never blocks the next one; a
 holder elsewhere is trusted until its heartbeat is old.
 
-**It fences.** ``holding`` hands the lock's ``check`` to the ``HarvestState`` as its fence:
-before every commit record (a shard marker, a partition manifest, completion, watermark,
-a refresh checkpoint) and before a shard's or partition's data files are written, the lock
-file is read again and its token compared with ours. A heartbeat renews the lock only if it
-is still ours. A run whose lock was taken (or deleted) raises ``LockLost`` at its next
-commit or heartbeat, whichever comes first, and writes nothing more. What remains is the
-time between one check and the write it guards (one local rename, or one S3 PUT).
+**It fences.** ``holding`` hands the lock's ``check`` to the lake handle as its fence
+(``Lake.fence``): before every write, publish and delete through that handle or any child of
+it (a commit record, a data file, a quarantine file, a page checkpoint, a deletion), the
+lock file is read again and its token compared with ours. A heartbeat renews the lock only
+if it is still ours. A run whose lock was taken (or deleted) raises ``LockLost`` at its next
+write or heartbeat, whichever comes first, and writes nothing more. What remains is the
+time between one check and the write it guards (one local rename, or one S3 PUT). The
+lock's own changes go through its slot (``Lake.lock_slot``), not the fenced handle: the
+fence reads that very file, and a takeover or a heartbeat must change it conditionally, not
+merely while it is ours.
 """
 
 from __future__ import annotations
@@ -47,16 +52,13 @@ import secrets
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
-
-import fsspec.asyn
+from typing import Any
 
 from harvester.errors import LakeError, LockLost
 from harvester.lake.state import LOCK, HarvestState, LockRecord
-from harvester.lake.store import Lake, fsync_dir
+from harvester.lake.store import Lake
 
 log = logging.getLogger("harvester.lake.lock")
 
@@ -65,7 +67,6 @@ STALE_AFTER = dt.timedelta(minutes=10)
 # S3: how long after writing the lock it is read back to confirm the writer won.
 S3_SETTLE_SECONDS = 0.5
 _ATTEMPTS = 8  # acquisition rounds before giving up on a lock that keeps changing
-_ASIDE = ".aside-"  # a lock file renamed away (local): ``.lock.json.aside-<uuid32>``
 _held: set[str] = set()  # the tokens of the locks this process holds now
 
 
@@ -125,189 +126,6 @@ def is_stale(holder: LockRecord, now: dt.datetime | None = None) -> bool:
     return (now or _now()) - beat > STALE_AFTER
 
 
-# -- the lock file, changed only by operations that fail when someone changed it first -------
-class _Slot(Protocol):
-    settle: float  # seconds to wait before reading a won lock back to confirm it
-
-    def read(self) -> tuple[bytes, Any] | None:
-        """The lock's bytes and a version to make a change conditional on; None if absent."""
-
-    def create(self, data: bytes) -> bool:
-        """Write the lock if there is none; False when there is one."""
-
-    def replace(self, version: Any, data: bytes) -> bool:
-        """Write the lock if it is still ``version``; False when it changed."""
-
-    def remove(self, version: Any) -> bool:
-        """Delete the lock if it is still ``version``; False when it changed."""
-
-
-class _LocalSlot:
-    """Exclusive create by ``os.link``; replace and remove by renaming the file away first."""
-
-    def __init__(self, lake: Lake) -> None:
-        self.settle = 0.0
-        self.path = lake.full_path(LOCK)
-        self.directory, self.name = os.path.split(self.path)
-
-    def _aside(self) -> str:
-        # Not the lake's temp-file form: a sweep running meanwhile must not remove it.
-        return os.path.join(self.directory, f".{self.name}{_ASIDE}{uuid.uuid4().hex}")
-
-    def clean(self) -> None:
-        """Remove files renamed aside by runs killed mid-change (older than STALE_AFTER)."""
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(self.directory):
-                if name.startswith(f".{self.name}{_ASIDE}"):
-                    path = os.path.join(self.directory, name)
-                    with contextlib.suppress(FileNotFoundError):
-                        age = time.time() - os.stat(path).st_mtime
-                        if age > STALE_AFTER.total_seconds():
-                            os.unlink(path)
-
-    def read(self) -> tuple[bytes, Any] | None:
-        try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            return None
-        return data, data
-
-    def create(self, data: bytes) -> bool:
-        os.makedirs(self.directory, exist_ok=True)
-        temp = self._aside()
-        try:
-            with open(temp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(temp, self.path)  # fails if the name exists: an exclusive create
-            except FileExistsError:
-                return False
-            fsync_dir(self.directory)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-        return True
-
-    def _take(self, version: Any) -> str | None:
-        """Rename the lock away if it is ``version``: the path it now has, else None (and
-        whatever was taken by mistake is put back, unless a new lock took its place)."""
-        aside = self._aside()
-        try:
-            os.rename(self.path, aside)  # of two renames of one file, one succeeds
-        except FileNotFoundError:
-            return None
-        with open(aside, "rb") as handle:
-            taken = handle.read()
-        if taken == version:
-            return aside
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, self.path)
-        os.unlink(aside)
-        return None
-
-    def replace(self, version: Any, data: bytes) -> bool:
-        aside = self._take(version)
-        if aside is None:
-            return False
-        try:
-            return self.create(data)
-        finally:
-            os.unlink(aside)
-
-    def remove(self, version: Any) -> bool:
-        aside = self._take(version)
-        if aside is None:
-            return False
-        os.unlink(aside)
-        return True
-
-
-def _s3_code(exc: BaseException) -> str:
-    """The S3 error code behind an s3fs exception ("" when there is none)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict):
-            return str(response.get("Error", {}).get("Code", ""))
-        seen = seen.__cause__ or seen.__context__
-    return ""
-
-
-_LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
-_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
-
-
-class _S3Slot:
-    """Conditional requests on the ETag; plain ones where the store refuses them."""
-
-    def __init__(self, lake: Lake) -> None:
-        self.fs = lake.fs
-        self.bucket, _, self.key = lake.full_path(LOCK).partition("/")
-        self.conditional = True
-        self.settle = S3_SETTLE_SECONDS
-
-    def _call(self, method: str, **kwargs: Any) -> Any:
-        return self.fs.call_s3(method, Bucket=self.bucket, Key=self.key, **kwargs)
-
-    def read(self) -> tuple[bytes, Any] | None:
-        async def get() -> tuple[bytes, str]:
-            out = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
-            async with out["Body"] as body:
-                data: bytes = await body.read()
-            return data, str(out["ETag"])
-
-        try:
-            found: tuple[bytes, str] = fsspec.asyn.sync(self.fs.loop, get)
-        except FileNotFoundError:
-            return None
-        return found
-
-    def _conditional(self, method: str, condition: dict[str, str], **kwargs: Any) -> bool:
-        """One conditional request: True done, False the condition failed. A store that
-        refuses conditions gets the plain request from then on (the documented limit)."""
-        if self.conditional:
-            try:
-                self._call(method, **condition, **kwargs)
-                return True
-            except OSError as exc:
-                code = _s3_code(exc)
-                if code in _LOST_RACE or isinstance(exc, FileExistsError | FileNotFoundError):
-                    return False
-                if code not in _UNSUPPORTED:
-                    raise
-                log.warning(
-                    "this S3 store refuses conditional writes (%s): the lake's lock falls back"
-                    " to write, wait %.1fs, read back",
-                    code,
-                    self.settle,
-                )
-                self.conditional = False
-        self._call(method, **kwargs)
-        return True
-
-    def create(self, data: bytes) -> bool:
-        if not self.conditional and self.read() is not None:
-            return False
-        return self._conditional("put_object", {"IfNoneMatch": "*"}, Body=data)
-
-    def replace(self, version: Any, data: bytes) -> bool:
-        if not self.conditional and self._changed(version):
-            return False
-        return self._conditional("put_object", {"IfMatch": str(version)}, Body=data)
-
-    def remove(self, version: Any) -> bool:
-        if not self.conditional and self._changed(version):
-            return False
-        return self._conditional("delete_object", {"IfMatch": str(version)})
-
-    def _changed(self, version: Any) -> bool:
-        found = self.read()
-        return found is None or found[1] != version
-
-
 # -- the lock --------------------------------------------------------------------------------
 class LakeLock:
     """The lake's lock for one run: ``acquire``, ``beat``, ``check`` (the fence), ``release``."""
@@ -315,7 +133,9 @@ class LakeLock:
     def __init__(self, lake: Lake, command: str) -> None:
         self._lake = lake
         self._command = command
-        self._slot: _Slot = _LocalSlot(lake) if lake.is_local else _S3Slot(lake)
+        # The lock file as the lake's backend changes it atomically (``backends``). Its
+        # writes are the one kind that skips the lake's fence: the fence reads this file.
+        self._slot = lake.lock_slot(LOCK, S3_SETTLE_SECONDS)
         self.token = secrets.token_hex(16)
         self._record: LockRecord | None = None
         self._lost: LockLost | None = None
@@ -347,8 +167,7 @@ class LakeLock:
     def acquire(self) -> None:
         """Take the lock, or raise ``LakeError`` naming the live holder."""
         with self._mutex:
-            if isinstance(self._slot, _LocalSlot):
-                self._slot.clean()
+            self._slot.clean(STALE_AFTER.total_seconds())
             for _ in range(_ATTEMPTS):
                 found = self._slot.read()
                 record = self._new_record()
@@ -455,7 +274,8 @@ def _beat(lock: LakeLock) -> bool:
 
 @asynccontextmanager
 async def holding(state: HarvestState, command: str) -> AsyncIterator[LakeLock]:
-    """Hold the lake's lock for the body: fence ``state`` (and its staging areas) with it,
+    """Hold the lake's lock for the body: fence ``state``'s lake (and so every child of it,
+    the staging areas) with it,
     renew the heartbeat in the background, and stop the body once the lock is lost."""
     lock = LakeLock(state.lake, command)
     await asyncio.to_thread(lock.acquire)
@@ -472,8 +292,8 @@ async def holding(state: HarvestState, command: str) -> AsyncIterator[LakeLock]:
                     body.cancel()
                 return
 
-    previous = state.fence
-    state.fence = lock.check
+    previous = state.lake.fence
+    state.lake.fence = lock.check
     task = asyncio.create_task(heartbeat())
     try:
         yield lock
@@ -484,7 +304,7 @@ async def holding(state: HarvestState, command: str) -> AsyncIterator[LakeLock]:
     finally:
         if stopped and body is not None:
             body.uncancel()
-        state.fence = previous
+        state.lake.fence = previous
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.to_thread(lock.release)
@@ -503,14 +323,14 @@ def holding_sync(state: HarvestState, command: str) -> Iterator[LakeLock]:
             if not _beat(lock):
                 return
 
-    previous = state.fence
-    state.fence = lock.check
+    previous = state.lake.fence
+    state.lake.fence = lock.check
     thread = threading.Thread(target=heartbeat, name="lake-lock-heartbeat", daemon=True)
     thread.start()
     try:
         yield lock
     finally:
-        state.fence = previous
+        state.lake.fence = previous
         done.set()
         thread.join()
         lock.release()

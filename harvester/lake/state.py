@@ -363,22 +363,23 @@ class HarvestState:
         # A staging area (``stage``): its data files are named ``.parquet.staged``
         # (``datafile``), so no reader's ``**/*.parquet`` glob finds them.
         self.staged = staged
-        # The writer's fence, set by ``lock.holding`` and shared with the staging areas:
-        # called before every state file is written; raises once the lake's lock is lost.
-        self._fence: list[Callable[[], None]] = []
 
     @property
     def fence(self) -> Callable[[], None] | None:
-        return self._fence[0] if self._fence else None
+        """The lake handle's fence (``Lake.fence``, set by ``lock.holding``): every write
+        through the lake checks it, a state file's as every other; the staging areas'
+        lakes are children of this one and share it."""
+        return self.lake.fence
 
     @fence.setter
     def fence(self, check: Callable[[], None] | None) -> None:
-        self._fence[:] = [] if check is None else [check]
+        self.lake.fence = check
 
     def check_fence(self) -> None:
-        """Raise (``errors.LockLost``) if this run no longer holds the lake's lock."""
-        for check in self._fence:
-            check()
+        """Raise (``errors.LockLost``) if this run no longer holds the lake's lock: for a
+        caller about to do slow work (encoding a shard) that a lost lock would waste; the
+        writes themselves are fenced by the lake."""
+        self.lake.check_fence()
 
     def _read(self, path: str) -> Any:
         if not self.lake.exists(path):
@@ -386,7 +387,6 @@ class HarvestState:
         return orjson.loads(self.lake.read_bytes(path))
 
     def _write(self, path: str, data: Any) -> None:
-        self.check_fence()
         self.lake.write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
     # -- the lake itself ---------------------------------------------------------------
@@ -536,7 +536,6 @@ class HarvestState:
         if drops:
             self._write(PENDING_DROPS, {day: asdict(d) for day, d in sorted(drops.items())})
         else:
-            self.check_fence()
             self.lake.delete(PENDING_DROPS)
 
     # -- refresh: its checkpoint and staging areas ----------------------------------------
@@ -552,13 +551,11 @@ class HarvestState:
 
     def stage(self, name: StageName) -> HarvestState:
         """A refresh staging area: a small lake of its own under ``_harvest/refresh/``."""
-        area = HarvestState(self.lake.child(f"{REFRESH}/{name}"), staged=True)
-        area._fence = self._fence  # the same writer, the same fence
-        return area
+        # A child lake: the same writer, so the same fence.
+        return HarvestState(self.lake.child(f"{REFRESH}/{name}"), staged=True)
 
     def clear_stage(self, name: StageName) -> None:
         """Empty one staging area (a reload's month, once committed)."""
-        self.check_fence()
         area = f"{REFRESH}/{name}"
         for path in self.lake.list_files(area):
             self.lake.delete(path)
@@ -566,7 +563,6 @@ class HarvestState:
 
     def clear_refresh(self) -> None:
         """Drop the staging areas, then the checkpoint (last: the refresh is over)."""
-        self.check_fence()
         for path in self.lake.list_files(REFRESH):
             if path != REFRESH_RUN:
                 self.lake.delete(path)

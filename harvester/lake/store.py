@@ -1,7 +1,16 @@
 """Lake: one fsspec filesystem plus a root; whole-file atomic writes, listing, local and S3.
 
 Every path a caller passes is relative to the root and '/'-separated; it is checked so it can
-never climb out of the root. Writes are atomic for readers, in different ways per backend:
+never climb out of the root. What differs between local disk and S3 is one backend class
+each (``backends``: byte I/O, the lock's slot, the page store); the handle holds one and
+never branches on which, and callers ask the handle (``lock_slot``, ``page_store``).
+
+**Every change is fenced.** A write, publish or delete through the handle first calls the
+lock holder's fence (``Lake.fence``), so a run that lost the lake's lock writes nothing
+more, whichever module writes; only the lock's own slot is changed unfenced (the fence
+reads it). See ``Lake``.
+
+Writes are atomic for readers, in different ways per backend:
 
 - Local disk: the bytes go to a sibling temp file ``.<name>.tmp-<uuid32>`` (fsync'd), then
   ``os.replace`` renames it over the target. A rename within one directory is atomic on
@@ -35,24 +44,34 @@ a URI that can never name a lake (``/``, ``s3://``, ``gs://...``) is a ``ConfigE
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import uuid
 from collections.abc import Callable, Container, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import fsspec
 
 from harvester.config import Settings
 from harvester.errors import ConfigError, HarvesterError, LakeError
+from harvester.lake.backends import (
+    PROBE_PREFIX,
+    S3_PERMISSIONS,
+    TEMP_MARK,
+    Backend,
+    LocalBackend,
+    LockSlot,
+    S3Backend,
+    fsync_dir,
+    local_reason,
+    server_message,
+)
 
-TEMP_MARK: Final = ".tmp-"
-# The write probe's name: hidden from readers (a leading '.') and shaped like our temp files,
-# so a listing never shows it; named so that anyone who meets a leftover knows whose it is.
-PROBE_PREFIX: Final = ".harvester-write-check"
-# What the credentials need on S3, named in the "access denied" message.
-_S3_PERMISSIONS: Final = "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject"
+if TYPE_CHECKING:
+    from harvester.lake.checkpoint import PageStore
+
+__all__ = ["PROBE_PREFIX", "TEMP_MARK", "Lake", "fsync_dir", "is_temp_name", "open_lake"]
+
 _TEMP_NAME: Final = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 
 
@@ -69,24 +88,36 @@ def _check_relative(path: str) -> str:
     return path
 
 
-def fsync_dir(directory: str) -> None:
-    """Make a rename or a new name in ``directory`` durable (POSIX needs the directory's
-    own fsync for that)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+Fence = Callable[[], None]
 
 
 class Lake:
-    """A lake root on local disk or S3. Build with ``Lake.open``."""
+    """A lake root on local disk or S3. Build with ``Lake.open``.
 
-    def __init__(self, fs: Any, root: str, uri: str, local: bool) -> None:
+    **The fence.** Every write, publish and delete through the handle first calls the fence
+    (``fence``, set by the lock's holder: ``lock.holding``), which raises ``LockLost`` once
+    this run no longer holds the lake's lock; so no write can go around it, whichever module
+    makes it. A handle and every ``child`` of it share one fence (a refresh's staging areas
+    are written by the same run). Reads are never fenced. The lock's own file is the one
+    exception: it is changed through its ``lock_slot``, which the fence itself reads.
+    """
+
+    def __init__(
+        self,
+        fs: Any,
+        root: str,
+        uri: str,
+        local: bool,
+        *,
+        backend: Backend | None = None,
+        fence: list[Fence] | None = None,
+    ) -> None:
         self.fs = fs  # the fsspec filesystem, for readers that want it (e.g. pyarrow)
         self.root = root.rstrip("/")  # in the filesystem's own terms (no protocol)
         self._uri = uri
-        self._local = local
+        self._backend: Backend = backend or (LocalBackend(fs) if local else S3Backend(fs))
+        # A list, shared with every child: setting the fence on one fences them all.
+        self._fence: list[Fence] = [] if fence is None else fence
 
     @classmethod
     def open(cls, uri: str, storage_options: Mapping[str, Any] | None = None) -> Lake:
@@ -144,73 +175,39 @@ class Lake:
         bucket, list access), and with ``for_write`` a probe can be created and deleted at
         the root. A probe only proves what a write needs, so nothing is left behind: the
         probe goes, and the directories a new local lake needed for it are removed again
-        (the run makes them anew when it writes). Raises ``LakeError``."""
+        (the run makes them anew when it writes). Raises ``LakeError``.
+
+        Not fenced: it runs before any lock is taken, and its probe is gone when it returns."""
         action = "write to" if for_write else "read"
         with storage_errors(self.uri, action):
-            if self._local:
-                self._preflight_local(for_write)
-            else:
-                self._preflight_s3(for_write)
+            self._backend.preflight(self.root, self.uri, for_write)
 
-    def _probe_name(self) -> str:
-        return f"{PROBE_PREFIX}{TEMP_MARK}{uuid.uuid4().hex}"
+    # -- the fence ------------------------------------------------------------------------
+    @property
+    def fence(self) -> Fence | None:
+        """The check every write makes first (None: no lock held through this handle)."""
+        return self._fence[0] if self._fence else None
 
-    def _preflight_local(self, for_write: bool) -> None:
-        existing, missing = _nearest_existing(self.root)
-        if not os.path.isdir(existing):
-            raise LakeError(
-                f"cannot use {self.uri} as a lake: {existing} is a file, not a directory"
-            )
-        if not missing:
-            with os.scandir(existing) as entries:  # proves the root can be listed
-                next(entries, None)
-        if not for_write:
-            return  # a root that does not exist yet reads as an empty lake
-        made: list[str] = []
-        try:
-            for directory in reversed(missing):  # from the existing ancestor down
-                try:
-                    os.mkdir(directory)
-                except OSError as exc:
-                    raise LakeError(
-                        f"cannot write to {self.uri}: cannot create the directory {directory}"
-                        f" ({_local_reason(exc)})"
-                    ) from exc
-                made.append(directory)
-            probe = os.path.join(self.root, self._probe_name())
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, b"harvester write check\n")
-            finally:
-                os.close(fd)
-                os.unlink(probe)
-        finally:
-            for directory in reversed(made):
-                with contextlib.suppress(OSError):  # another process put something there
-                    os.rmdir(directory)
+    @fence.setter
+    def fence(self, check: Fence | None) -> None:
+        self._fence[:] = [] if check is None else [check]
 
-    def _preflight_s3(self, for_write: bool) -> None:
-        bucket, _, prefix = self.root.partition("/")
-        # One listing of at most one key: proves the credentials, the bucket and list access
-        # (on the lake's own prefix, which is all an IAM policy may grant), and unlike
-        # ``ls`` it tells a missing bucket from an empty prefix.
-        self.fs.call_s3(
-            "list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1
-        )
-        if not for_write:
-            return
-        probe = f"{self.root}/{self._probe_name()}"
-        self.fs.pipe_file(probe, b"harvester write check\n")
-        try:
-            self.fs.rm_file(probe)
-        except PermissionError as exc:
-            raise LakeError(
-                f"cannot delete from {self.uri}: {_server_message(exc)} (the harvester deletes"
-                f" files it replaces; allow {_S3_PERMISSIONS}); the probe object"
-                f" s3://{probe} is left behind: delete it"
-            ) from None
-        finally:
-            self.fs.invalidate_cache(probe)
+    def check_fence(self) -> None:
+        """Raise (``errors.LockLost``) if this run no longer holds the lake's lock."""
+        for check in self._fence:
+            check()
+
+    # -- what differs per backend, asked for by the modules that need it -----------------
+    def lock_slot(self, path: str, settle: float) -> LockSlot:
+        """The lock file at ``path`` as the backend changes it atomically (``lock``):
+        unfenced, because the fence reads it. ``settle``: how long an S3 lock is left
+        before it is read back to confirm a win."""
+        return self._backend.lock_slot(self.full_path(path), settle)
+
+    def page_store(self, slug: str) -> PageStore:
+        """The page checkpoints of one shard, as this backend keeps them (``checkpoint``):
+        their writes are fenced like every other."""
+        return self._backend.page_store(self, slug)
 
     # -- identity (never any credentials) ----------------------------------------------
     @property
@@ -219,12 +216,12 @@ class Lake:
 
     @property
     def is_local(self) -> bool:
-        return self._local
+        return self._backend.local
 
     @property
     def local_path(self) -> str | None:
         """The absolute root directory for a local lake; None for S3."""
-        return self.root if self._local else None
+        return self.root if self._backend.local else None
 
     def __repr__(self) -> str:
         return f"Lake({self._uri!r})"
@@ -233,40 +230,28 @@ class Lake:
 
     def child(self, prefix: str) -> Lake:
         """The lake rooted at ``prefix`` under this one, on the same filesystem (and so with
-        the same credentials): refresh's staging areas are lakes of their own."""
+        the same credentials) and behind the same fence: refresh's staging areas are lakes
+        of their own, written by the same run."""
         full = self.full_path(prefix)
-        return Lake(self.fs, full, f"{self._uri.rstrip('/')}/{prefix}", self._local)
+        return type(self)(
+            self.fs,
+            full,
+            f"{self._uri.rstrip('/')}/{prefix}",
+            self._backend.local,
+            backend=self._backend,
+            fence=self._fence,
+        )
 
     def full_path(self, path: str) -> str:
         """The path in the filesystem's terms (what ``self.fs`` methods take)."""
         return f"{self.root}/{_check_relative(path)}"
 
-    # -- files -------------------------------------------------------------------------
+    # -- files: every change fenced --------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file atomically (see the module docstring for how, per backend)."""
         full = self.full_path(path)
-        if not self._local:
-            self.fs.pipe_file(full, data)
-            self.fs.invalidate_cache(full)
-            return
-        directory, name = os.path.split(full)
-        os.makedirs(directory, exist_ok=True)
-        temp = os.path.join(directory, f".{name}{TEMP_MARK}{uuid.uuid4().hex}")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                # Durable before it becomes visible: after a crash the name never points at
-                # a file whose blocks were not written yet.
-                os.fsync(handle.fileno())
-            os.replace(temp, full)
-            # The rename itself is durable only once the directory is: the caller writes a
-            # marker that vouches for this file right after, and it must not outlive it.
-            fsync_dir(directory)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        self.check_fence()
+        self._backend.write(full, data)
 
     def write_hidden(self, path: str, data: bytes) -> str:
         """Write a whole file under a temp name beside ``path`` (``.<name>.tmp-<uuid32>``,
@@ -278,20 +263,8 @@ class Lake:
         temp = f"{directory}/" if directory else ""
         temp += f".{name}{TEMP_MARK}{uuid.uuid4().hex}"
         full = self.full_path(temp)
-        if not self._local:
-            self.fs.pipe_file(full, data)
-            self.fs.invalidate_cache(full)
-            return temp
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        try:
-            with open(full, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())  # durable before it can become visible
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(full)
-            raise
+        self.check_fence()
+        self._backend.write_hidden(full, data)
         return temp
 
     def publish(self, temp: str, path: str) -> None:
@@ -299,55 +272,33 @@ class Lake:
         the directory is synced, so the name outlives a crash); on S3 a server-side copy
         and a delete of the temp object (no bytes travel again, and the copy appears whole)."""
         source, target = self.full_path(temp), self.full_path(path)
-        if self._local:
-            os.replace(source, target)
-            fsync_dir(os.path.dirname(target))
-            return
-        self.fs.copy(source, target)
-        self.fs.rm_file(source)
-        self.fs.invalidate_cache(source)
-        self.fs.invalidate_cache(target)
+        self.check_fence()
+        self._backend.publish(source, target)
 
     def read_bytes(self, path: str) -> bytes:
-        data: bytes = self.fs.cat_file(self.full_path(path))
-        return data
+        return self._backend.read(self.full_path(path))
 
     def read_many(self, paths: list[str]) -> list[bytes]:
         """Read several files (concurrently on S3), in the order given."""
         if not paths:
             return []
-        fulls = [self.full_path(p) for p in paths]
-        if self._local:
-            return [self.read_bytes(p) for p in paths]
-        got: dict[str, bytes] = self.fs.cat(fulls, on_error="raise")
-        return [got[self.fs._strip_protocol(f)] for f in fulls]
+        return self._backend.read_many([self.full_path(p) for p in paths])
 
     def exists(self, path: str) -> bool:
-        full = self.full_path(path)
-        if self._local:
-            return os.path.exists(full)
-        self.fs.invalidate_cache(full)
-        return bool(self.fs.exists(full))
+        return self._backend.exists(self.full_path(path))
 
     def delete(self, path: str) -> None:
         """Remove one file; a missing file is fine (deletes are retried after crashes)."""
         full = self.full_path(path)
-        if self._local:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(full)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(full)
-        self.fs.invalidate_cache(full)
+        self.check_fence()
+        self._backend.delete(full)
 
     def remove_empty_dirs(self, prefix: str) -> None:
-        """Local only: drop directories left empty under ``prefix`` (S3 has none)."""
-        if not self._local:
-            return
+        """Drop directories left empty under ``prefix`` (local only: S3 has none). Fenced
+        too: a directory another run is about to write into must not vanish under it."""
         top = self.full_path(prefix)
-        for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):  # not empty, or already gone
-                os.rmdir(directory)
+        self.check_fence()
+        self._backend.remove_empty_dirs(top)
 
     def list_files(self, prefix: str = "", suffix: str | None = None) -> list[str]:
         """Files under ``prefix`` (recursive), relative to the root, sorted; no temp files."""
@@ -360,23 +311,8 @@ class Lake:
     def _listing(self, prefix: str, suffix: str | None, sizes: bool) -> dict[str, int]:
         """Relative path -> size (0 unless ``sizes``) of the files under ``prefix``."""
         base = self.full_path(prefix) if prefix else self.root
-        found: dict[str, int] = {}
-        if self._local:
-            if os.path.isfile(base):
-                paths = [base]
-            else:
-                paths = [os.path.join(d, n) for d, _, names in os.walk(base) for n in names]
-            for full in paths:
-                found[full] = os.path.getsize(full) if sizes else 0
-        else:
-            self.fs.invalidate_cache(base)
-            if sizes:
-                for name, info in self.fs.find(base, detail=True).items():
-                    found[self.fs._strip_protocol(name)] = int(info.get("size") or 0)
-            else:
-                found = dict.fromkeys((self.fs._strip_protocol(f) for f in self.fs.find(base)), 0)
         out: dict[str, int] = {}
-        for full, size in found.items():
+        for full, size in self._backend.find(base, sizes).items():
             if not full.startswith(self.root + "/"):
                 continue
             rel = full[len(self.root) + 1 :].replace(os.sep, "/")
@@ -389,14 +325,9 @@ class Lake:
     def temp_files(self) -> list[str]:
         """The temp files (``is_temp_name``) anywhere under the root, relative, sorted: what
         ``list_files`` hides."""
-        if self._local:
-            found = [os.path.join(d, n) for d, _, names in os.walk(self.root) for n in names]
-        else:
-            self.fs.invalidate_cache(self.root)
-            found = [self.fs._strip_protocol(f) for f in self.fs.find(self.root)]
         return sorted(
             full[len(self.root) + 1 :].replace(os.sep, "/")
-            for full in found
+            for full in self._backend.find(self.root, sizes=False)
             if full.startswith(self.root + "/") and is_temp_name(full.rsplit("/", 1)[-1])
         )
 
@@ -415,62 +346,10 @@ class Lake:
         """One file under the root (relative path) other than ``skip``, or None when there is
         none: whether a directory, a prefix or a whole bucket is empty, without listing all
         of it (one listing per level until the first file)."""
-        if self._local:
-            for directory, dirs, names in os.walk(self.root):
-                dirs.sort()
-                for name in sorted(names):
-                    rel = os.path.relpath(os.path.join(directory, name), self.root)
-                    if rel.replace(os.sep, "/") not in skip:
-                        return rel.replace(os.sep, "/")
-            return None
-        return self._s3_example(self.root, skip)
-
-    def _s3_example(self, directory: str, skip: Container[str]) -> str | None:
-        try:
-            entries = self.fs.ls(directory, detail=True, refresh=True)
-        except FileNotFoundError:
-            return None
-        subdirs = []
-        for entry in sorted(entries, key=lambda e: str(e["name"])):
-            full = str(self.fs._strip_protocol(entry["name"])).rstrip("/")
-            if entry.get("type") == "directory":
-                subdirs.append(full)
-                continue
-            rel = full[len(self.root) + 1 :] if full.startswith(self.root + "/") else full
-            if rel not in skip:
-                return rel
-        for sub in subdirs:
-            if sub != directory and (found := self._s3_example(sub, skip)) is not None:
-                return found
-        return None
+        return self._backend.example_file(self.root, skip)
 
 
 # -- foreign errors: mapped here, and only here ------------------------------------------------
-def _nearest_existing(path: str) -> tuple[str, list[str]]:
-    """The nearest part of ``path`` that exists (``path`` itself, or an ancestor), and the
-    parts below it that do not, deepest first. A file in the middle of the path ends the
-    walk there: ``/etc/hostname/lake`` gives ``/etc/hostname``."""
-    missing: list[str] = []
-    while True:
-        try:
-            os.stat(path)
-            return path, missing
-        except (FileNotFoundError, NotADirectoryError):
-            missing.append(path)
-            parent = os.path.dirname(path)
-            if parent == path:  # pragma: no cover - "/" always exists
-                return path, missing
-            path = parent
-
-
-def _server_message(exc: BaseException) -> str:
-    """The storage's own words for ``exc`` (S3's error message as s3fs passes it on)."""
-    text = str(exc.args[0]) if exc.args else ""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return text.strip() or type(exc).__name__
-
-
 def _s3_code(exc: BaseException) -> str | None:
     """S3's error code (``NoSuchBucket``, ``AccessDenied``) behind an exception that s3fs
     translated from botocore's ``ClientError`` (kept as its ``__cause__``)."""
@@ -514,31 +393,19 @@ def storage_error(exc: BaseException, uri: str, action: str) -> HarvesterError |
             return LakeError(f"bucket {bucket} does not exist (for {uri}): create it, or fix --out")
         if isinstance(exc, PermissionError):
             return LakeError(
-                f"access denied: cannot {action} {uri} ({_server_message(exc)}); the"
-                f" credentials in use need {_S3_PERMISSIONS} on it"
+                f"access denied: cannot {action} {uri} ({server_message(exc)}); the"
+                f" credentials in use need {S3_PERMISSIONS} on it"
             )
         if isinstance(exc, OSError):
-            return LakeError(f"cannot {action} {uri}: {_server_message(exc)}")
+            return LakeError(f"cannot {action} {uri}: {server_message(exc)}")
         return None
     if isinstance(exc, OSError):
         where = exc.filename if isinstance(exc.filename, str) else None
         if where is not None and os.path.basename(where).startswith(PROBE_PREFIX):
             where = os.path.dirname(where)  # the probe's name means nothing to the user
         at = f" ({where})" if where and where != uri else ""
-        return LakeError(f"cannot {action} {uri}: {_local_reason(exc)}{at}")
+        return LakeError(f"cannot {action} {uri}: {local_reason(exc)}{at}")
     return None
-
-
-def _local_reason(exc: OSError) -> str:
-    """Why a local file operation failed, in words, with what to do where there is a fix."""
-    reason = (exc.strerror or type(exc).__name__).lower()
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"{reason}: choose another --out, or give this user access there"
-    if exc.errno == errno.EROFS:
-        return f"{reason}: mount it writable, or choose another --out"
-    if exc.errno == errno.ENOSPC:
-        return f"{reason}: free some space, or choose another --out"
-    return reason
 
 
 @contextlib.contextmanager
