@@ -12,7 +12,7 @@ last line when the run stops.
 
 What the displays count as work: the shards that must be fetched. Shards planned empty
 (the months up to today the service holds nothing of yet) are committed at once without a
-request (``runner.pending_shards``); they stay in the vocabulary's totals (``Snapshot``),
+request (``session.pending_shards``); they stay in the vocabulary's totals (``Snapshot``),
 but a display shows them apart ("93 planned empty"), never as work done: a new lake's first
 line said "shards 93/141 done" before a single fetch.
 

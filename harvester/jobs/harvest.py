@@ -207,7 +207,7 @@ async def _harvest_plan(
 def planned_empty(leaves: list[Shard], markers: dict[str, ShardMarker]) -> int:
     """How many ``leaves`` were planned empty and hold nothing: counted 0 when planned (not
     the shard of rows without a mail date, which is always fetched) and not committed with
-    rows since. ``runner.pending_shards`` commits them without a request; progress shows
+    rows since. ``session.pending_shards`` commits them without a request; progress shows
     them apart from the work (``Progress.planned_empty``)."""
     return sum(
         1

@@ -5,7 +5,7 @@ mix the two sources' rows, and the next refresh would "repair" the lake towards 
 is pointed at; nothing in the rows themselves tells them apart. So a lake records its source
 in ``_harvest/lake.json`` (``state.SourceRecord``) when it is first written, and every
 command that talks to the API compares it with its own before it sends a request
-(``runner.check_lake``): a different source is ``SourceMismatch`` (exit 10), unless the run
+(``jobs.session.check_lake``): a different source is ``SourceMismatch`` (exit 10), unless the run
 is told ``--rebind-source``.
 
 What is recorded is never a secret: the API URL normalised (scheme, host, port, path; no

@@ -30,7 +30,7 @@ Writes are atomic for readers, in different ways per backend:
 Listings must never be stale (a resume decides what to redo from them), so the S3 listing
 cache is disabled and caches are invalidated after every change.
 
-**Preflight.** ``Lake.open_checked`` (what ``runner.open_lake`` calls, first thing in every
+**Preflight.** ``Lake.open_checked`` (what ``open_lake`` calls, first thing in every
 command) opens the lake and proves it usable before any API request is spent:
 ``Lake.preflight`` lists the root (credentials, bucket, read access) and, for a command that
 writes, creates and deletes a probe ``.harvester-write-check.tmp-<uuid32>`` at the root

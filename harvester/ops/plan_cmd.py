@@ -55,7 +55,7 @@ class JobPlan:
     check_requests: int = 0
     notes: list[str] = field(default_factory=list)
     check_label: str = ""  # what ``check_requests`` are, when not a harvest's closing check
-    service: dict[str, Any] | None = None  # what the service was found to do (runner.Service)
+    service: dict[str, Any] | None = None  # what the service was found to do (session.Service)
     weekly_quota: int = 0  # requests per key per week (0: none)
     quota_spent: int = 0  # this week, by runs on this lake with the key set now
 
