@@ -109,9 +109,7 @@ KEY_VARIABLES = ("USPTO_API_KEY", "USPTO_API_KEY_FILE")
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(
-    no_settings_from_the_machine: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # argparse wraps help to the terminal's width, breaking at hyphens ("YYYY-" "MM-DD"):
     # a width no line reaches keeps each flag's help whole, whatever runs the tests.
     monkeypatch.setenv("COLUMNS", "1000")

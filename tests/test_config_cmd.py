@@ -23,9 +23,7 @@ KEY = "KEY-config-canary-41c2"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(
-    no_settings_from_the_machine: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 

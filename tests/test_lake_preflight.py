@@ -22,6 +22,7 @@ import pytest
 
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli
+from tests.support.env import scrubbed_environ
 from tests.support.harvest import RANGE, WINDOW, harvest_env
 from tests.support.s3server import FAKE_CREDENTIALS, REGION, MotoS3
 
@@ -141,7 +142,7 @@ def iam_s3() -> Iterator[IamS3]:
     then IAM is enforced for every request (moto's ``reset-auth``)."""
     import boto3
 
-    env = {**os.environ, **FAKE_CREDENTIALS}
+    env = scrubbed_environ()
     process = subprocess.Popen(
         [sys.executable, "-c", _IAM_SERVER],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

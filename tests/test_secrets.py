@@ -239,7 +239,6 @@ def test_log_lines_scrub_the_key_from_the_file(
 ) -> None:
     """The logging filter scrubs the resolved key, whichever variable gave it: passed in
     (as the commands do) or read as ``resolve`` reads it (a caller that passes none)."""
-    monkeypatch.delenv("USPTO_API_KEY", raising=False)
     monkeypatch.setenv("USPTO_API_KEY_FILE", str(key_file(tmp_path)))
     log = logging.getLogger("harvester.test_secrets")
     root = logging.getLogger()

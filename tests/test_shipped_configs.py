@@ -19,7 +19,7 @@ import pytest
 
 from harvester.config import SPECS, find_config, resolve, shipped_configs
 from harvester.errors import EXIT_CONFIG, ConfigError
-from tests.support.harvest import harvest_env
+from tests.support.env import scrubbed_environ
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -28,10 +28,9 @@ CONFIGS = REPO / "configs"
 def run_config(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m harvester config *args`` run from ``cwd`` (outside the repository), with
     no ``HARVESTER_*`` variable that could hide what the file says."""
-    env = {k: v for k, v in harvest_env().items() if not k.startswith("HARVESTER_")}
     return subprocess.run(
         [sys.executable, "-m", "harvester", "config", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd, env=scrubbed_environ(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
 

@@ -40,6 +40,7 @@ from harvester.config import SPECS
 from harvester.errors import EXIT_CONFIG
 from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from tests.support.env import scrubbed_environ
 from tests.support.lakecheck import assert_lake_equals_truth
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,8 +61,8 @@ class Install:
     def env(self) -> dict[str, str]:
         """The caller's environment less anything that could point back at the repository
         or the test venv, or set a setting behind the test's back."""
-        drop = ("HARVESTER_", "USPTO_", "PYTHON", "VIRTUAL_ENV", "PIP_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+        drop = ("PYTHON", "VIRTUAL_ENV", "PIP_")
+        env = {k: v for k, v in scrubbed_environ().items() if not k.startswith(drop)}
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         return env
 

@@ -4,7 +4,6 @@ with settings that keep the tests fast (short timeouts and backoffs, a small win
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 from harvester.sim.testing import SimHandle
+from tests.support.env import scrubbed_environ
 
 # Two months of mail dates, ~340 rows a day on average: with a window of 300, many days
 # must be split by id range.
@@ -32,8 +32,8 @@ FAST_RETRIES = {
 
 
 def harvest_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARVESTER_", "USPTO_"))}
-    return {**env, **FAST_RETRIES, **extra}
+    """The scrubbed environment (``tests.support.env``) with the fast settings and ``extra``."""
+    return scrubbed_environ(**{**FAST_RETRIES, **extra})
 
 
 def harvest_cmd(url: str, out: str, *extra: str) -> list[str]:
