@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harvester.config import Settings
-from harvester.errors import HarvesterError, RunStopped
+from harvester.errors import HarvesterError, LockLost, RunStopped
 from harvester.humanize import plural
 from harvester.lake import quota
 from harvester.lake.shard import Shard
@@ -132,7 +132,12 @@ class RunReport:
             self.finish(status, stats)
             self.extra["ended_by"] = why
             try:
-                if state.is_lake() and (self.writing or status != "failed"):
+                # A run that lost its lock writes nothing more: the lake is another run's.
+                if (
+                    state.is_lake()
+                    and (self.writing or status != "failed")
+                    and not isinstance(exc, LockLost)
+                ):
                     self.save(state)
             except Exception as failure:  # the first error is the one to show
                 log.warning("could not save the run report: %s", failure)

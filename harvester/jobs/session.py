@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 
 from harvester.config import Settings
-from harvester.errors import LakeError
+from harvester.errors import LakeError, LockLost
 from harvester.jobs.pipeline import PipelineConfig, ShardPipeline
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunReport
@@ -147,16 +147,25 @@ async def learn_service(settings: Settings, state: HarvestState, client: ApiClie
     probed = (
         profile is None
         or found.action == "rebind"
-        or not service.still_valid(profile, settings.date_template)
+        or not service.still_valid(profile, settings.date_template, settings.fixed_rows)
     )
     before = client.stats.requests
     if probed:
         log.info("probing the service's limits and query semantics")
         profile = await service.discover(
-            client, settings.api_url, settings.date_template, settings.rows, settings.max_window
+            client,
+            settings.api_url,
+            settings.date_template,
+            settings.rows,
+            settings.max_window,
+            rate=settings.rate,
+            concurrency=settings.concurrency,
+            fixed=settings.fixed_rows,
         )
     assert profile is not None
-    limits = service.limits_from(profile, settings.max_window, settings.shard_size, settings.rows)
+    limits = service.limits_from(
+        profile, settings.max_window, settings.shard_size, settings.rows, settings.fixed_rows
+    )
     return Service(profile, limits, probed, client.stats.requests - before, found)
 
 
@@ -251,7 +260,8 @@ class RunSession:
     the lock is taken first; without it (``plan``) nothing is written and no report kept.
     ``job``: the job whose rules the lake is checked by (``check_lake``), when it is not
     the command (``plan --job refresh``). ``state``: the lake, when the caller opened it
-    already (``plan`` reads it to choose the job)."""
+    already (``plan`` reads it to choose the job). ``existing``: the command works only on
+    a lake that exists (verify), so that is checked before whether it can be written."""
 
     def __init__(
         self,
@@ -262,18 +272,24 @@ class RunSession:
         write: bool = True,
         job: str | None = None,
         state: HarvestState | None = None,
+        existing: bool = False,
     ) -> None:
         self.settings = settings  # as the user resolved them: never rebuilt from the service
         self.command = command
         self.progress = progress if progress is not None else Progress()  # Progress(): quiet
         self.write = write
         if state is None:  # first: a bad --out costs nothing
-            state = HarvestState(open_lake(settings, for_write=True))
+            state = HarvestState(open_lake(settings, for_write=not existing))
         self.state = state
         self.lake = state.lake
         # A new lake is refused where anything else lives, an existing one bound to another
         # source too: before the lock would make a _harvest/ there, and before any request.
         self.binding = check_lake(self.state, settings, job or command)
+        if existing:
+            # A command only for a lake (verify): "not a lake" is the first thing to say of
+            # a directory that is none, before whether it could be written.
+            state.require_lake()
+            self.lake.preflight(for_write=write)
         self.report = RunReport.begin(command, settings)
         # Set by ``__aenter__``: valid inside ``async with`` only.
         self.client: ApiClient
@@ -308,6 +324,15 @@ class RunSession:
         self.report.save(self.state)
         self._saved = True
 
+    def _remember_on_the_way_out(self) -> None:
+        """Keep what the run learned of the service as it stops early; a lake failing now
+        is logged, never raised over the error that stopped the run."""
+        self.report.extra.setdefault("service", self.known.summary())
+        try:
+            self.known.remember(self.state)
+        except Exception as exc:
+            log.warning("could not keep the service's profile: %s", exc)
+
     async def __aenter__(self) -> RunSession:
         self._opened = self._open()
         return await self._opened.__aenter__()
@@ -326,12 +351,14 @@ class RunSession:
         # A new lake's lock makes its _harvest/; a run refused before it wrote anything (a
         # wrong key, a query the service refuses) takes that directory away again.
         fresh = self.write and not self.lake.list_files(STATE_ROOT)
+        made = self.lake.missing_directories() if fresh else []  # ...and maybe its root
         try:
             async with self._held() as session:
                 yield session
         finally:
             if fresh and not self.report.writing:
                 self.lake.remove_empty_dirs(STATE_ROOT)
+                self.lake.remove_if_empty(made)
 
     @asynccontextmanager
     async def _held(self) -> AsyncIterator[RunSession]:
@@ -349,9 +376,14 @@ class RunSession:
                 self.planner = make_planner(self.client, self.known)
                 try:
                     yield self
-                finally:
-                    if self.report.writing:  # what the run learned, whatever ended it
-                        self.known.remember(self.state)
-                        self.report.extra.setdefault("service", self.known.summary())
+                except LockLost:
+                    raise  # the lake is another run's now: nothing more is written
+                except BaseException:
+                    if self.report.writing:  # what the run learned, however it ended
+                        self._remember_on_the_way_out()
+                    raise
+                if self.report.writing:
+                    self.known.remember(self.state)
+                    self.report.extra.setdefault("service", self.known.summary())
                 if self.keep_report and not self._saved:
                     self.save_report()  # inside the lock: nothing writes the lake after it

@@ -64,6 +64,7 @@ from harvester.lake.backends import (
     S3Backend,
     fsync_dir,
     local_reason,
+    nearest_existing,
     server_message,
 )
 
@@ -292,6 +293,21 @@ class Lake:
         full = self.full_path(path)
         self.check_fence()
         self._backend.delete(full)
+
+    def missing_directories(self) -> list[str]:
+        """The root and those of its ancestors that do not exist yet, deepest first (local;
+        S3 has no directories): what a first write here makes, for ``remove_if_empty`` to
+        take away again when a run is refused before it wrote anything."""
+        if not self._backend.local:
+            return []
+        return nearest_existing(self.root)[1]
+
+    def remove_if_empty(self, directories: list[str]) -> None:
+        """Remove each of ``directories`` (full paths, deepest first) that is empty; one that
+        holds anything, or is gone already, stays as it is."""
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
     def remove_empty_dirs(self, prefix: str) -> None:
         """Drop directories left empty under ``prefix`` (local only: S3 has none). Fenced

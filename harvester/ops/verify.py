@@ -374,9 +374,8 @@ async def verify_lake(
     """
     # Only read until the lake is known to be one (a directory of other files is not, and
     # a harvest needs an empty one) and bound to this run's source: before any request.
-    session = RunSession(settings, "verify", progress)
+    session = RunSession(settings, "verify", progress, existing=True)
     state, report = session.state, session.report
-    state.require_lake()
     if repair and state.load_complete() is None:
         raise LakeError(
             f"{state.lake.uri}: the harvest is not complete; `harvester harvest` finishes it"
