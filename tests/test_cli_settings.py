@@ -66,6 +66,7 @@ BAD_ENV_VALUES: dict[str, str] = {
     "shard_size": "1.5",
     "shard_attempts": "none",
     "page_checkpoints": "maybe",
+    "fixed_rows": "maybe",
     "quiet": "very",
     "drop_share": "1.5",
     "reload_share": "-0.1",

@@ -332,7 +332,7 @@ class ServiceProfile:
     answers, lowered whenever it contradicts them, reused by every later run."""
 
     api_url: str
-    page_size: int  # the largest ``rows`` it honours
+    page_size: int  # the ``rows`` runs ask for: chosen by rows per second, <= ``ceiling``
     window: int | None  # the deepest start+rows it answers; None: none met
     date_template: str  # the mail-date form proven on a real row
     configured_template: str  # the configured form the proof started from
@@ -341,6 +341,13 @@ class ServiceProfile:
     probed_at: str
     updated_at: str = ""
     evidence: list[str] = field(default_factory=list)
+    # The page-size choice (issue 20, "page size"); absent from profiles written before it:
+    # the largest ``rows`` honoured (None: ``page_size`` is that), seconds a page of each
+    # size took at the probe (rows as text -> s), and how ``page_size`` was picked
+    # ("rows per second"; "rows setting": probed under fixed_rows; "": before the choice).
+    ceiling: int | None = None
+    latencies: dict[str, float] = field(default_factory=dict)
+    chosen_by: str = ""
 
 
 @dataclass

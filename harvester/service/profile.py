@@ -8,9 +8,16 @@ it. Configured values become ceilings and first guesses, never promises.
 
 What is probed once per lake (about a dozen requests, at preflight):
 
-- **Page size.** Increasing ``rows`` (100, 200, 400, ... up to the ``rows`` setting) on
-  ``*:*``; the largest the service honours (docs returned == rows asked while ``numFound``
-  allows) is kept. A silent cap shows as fewer docs; a ``413`` or a refusal stops the climb.
+- **Page size.** Increasing ``rows`` (100, 200, 400, ...) on ``*:*``; the largest the
+  service honours (docs returned == rows asked while ``numFound`` allows) is its
+  ``ceiling``. A silent cap shows as fewer docs; a ``413`` or a refusal stops the climb.
+  The climb's top is the ``rows`` setting under ``fixed_rows``; otherwise (the default) it
+  climbs past it, up to ``PAYLOAD_SHARE`` of the payload cap at the bytes a row was served
+  in, and the window. Each page of the climb is timed (the limiter's wait kept out of it),
+  and the page size is *chosen* from those times by rows per second under the rate limit
+  and the concurrency (``choose_page_size``). The timing costs no request of its own: the
+  climb's pages are the samples. Climbing from 100 to a ceiling of 5,000 takes 7 pages
+  where the climb to 1,000 took 5: two more requests, once per lake.
 - **Date form.** A real row is asked for on its own day, ``[D TO D] AND id:X``, with the
   configured template, then with the template's bounds written in the other known forms
   (``BOUND_FORMS``: with or without a time, with or without ``Z``); a form is proven when the
@@ -23,17 +30,23 @@ What is probed once per lake (about a dozen requests, at preflight):
 What is learned while running, whenever the service contradicts what we hold (``Limits``):
 a paging window (a window error, or any error at ``start > 0`` for a query that answered at
 ``start = 0``), and a smaller page size (a ``413``, or a page cut short by a silent cap).
+Only what the service contradicts lowers the stored profile: a run asking for less
+(``fixed_rows`` with a small ``rows``) uses less without forgetting what was chosen.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+
+import orjson
 
 from harvester.errors import ApiError, ConfigError, QueryError
 from harvester.lake.state import ServiceProfile, SortSupport, utc_now
@@ -41,6 +54,21 @@ from harvester.lake.state import ServiceProfile, SortSupport, utc_now
 log = logging.getLogger("harvester.service.profile")
 
 FIRST_PAGE_SIZE: Final = 100  # the spec's default: where the page-size climb starts
+# ODP's common base: a response above 6 MB is refused with a 413 (reference: "Payload cap").
+PAYLOAD_CAP_BYTES: Final = 6_000_000
+# The climb stops at this share of the cap, at the largest bytes a row was served in so far:
+# rows vary in size, and a page near the cap would meet the 413 on a month of long rows.
+PAYLOAD_SHARE: Final = 0.8
+# A smaller page than the largest measured is chosen only when it is this much faster in rows
+# per second: a larger page saves requests (the weekly quota, the rate limit), and one
+# timed page per size is a noisy sample.
+CHOICE_MARGIN: Final = 0.25
+# A page timed under this is read as this: below it the clock measures loopback, the
+# scheduler and parsing, not the service (a real one answers in 100s of ms), and such
+# noise must not pick a small page.
+LATENCY_FLOOR: Final = 0.05
+CHOSEN: Final = "rows per second"  # ServiceProfile.chosen_by: picked from timed pages
+FIXED: Final = "rows setting"  # ServiceProfile.chosen_by: the climb stopped at ``rows``
 # How the bounds of a day range are written: (after {start}, after {end}). Public clients
 # send the first two; Solr's own syntax is the third; the last is Solr's with milliseconds.
 BOUND_FORMS: Final = (
@@ -86,6 +114,7 @@ class Limits:
     shard_size_setting: int
     keyset: bool = False  # sort honoured: shards are paged by id, no window applies
     window_learned: bool = False
+    lowered: bool = False  # the service made the page smaller (a 413, a cap, the window)
     events: list[str] = field(default_factory=list)
 
     @property
@@ -104,7 +133,8 @@ class Limits:
         if window < self.window:
             self.window = max(1, window)
             self.window_learned = True
-            self.page_size = min(self.page_size, self.window)
+            if self.window < self.page_size:
+                self.page_size, self.lowered = self.window, True
             self._event(f"paging window learned: {self.window} ({why})")
 
     def shrink_page(self, rows: int, why: str) -> bool:
@@ -113,14 +143,14 @@ class Limits:
             return False
         smaller = max(1, rows // 2)
         if smaller < self.page_size:
-            self.page_size = smaller
+            self.page_size, self.lowered = smaller, True
             self._event(f"page size lowered to {smaller} ({why})")
         return True
 
     def capped(self, served: int, why: str) -> None:
         """The service served ``served`` docs where it had more and we asked for more."""
         if 0 < served < self.page_size:
-            self.page_size = served
+            self.page_size, self.lowered = served, True
             self._event(f"page size lowered to {served} ({why})")
 
     def stop_keyset(self, why: str) -> None:
@@ -133,10 +163,22 @@ class Limits:
         self.events.append(text)
 
 
-def limits_from(profile: ServiceProfile, max_window: int, shard_size: int, rows: int) -> Limits:
+def limits_from(
+    profile: ServiceProfile, max_window: int, shard_size: int, rows: int, fixed: bool = False
+) -> Limits:
+    """The limits a run works with. The page: under ``fixed`` (``fixed_rows``), ``rows`` or
+    the service's ceiling if smaller; else the profile's chosen page, which may be above
+    ``rows`` (``CHOSEN``); a profile not chosen by rows per second (probed under
+    ``fixed_rows``, or before the choice existed) keeps ``rows`` as its ceiling, as then."""
     window = min(max_window, profile.window) if profile.window else max_window
+    if fixed:
+        page = min(profile.ceiling or profile.page_size, rows)
+    elif profile.chosen_by == CHOSEN:
+        page = profile.page_size
+    else:
+        page = min(profile.page_size, rows)
     return Limits(
-        page_size=max(1, min(profile.page_size, rows, window)),
+        page_size=max(1, min(page, window)),
         window=window,
         shard_size_setting=shard_size,
         keyset=profile.sort == "honoured",
@@ -145,12 +187,16 @@ def limits_from(profile: ServiceProfile, max_window: int, shard_size: int, rows:
 
 
 def remember(profile: ServiceProfile, limits: Limits) -> bool:
-    """Fold what a run learned back into the profile; True when it changed."""
+    """Fold what a run learned back into the profile; True when it changed. The page size
+    (and the ceiling) is lowered only when the service lowered it (``Limits.lowered``): a
+    run that merely asked for less (``fixed_rows``) leaves the choice as it was."""
     changed = False
     if limits.window_learned and (profile.window is None or limits.window < profile.window):
         profile.window, changed = limits.window, True
-    if limits.page_size < profile.page_size:
+    if limits.lowered and limits.page_size < profile.page_size:
         profile.page_size, changed = limits.page_size, True
+    if limits.lowered and profile.ceiling is not None and limits.page_size < profile.ceiling:
+        profile.ceiling, changed = limits.page_size, True
     if not limits.keyset and profile.sort == "honoured":
         profile.sort, changed = "ignored", True
     if changed:
@@ -206,51 +252,126 @@ def _real_row(docs: Iterable[dict[str, Any]]) -> _Row | None:
     return None
 
 
-async def _probe_page_size(
-    api: Searcher, ceiling: int, window: int, evidence: list[str]
-) -> tuple[int, int | None, list[dict[str, Any]]]:
-    """(page size, window stated by an error or None, docs of the first answer).
+def rows_per_second(size: int, latency: float, rate: float, concurrency: int) -> float:
+    """Rows a second at pages of ``size`` answered in ``latency`` seconds: ``concurrency``
+    pages in flight, never more than ``rate`` requests a second (0: no rate limit), so
+    ``size * min(rate, concurrency / latency)``."""
+    per_second = concurrency / latency if latency > 0 else float("inf")
+    if rate > 0:
+        per_second = min(per_second, rate)
+    return size * per_second
 
-    Doubles ``rows`` from 100 while the service honours it; a silent cap is the page size;
-    a refusal (a 413, a 400) between an honoured size and a refused one is narrowed down by
-    halving the gap until it is within a tenth."""
-    size = min(FIRST_PAGE_SIZE, ceiling, window)
-    honoured, refused = 0, 0
-    learned: int | None = None
-    docs: list[dict[str, Any]] = []
+
+def choose_page_size(
+    latencies: Mapping[int, float],
+    rate: float,
+    concurrency: int,
+    ceiling: int,
+    margin: float = CHOICE_MARGIN,
+) -> int:
+    """The page size with the best rows per second among the measured sizes up to
+    ``ceiling`` (``latencies``: rows -> seconds one page took). Pure.
+
+    Only measured sizes are candidates: nothing is extrapolated, so a service whose time
+    grows faster than its pages (a gateway, a serialiser) is judged by what it did. The
+    largest measured size wins unless a smaller one is more than ``margin`` faster: a larger
+    page saves requests (the rate limit, the weekly quota) and one sample a size is noisy.
+    A time under ``LATENCY_FLOOR`` counts as the floor. No sample up to the ceiling: the
+    ceiling itself."""
+    sizes = sorted(s for s in latencies if 0 < s <= ceiling)
+    if not sizes:
+        return ceiling
+    speed = {
+        s: rows_per_second(s, max(latencies[s], LATENCY_FLOOR), rate, concurrency) for s in sizes
+    }
+    largest = sizes[-1]
+    best = max(sizes, key=lambda s: (speed[s], s))
+    return best if speed[best] > (1 + margin) * speed[largest] else largest
+
+
+def _row_bytes(page: PageLike) -> float:
+    """Bytes a served row takes: the body's size over its docs (``Page.raw_bytes``), or the
+    docs serialised again where a page carries no size (a test's fake)."""
+    if not page.docs:
+        return 0.0
+    raw = getattr(page, "raw_bytes", 0)
+    size = raw if isinstance(raw, int) and raw > 0 else len(orjson.dumps(page.docs))
+    return size / len(page.docs)
+
+
+@dataclass
+class _Climb:
+    """What the page-size climb found: the largest size honoured, a window an error stated,
+    the first answer's docs, and the seconds each honoured page took (rows served -> s)."""
+
+    honoured: int = 0
+    window: int | None = None
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    latencies: dict[int, float] = field(default_factory=dict)
+
+
+async def _timed_search(api: Searcher, size: int, spacing: float) -> tuple[PageLike, float]:
+    """One ``*:*`` page and the seconds it took. The limiter's wait is kept out of the time:
+    the page is asked ``spacing`` (one request's share of the rate) after the one before, so
+    the limiter has a slot ready and the clock measures the service alone."""
+    if spacing > 0:
+        await asyncio.sleep(spacing)
+    began = time.monotonic()
+    page = await api.search("*:*", 0, size)
+    return page, time.monotonic() - began
+
+
+async def _probe_page_size(
+    api: Searcher, ceiling: int | None, window: int, rate: float, evidence: list[str]
+) -> _Climb:
+    """Doubles ``rows`` from 100 while the service honours it, up to ``ceiling`` (None: up
+    to ``PAYLOAD_SHARE`` of the payload cap at the largest bytes a row was served in) and
+    the window; a silent cap is the page size; a refusal (a 413, a 400) between an honoured
+    size and a refused one is narrowed down by halving the gap until it is within a tenth.
+    Every honoured page's time is kept (``_Climb.latencies``)."""
+    spacing = 1.0 / rate if rate > 0 else 0.0
+    climb = _Climb()
+    size = min(FIRST_PAGE_SIZE, ceiling or FIRST_PAGE_SIZE, window)
+    refused = 0
+    row_bytes = 0.0
     while True:
         try:
-            page = await api.search("*:*", 0, size)
+            page, seconds = await _timed_search(api, size, spacing)
         except QueryError as exc:
             if is_window_error(exc):
-                learned = window_limit(exc) or size // 2
-                evidence.append(f"rows={size}: window error, window {learned}")
-                window = min(window, learned)
+                climb.window = window_limit(exc) or size // 2
+                evidence.append(f"rows={size}: window error, window {climb.window}")
+                window = min(window, climb.window)
             else:
                 evidence.append(f"rows={size}: refused ({exc.status})")
             refused = size
-            if honoured == 0 and size <= 1:
+            if climb.honoured == 0 and size <= 1:
                 raise
         else:
-            docs = docs or list(page.docs)
+            climb.docs = climb.docs or list(page.docs)
             served, wanted = len(page.docs), min(size, page.num_found)
+            if served:
+                climb.latencies[served] = seconds
+            row_bytes = max(row_bytes, _row_bytes(page))
             if served < wanted:  # a silent cap: what it serves is what it allows
                 evidence.append(f"rows={size}: {served} docs served of {wanted} (a cap)")
-                return max(honoured, served), learned, docs
-            evidence.append(f"rows={size}: {served} docs served (honoured)")
-            honoured = size
+                climb.honoured = max(climb.honoured, served)
+                return climb
+            evidence.append(f"rows={size}: {served} docs served in {seconds:.3f} s (honoured)")
+            climb.honoured = size
             if page.num_found <= size:
-                return honoured, learned, docs
-        top = min(ceiling, window)
+                return climb
+        payload = int(PAYLOAD_CAP_BYTES * PAYLOAD_SHARE / row_bytes) if row_bytes else size * 2
+        top = max(1, min(ceiling or payload, window))
         if refused:
-            if honoured == 0:
+            if climb.honoured == 0:
                 size = max(1, min(size // 2, top))
                 continue
-            if refused - honoured <= max(1, honoured // 10):
-                return honoured, learned, docs
-            size = (honoured + refused) // 2
-        elif honoured >= top:
-            return honoured, learned, docs
+            if refused - climb.honoured <= max(1, climb.honoured // 10):
+                return climb
+            size = (climb.honoured + refused) // 2
+        elif climb.honoured >= top:
+            return climb
         else:
             size = min(size * 2, top)
 
@@ -359,11 +480,34 @@ async def _probe_sort(
 
 
 async def discover(
-    api: Searcher, api_url: str, configured_template: str, rows: int, max_window: int
+    api: Searcher,
+    api_url: str,
+    configured_template: str,
+    rows: int,
+    max_window: int,
+    *,
+    rate: float = 0.0,
+    concurrency: int = 1,
+    fixed: bool = False,
 ) -> ServiceProfile:
-    """Probe the service once (about a dozen requests); see the module docstring."""
+    """Probe the service once (about a dozen requests); see the module docstring. The page
+    size: under ``fixed`` the largest honoured up to ``rows``; else the climb goes past
+    ``rows`` and the size is chosen by rows per second at ``rate`` and ``concurrency``."""
     evidence: list[str] = []
-    page_size, window, docs = await _probe_page_size(api, rows, max_window, evidence)
+    climb = await _probe_page_size(api, rows if fixed else None, max_window, rate, evidence)
+    window, docs, ceiling = climb.window, climb.docs, climb.honoured
+    if fixed:
+        page_size = ceiling
+    else:
+        page_size = choose_page_size(climb.latencies, rate, concurrency, ceiling)
+        shown = ", ".join(
+            f"{s}: {rows_per_second(s, t, rate, concurrency):,.0f}"
+            for s, t in sorted(climb.latencies.items())
+        )
+        evidence.append(
+            f"page size {page_size} chosen of ceiling {ceiling} by rows/s at rate {rate:g},"
+            f" concurrency {concurrency} ({shown})"
+        )
     row = _real_row(docs)
     if row is None:
         raise ApiError("the service served no row with an id and a mail date to prove against")
@@ -375,6 +519,9 @@ async def discover(
     return ServiceProfile(
         api_url=api_url,
         page_size=page_size,
+        ceiling=ceiling,
+        latencies={str(s): round(t, 4) for s, t in sorted(climb.latencies.items())},
+        chosen_by=FIXED if fixed else CHOSEN,
         window=window,
         date_template=template,
         configured_template=configured_template,
@@ -385,8 +532,13 @@ async def discover(
     )
 
 
-def still_valid(profile: ServiceProfile, configured_template: str) -> bool:
+def still_valid(profile: ServiceProfile, configured_template: str, fixed: bool = False) -> bool:
     """A stored profile answers for this run unless the configured template changed (then
-    the new one is proven). A lake's service is the one it was harvested from, whatever URL
-    reaches it now; what it contradicts while running is learned then (``Limits``)."""
+    the new one is proven), or the run chooses its page by rows per second and the profile
+    was probed under ``fixed_rows`` (its climb stopped at ``rows``: the service was never
+    asked for more). A profile from before the choice (no ``chosen_by``) stays as it is. A
+    lake's service is the one it was harvested from, whatever URL reaches it now; what it
+    contradicts while running is learned then (``Limits``)."""
+    if not fixed and profile.chosen_by == FIXED:
+        return False
     return profile.configured_template == configured_template
