@@ -25,6 +25,7 @@ from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, printed_report, reports
 from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, refresh_phase, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable
+from tests.support.sharedsim import ReadOnlySim
 
 RANGE = ("--start", "2019-01-01", "--end", "2019-03-31")
 RUN_JSON = Path("_harvest", "refresh", "run.json")
@@ -159,13 +160,14 @@ def test_a_refresh_interrupted_in_reconcile_reports_all_its_work_when_resumed(
     assert_lake_equals_truth(Lake.open(out), sim.truth())
 
 
-def test_changes_bad_input_gets_one_line_and_an_exit_code(tmp_path: Path) -> None:
+def test_changes_bad_input_gets_one_line_and_an_exit_code(
+    shared_sim: ReadOnlySim, tmp_path: Path
+) -> None:
     empty = tmp_path / "none"
     result = cli("changes", "--out", str(empty))
     assert result.returncode == 4 and "Traceback" not in result.stderr
     lake = tmp_path / "lake"
-    with run_simulator_process("--records", "300", *RANGE) as sim:
-        ok(run_harvest(sim.url, str(lake)))
+    ok(run_harvest(shared_sim.url, str(lake)))
     assert "no changes recorded" in ok(cli("changes", "--out", str(lake)))
     for args in (("--since", "last tuesday"), ("--parquet", str(tmp_path / "no" / "x.parquet"))):
         result = cli("changes", "--out", str(lake), *args)

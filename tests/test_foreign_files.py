@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, is_decodable
 from tests.support.s3server import MotoS3
+from tests.support.sharedsim import ReadOnlySim
 
 EXIT_LAKE = 4
 EXIT_MISMATCH = 6
@@ -105,12 +105,10 @@ def test_only_the_harvesters_own_names_in_its_own_partitions_are_owned() -> None
 
 
 # -- a new lake is only created where nothing lives ----------------------------------------
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with run_simulator_process(
-        "--records", "1500", *RANGE, "--max-window", WINDOW, "--seed", "121", "--admin"
-    ) as handle:
-        yield handle
+@pytest.fixture
+def sim(shared_sim: ReadOnlySim) -> SimHandle:
+    """The tests that take ``sim`` only read from it (``exercise``'s start their own)."""
+    return shared_sim
 
 
 def assert_refused(result: Any, uri: str, example: str) -> None:

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.sim.testing import SimHandle
 from tests.support.cli import cli
 from tests.support.env import scrubbed_environ
-from tests.support.harvest import RANGE, WINDOW, harvest_env
+from tests.support.harvest import harvest_env
 from tests.support.s3server import FAKE_CREDENTIALS, REGION, MotoS3
+from tests.support.sharedsim import ReadOnlySim
 
 EXIT_CONFIG, EXIT_LAKE = 2, 4  # docs/operations.md, "Exit codes"
 
@@ -101,12 +102,10 @@ BAD_OUTS: dict[str, BadOut] = {
 }
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with run_simulator_process(
-        "--records", "500", *RANGE, "--max-window", WINDOW, "--seed", "5", "--admin"
-    ) as handle:
-        yield handle
+@pytest.fixture
+def sim(shared_sim: ReadOnlySim) -> SimHandle:
+    """Every command here is refused before a request: the shared simulator counts them."""
+    return shared_sim
 
 
 # -- a second moto server that enforces IAM ------------------------------------------------

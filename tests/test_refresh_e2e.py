@@ -23,6 +23,7 @@ from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
+from tests.support.sharedsim import ReadOnlySim
 
 RECONCILE = ("--reconcile-days", "120")
 
@@ -149,9 +150,10 @@ def test_refresh_killed_at_random_moments_then_rerun_equals_truth(
     assert not Path(out, "_harvest", "refresh", "run.json").exists()
 
 
-def test_refresh_refuses_a_lake_without_a_completed_harvest(tmp_path: Path) -> None:
-    with run_simulator_process("--records", "500", *RANGE) as sim:
-        result = run_refresh(sim.url, str(tmp_path / "empty"))
+def test_refresh_refuses_a_lake_without_a_completed_harvest(
+    shared_sim: ReadOnlySim, tmp_path: Path
+) -> None:
+    result = run_refresh(shared_sim.url, str(tmp_path / "empty"))
     assert result.returncode == 4
     assert "no completed harvest" in result.stderr
 

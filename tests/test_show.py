@@ -22,6 +22,7 @@ from tests.support.cli import cli, ok
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import is_decodable
 from tests.support.s3server import MotoS3
+from tests.support.sharedsim import ReadOnlySim
 
 DATES = ("--from", "2019-01-01", "--to", "2019-02-28")
 
@@ -52,19 +53,16 @@ def shown(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_show_a_local_lake(tmp_path: Path) -> None:
-    out = tmp_path / "lake"
-    with run_simulator_process(
-        "--records", "1500", *RANGE, "--max-window", WINDOW, "--seed", "23", "--admin"
-    ) as sim:
-        ok(run_harvest(sim.url, str(out), *DATES))
-        truth = sim.truth()
-        # A stray visible file outside the partitions: on disk, never a month's rows.
-        (out / "notes.txt").write_text("someone's notes\n")
-        before = sim.stats()["requests"]
-        data = json.loads(ok(cli("show", "--out", str(out), "--json")))
-        text = ok(cli("show", "--out", str(out)))
-        assert sim.stats()["requests"] == before
+def test_show_a_local_lake(shared_sim: ReadOnlySim, tmp_path: Path) -> None:
+    out, sim = tmp_path / "lake", shared_sim
+    ok(run_harvest(sim.url, str(out), *DATES))
+    truth = sim.truth()
+    # A stray visible file outside the partitions: on disk, never a month's rows.
+    (out / "notes.txt").write_text("someone's notes\n")
+    before = sim.stats()["requests"]
+    data = json.loads(ok(cli("show", "--out", str(out), "--json")))
+    text = ok(cli("show", "--out", str(out)))
+    assert sim.stats()["requests"] == before
     assert shown(data) == truth_summary(truth)
     assert data["rows"] == sum(truth_summary(truth)["months"].values())
     # Sizes are the bytes on disk: each partition's Parquet files, _harvest/, the rest.

@@ -29,24 +29,24 @@ from harvester.lake.state import HarvestState, SourceRecord
 from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
 from tests.support.cli import cli, ok, snapshot
-from tests.support.harvest import DATES, RANGE, WINDOW, run_harvest
+from tests.support.harvest import DATES, run_harvest
+from tests.support.sharedsim import SHARED_SIM_ARGS, ReadOnlySim
 
 REAL = "https://api.uspto.gov"
+
+
 # Both simulators serve the same corpus: a lake rebound from one to the other is equal to it.
-CORPUS = ("--records", "1500", *RANGE, "--max-window", WINDOW, "--seed", "210", "--admin")
-
-
 @pytest.fixture(scope="module")
-def first() -> Iterator[SimHandle]:
-    with run_simulator_process(*CORPUS) as handle:
-        yield handle
+def first(shared_sim: ReadOnlySim) -> SimHandle:
+    """The lakes' first source: only read from (``second`` serves the same corpus)."""
+    return shared_sim
 
 
 @pytest.fixture(scope="module")
 def second() -> Iterator[SimHandle]:
     # Another process on another port; with --gateway-errors it answers (and counts) any
     # /api/... route, so a request to another path under it would show in its stats too.
-    with run_simulator_process(*CORPUS, "--gateway-errors") as handle:
+    with run_simulator_process(*SHARED_SIM_ARGS, "--gateway-errors") as handle:
         yield handle
 
 
