@@ -54,6 +54,12 @@ sim: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The chosen page against fixed pages on a simulator whose pages take longer the larger
+# they are (bench/page_size.py; ~6 minutes; figures in docs/benchmarks.md).
+.PHONY: bench-pages
+bench-pages: $(STAMP)
+	$(BIN)/python -m bench.page_size $(BENCH_ARGS)
+
 # Seeded seasons of daily refreshes beyond the suite's fixed seeds: 16 steps each, checked
 # row for row after every step; a failing seed prints the steps that reproduce it.
 SEEDS ?= 10
