@@ -64,10 +64,17 @@ from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
 from harvester.jobs.session import RunSession, Service
 from harvester.lake import changes, quarantine
-from harvester.lake.commit import committed_files, read_files, replace_partition, sweep
+from harvester.lake.commit import (
+    committed_files,
+    read_files,
+    replace_files,
+    replace_partition,
+    sweep,
+)
 from harvester.lake.info import parallel_map, parquet_file
 from harvester.lake.merge import MergeStats, merge_partition
 from harvester.lake.partition import Partition
+from harvester.lake.rewrite import FileMerge, merge_files
 from harvester.lake.schema import ARROW_SCHEMA
 from harvester.lake.shard import EARLIEST_PROBE, Shard, month_spans
 from harvester.lake.state import (
@@ -346,6 +353,7 @@ class Refresher:
         # A caller's requests before this run (verify's, before its repair): not this run's.
         self._caller_requests = 0 if report is None else self.client.stats.requests
         self._rows_committed = 0  # rows this process wrote into the lake's partitions
+        self._files_rewritten = 0  # committed files this process's merges replaced
 
     # -- the run -------------------------------------------------------------------------
     async def run(self, repair_days: dict[str, str] | None = None) -> RunOutcome:
@@ -431,6 +439,7 @@ class Refresher:
                 "rows_fetched": fetched,
                 "run_requests": self._run_requests(),
                 "partitions_rewritten": run.partitions_rewritten,
+                "files_rewritten": self._files_rewritten,
                 "days_repaired": run.repair_days or {},
                 "days_held": run.held,
                 "reload": _reload_summary(run),
@@ -935,16 +944,43 @@ class Refresher:
                 # days to fetch again: the partition is rebuilt without it.
                 listed = set(self.lake.list_files(partition, suffix=".parquet"))
                 owned = [f for f in owned if f in listed]
-            existing = read_files(self.lake, owned)
             days = {d for d in repair_days if Partition.of(d).path == partition}
-            if name == "days":
-                merged, stats = merge_partition(
-                    existing, ARROW_SCHEMA.empty_table(), days, incoming
-                )
-            else:
-                merged, stats = merge_partition(existing, incoming, (), ARROW_SCHEMA.empty_table())
+            empty = ARROW_SCHEMA.empty_table()
+            changed, day_rows = (empty, incoming) if name == "days" else (incoming, empty)
+            # Only the files holding an incoming id or a replaced day are read whole and
+            # rewritten; the others stay as they are (``rewrite``).
+            result = merge_files(
+                self.lake, partition, owned, changed, days, day_rows, run.run_id, name
+            )
             files = committed.get(partition, [])
-            self._commit_partition(run, partition, owned, merged, stats, existing, name, files)
+            missing = [f for f in files if f not in owned]
+            self._commit_files(run, partition, files, missing, result, name)
+
+    def _commit_files(
+        self,
+        run: RefreshRun,
+        partition: str,
+        committed: list[str],
+        missing: list[str],
+        result: FileMerge,
+        step: str,
+    ) -> None:
+        """Keep a file-grain merge's changes in the feed, then swap the files it rewrote
+        (and drop the ``missing`` ones a repair found gone) for its new ones, the others
+        staying; nothing when no file changed and none is missing. Killed before the
+        manifest, a resumed run merges the same rows into the same files again and writes
+        the same feed; killed after, it finds nothing left to change there."""
+        if result.stats.changes is not None:
+            changes.write(self.state, run.run_id, partition, step, result.stats.changes)
+        if not result.written and not result.removed and not missing:
+            return
+        removed = [*result.removed, *missing]
+        replace_files(self.state, partition, committed, removed, result.written)
+        self._rows_committed += result.rows_written
+        self._files_rewritten += len(result.removed)
+        if partition not in run.partitions_rewritten:
+            run.partitions_rewritten.append(partition)
+        self._save(run)
 
     def _finish(self, run: RefreshRun) -> None:
         """Move the watermark (data is committed), keep quarantined rows. Idempotent: the

@@ -36,7 +36,7 @@ from harvester.lake.schema import ARROW_SCHEMA
 from harvester.lake.state import LOCK, HarvestState, PartitionManifest, ShardMarker, StoredPlan
 from harvester.lake.state import ROOT as STATE_ROOT
 from harvester.lake.store import TEMP_MARK, Lake, is_temp_name
-from harvester.lake.writer import write_partition_files
+from harvester.lake.writer import HiddenFile, write_partition_files
 
 
 def committed_files(
@@ -140,6 +140,35 @@ def replace_partition(
         if path not in written:
             lake.delete(path)
     return written
+
+
+def replace_files(
+    state: HarvestState,
+    partition: str,
+    committed: list[str],
+    removed: list[str],
+    hidden: list[HiddenFile],
+) -> list[str]:
+    """Swap some of a partition's files (a file-grain merge: ``rewrite.merge_files``):
+    ``removed`` of its ``committed`` files for the ``hidden`` ones, every other committed
+    file staying as it is, same path and bytes. The order and its crash safety are
+    ``replace_partition``'s: the new files are already written hidden, the manifest naming
+    the kept and the new files is the commit point, then they are published and the removed
+    ones deleted; ``sweep`` finishes a swap killed between. The manifest is the stable view
+    of the partition throughout: old files before the commit, kept + new after. Returns the
+    partition's files as committed now."""
+    lake = state.lake
+    state.check_fence()
+    written = [item.file.path for item in hidden]
+    gone = set(removed)
+    files = sorted({f for f in committed if f not in gone} | set(written))
+    state.save_manifest(PartitionManifest(partition, files))
+    for item in hidden:
+        lake.publish(item.temp, item.file.path)
+    for path in removed:
+        if path not in files:  # (a repair's missing file is gone already: deleting is fine)
+            lake.delete(path)
+    return files
 
 
 def publish_committed(lake: Lake, committed: dict[str, list[str]], listed: set[str]) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -136,6 +137,48 @@ def write_partition_files(
     for number, start in enumerate(range(0, table.num_rows, PARTITION_FILE_ROWS)):
         chunk = table.slice(start, PARTITION_FILE_ROWS)
         path = f"{partition}/{DataFileName.of_rewrite(run_id, step, number).name}"
+        data = _parquet_bytes(chunk)
+        temp = lake.write_hidden(path, data)
+        written.append(HiddenFile(temp, WrittenFile(path, chunk.num_rows, len(data))))
+    return written
+
+
+def _day_cuts(table: pa.Table, most: int) -> list[tuple[int, int]]:
+    """(start, length) of files of at most ``most`` rows of a table sorted by day, each cut
+    made where a day begins when the file holds more than one day: a day then lies in one
+    file, so a refresh that changes it rewrites one file (``rewrite``)."""
+    if table.num_rows <= most:
+        return [(0, table.num_rows)] if table.num_rows else []
+    runs = pc.run_end_encode(table.column("submissionDate").combine_chunks())
+    ends = runs.run_ends.to_pylist()
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    while start < table.num_rows:
+        limit = start + most
+        # The last day end within the limit, past the start; a day larger than a file: cut.
+        fit = [e for e in ends if start < e <= limit]
+        end = fit[-1] if fit and limit < table.num_rows else min(limit, table.num_rows)
+        cuts.append((start, end - start))
+        start = end
+    return cuts
+
+
+def write_rewrite_files(
+    lake: Lake, partition: str, table: pa.Table, paths: Iterator[str]
+) -> list[HiddenFile]:
+    """Rows of ``partition`` (one file-grain merge's group: ``rewrite.merge_files``) as new
+    files named by ``paths`` in turn, each of up to ``PARTITION_FILE_ROWS`` rows cut where a
+    day begins (``_day_cuts``), written *hidden* as ``write_partition_files`` does: the
+    caller commits and publishes them."""
+    Partition.parse(partition)
+    table = _sorted(table)
+    for part_name, _ in _split_by_month(table):
+        if part_name != partition:
+            raise ValueError(f"rows of {part_name} given for partition {partition}")
+    written = []
+    for start, length in _day_cuts(table, PARTITION_FILE_ROWS):
+        chunk = table.slice(start, length)
+        path = next(paths)
         data = _parquet_bytes(chunk)
         temp = lake.write_hidden(path, data)
         written.append(HiddenFile(temp, WrittenFile(path, chunk.num_rows, len(data))))

@@ -1,0 +1,232 @@
+"""Merge fetched rows into a partition at file grain: only the files that hold an affected
+row are rewritten, every other file stays byte for byte where it is.
+
+A refresh's changed rows and a repair's re-fetched days touch a few rows of a partition;
+rewriting the whole month for them made a daily refresh rewrite the whole lake. Here a
+partition's committed files are first read for their ``id`` and ``submissionDate`` columns
+only (a ranged read of two columns), and a file is *touched* when it holds a row of an
+incoming id or of a replaced day. Touched files that share such an id (copies of one id in
+two files) form one *group*; each group is merged on its own by ``merge.merge_partition``,
+which is exact because everything that merge decides is decided per id: an incoming id's
+lake versions, a replaced day's dropped rows and the deletions among them all lie inside
+one group, and the rows of an untouched file are rows the merge of the whole partition
+would keep as they are. So the merged rows and the ``MergeStats`` (the change feed's rows)
+are what the merge of the whole partition gives.
+
+Rows of ids no file holds (new rows) join the file whose day range covers their day (the
+nearest one when none does), which is rewritten for them: the partition keeps its number of
+files and its files their day ranges, instead of gaining one small file per refresh.
+
+Memory is one group's rows at a time (in practice one file), plus the incoming rows and the
+two key columns of the partition, not the whole month: each group's merged rows are written
+hidden (``writer.write_rewrite_files``) before the next group is read.
+
+Nothing here is visible to a reader: the caller commits the swap with
+``commit.replace_files`` (manifest, publish, delete), after writing the change feed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harvester.lake.commit import read_files
+from harvester.lake.datafile import DataFileName
+from harvester.lake.info import parallel_map, parquet_file
+from harvester.lake.merge import CHANGE_KEYS, MergeStats, merge_partition
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.lake.store import Lake
+from harvester.lake.writer import HiddenFile, write_rewrite_files
+
+_KEYS = ["id", "submissionDate"]
+
+
+@dataclass
+class FileMerge:
+    """What a file-grain merge of one partition did. ``removed``: committed files it
+    rewrote (to leave the manifest and be deleted once the new ones are published);
+    ``written``: their replacements, hidden; ``kept``: committed files left as they are."""
+
+    stats: MergeStats = field(default_factory=MergeStats)
+    removed: list[str] = field(default_factory=list)
+    written: list[HiddenFile] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(item.file.rows for item in self.written)
+
+
+def _file_keys(lake: Lake, path: str) -> pa.Table:
+    """The ``id`` and ``submissionDate`` of every row of one file, in file order."""
+    with parquet_file(lake, path) as parquet:
+        table = parquet.read(columns=_KEYS)
+    return table.cast(pa.schema([ARROW_SCHEMA.field(n) for n in _KEYS]))
+
+
+class _Groups:
+    """Union-find over file indexes: files sharing an affected id are merged together."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _day_range_file(ranges: list[tuple[dt.date, dt.date] | None], day: dt.date) -> int:
+    """The file whose day range covers ``day``, or else the nearest (ties: the first)."""
+    best, best_gap = -1, None
+    for i, span in enumerate(ranges):
+        if span is None:
+            continue
+        first, last = span
+        gap = 0 if first <= day <= last else min(abs((day - first).days), abs((day - last).days))
+        if best_gap is None or gap < best_gap:
+            best, best_gap = i, gap
+    return best
+
+
+def _names(partition: str, run_id: str, step: str, taken: set[str]) -> Iterator[str]:
+    """Paths for new rewrite files, never one a committed file of the partition has (a
+    run's later step may rewrite files an earlier one wrote under the same run and step).
+    Deterministic, so a run resumed before its commit writes the same names again."""
+    for number in range(100_000):
+        path = f"{partition}/{DataFileName.of_rewrite(run_id, step, number).name}"
+        if path not in taken:
+            yield path
+
+
+def merge_files(
+    lake: Lake,
+    partition: str,
+    files: list[str],
+    changed: pa.Table,
+    replaced_days: Iterable[dt.date],
+    day_rows: pa.Table,
+    run_id: str,
+    step: str,
+) -> FileMerge:
+    """Merge ``changed`` upserts and ``replaced_days`` (their rows ``day_rows``) into the
+    partition made of ``files`` (committed, readable, in committed order), as
+    ``merge_partition`` would over all of them, rewriting only the groups of touched files
+    whose rows change. The new files are written hidden; the caller commits them."""
+    out = FileMerge()
+    days = pa.array(sorted(set(replaced_days)), pa.date32())
+    changed = changed.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+    day_rows = day_rows.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+    incoming_ids = pc.unique(
+        pa.chunked_array([*day_rows.column("id").chunks, *changed.column("id").chunks], pa.string())
+    )
+    keys = parallel_map(lake, lambda path: _file_keys(lake, path), files)
+
+    # Per file: the ids of its affected rows (an incoming id, or a row of a replaced day).
+    groups = _Groups(len(files))
+    affected: list[pa.Array] = []
+    ranges: list[tuple[dt.date, dt.date] | None] = []
+    for table in keys:
+        ids = table.column("id")
+        mask = pc.or_(
+            pc.fill_null(pc.is_in(ids, value_set=incoming_ids), False),
+            pc.fill_null(pc.is_in(table.column("submissionDate"), value_set=days), False),
+        )
+        affected.append(pc.unique(ids.filter(mask)))
+        low, high = pc.min_max(table.column("submissionDate")).values()
+        ranges.append(None if low.as_py() is None else (low.as_py(), high.as_py()))
+    touched = {i for i, found in enumerate(affected) if len(found)}
+    # Files sharing an affected id (copies of one id) are one group.
+    owner: dict[str, int] = {}
+    if len(touched) > 1:
+        place = pa.table(
+            {
+                "id": pa.concat_arrays([affected[i] for i in sorted(touched)]),
+                "file": pa.concat_arrays(
+                    [pa.repeat(pa.scalar(i, pa.int64()), len(affected[i])) for i in sorted(touched)]
+                ),
+            }
+        )
+        shared = place.group_by("id").aggregate([("file", "min"), ("file", "max")])
+        spread = shared.filter(pc.not_equal(shared.column("file_min"), shared.column("file_max")))
+        for id_ in spread.column("id").to_pylist():
+            owner.setdefault(id_, -1)
+        if owner:
+            rows = place.filter(pc.is_in(place.column("id"), value_set=spread.column("id")))
+            for id_, i in zip(
+                rows.column("id").to_pylist(), rows.column("file").to_pylist(), strict=True
+            ):
+                if owner[id_] < 0:
+                    owner[id_] = i
+                else:
+                    groups.union(owner[id_], i)
+
+    # Route every incoming id to the group that holds it, or a new id to the file whose
+    # day range covers its row's day.
+    held = [pc.is_in(incoming_ids, value_set=keys[i].column("id")) for i in range(len(files))]
+    target = pa.nulls(len(incoming_ids), pa.int64())
+    for i in range(len(files)):
+        here = pc.and_(pc.is_null(target), held[i])
+        target = pc.if_else(here, pa.scalar(groups.find(i), pa.int64()), target)
+    new_ids = incoming_ids.filter(pc.is_null(target))
+    if len(new_ids):
+        new_rows = pa.concat_tables([day_rows, changed]).select(["id", "submissionDate"])
+        new_rows = new_rows.filter(pc.is_in(new_rows.column("id"), value_set=new_ids))
+        # One day per new id: its first row's (any row of it routes the id as a whole).
+        first_day: dict[str, dt.date] = {}
+        for id_, day in zip(
+            new_rows.column("id").to_pylist(),
+            new_rows.column("submissionDate").to_pylist(),
+            strict=True,
+        ):
+            first_day.setdefault(id_, day)
+        routed = [
+            groups.find(f) if (f := _day_range_file(ranges, first_day[id_])) >= 0 else -1
+            for id_ in new_ids.to_pylist()
+        ]
+        new_target = pa.array(routed, pa.int64())
+        position = pc.index_in(incoming_ids, value_set=new_ids)
+        target = pc.coalesce(target, new_target.take(position))
+    targeted = set(target.drop_null().to_pylist())
+    touched |= {i for i in range(len(files)) if groups.find(i) in targeted}
+
+    members: dict[int, list[int]] = {}
+    for i in sorted(touched):
+        members.setdefault(groups.find(i), []).append(i)
+    if bool(pc.any(pc.equal(target, -1)).as_py()):
+        members[-1] = []  # an empty partition: its new rows make a file of their own
+    names = _names(partition, run_id, step, set(files))
+    changes: list[pa.Table] = []
+    for root, indexes in sorted(members.items()):
+        ids = incoming_ids.filter(pc.fill_null(pc.equal(target, root), False))
+        group_files = [files[i] for i in indexes]
+        existing = read_files(lake, group_files)
+        merged, stats = merge_partition(
+            existing,
+            changed.filter(pc.is_in(changed.column("id"), value_set=ids)),
+            days.to_pylist(),
+            day_rows.filter(pc.is_in(day_rows.column("id"), value_set=ids)),
+        )
+        out.stats += stats
+        if stats.changes is not None:
+            changes.append(stats.changes)
+        if not stats.changed and merged.num_rows == existing.num_rows:
+            continue  # copies dropped are counted as deleted, so this group is as it was
+        del existing  # one group's rows at a time
+        out.written.extend(write_rewrite_files(lake, partition, merged, names))
+        out.removed.extend(group_files)
+    removed = set(out.removed)
+    out.kept = [f for f in files if f not in removed]
+    schema = pa.schema([*(ARROW_SCHEMA.field(n) for n in CHANGE_KEYS), ("change", pa.string())])
+    out.stats.changes = pa.concat_tables(changes) if changes else schema.empty_table()
+    return out

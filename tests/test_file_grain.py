@@ -1,0 +1,152 @@
+"""Refresh at file grain (issue 20): a merge rewrites only the files holding an affected row.
+
+The unit half checks ``rewrite.merge_files`` against ``merge.merge_partition`` over the
+whole partition on random partitions (copies of one id in two files, new ids, replaced days,
+empty days): the same rows and the same change feed. The end-to-end half refreshes a real
+lake after a few changes and checks every file the change did not touch is byte-identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from harvester.lake.commit import read_files
+from harvester.lake.merge import merge_partition
+from harvester.lake.rewrite import merge_files
+from harvester.lake.schema import ARROW_SCHEMA
+from harvester.lake.store import Lake
+from harvester.lake.writer import _day_cuts, write_shard
+from harvester.sim.testing import SimHandle, run_simulator_process
+from tests.support.harvest import RANGE, WINDOW, run_harvest
+from tests.support.lakecheck import assert_lake_equals_truth
+from tests.test_refresh_e2e import latest_report, run_refresh
+
+PARTITION = "year=2019/month=1"
+RUN_ID = "20240102T030405Z-refresh-abc123"
+EMPTY = ARROW_SCHEMA.empty_table()
+
+
+def _row(rng: random.Random, id_: str, day: int) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "submissionDate": dt.date(2019, 1, day),
+        "createDateTime": dt.datetime(2019, 2, 1) + dt.timedelta(hours=rng.randrange(5)),
+        "nationalClass": rng.choice(["438", "439", None]),
+    }
+
+
+def _rows_key(table: pa.Table) -> list[tuple[Any, ...]]:
+    return sorted(tuple(str(v) for v in r.values()) for r in table.to_pylist())
+
+
+def _feed(table: pa.Table) -> list[tuple[Any, ...]]:
+    return sorted((r["change"], r["id"], str(r["submissionDate"])) for r in table.to_pylist())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_merge_files_equals_the_whole_partition_merge(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    lake = Lake.open(str(tmp_path / "lake"))
+    files: list[str] = []
+    ids = [f"id{n:03d}" for n in range(60)]
+    for number in range(rng.randrange(0, 5)):
+        # Day ranges per file, as a harvest's shards; now and then a copy of an id elsewhere.
+        first = 1 + 6 * number
+        rows = [_row(rng, rng.choice(ids), rng.randrange(first, first + 6)) for _ in range(12)]
+        table = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+        files += [w.path for w in write_shard(lake, f"part-2019-01-{number:02d}.parquet", table)]
+    files.sort()
+    changed = pa.Table.from_pylist(
+        [_row(rng, rng.choice([*ids, "new1", "new2"]), rng.randrange(1, 31)) for _ in range(4)],
+        schema=ARROW_SCHEMA,
+    )
+    days = {dt.date(2019, 1, rng.randrange(1, 31)) for _ in range(rng.randrange(3))}
+    day_rows = pa.Table.from_pylist(
+        [_row(rng, rng.choice([*ids, "new3"]), d.day) for d in days for _ in range(2)],
+        schema=ARROW_SCHEMA,
+    )
+    if rng.random() < 0.5:
+        changed, day_rows = EMPTY, day_rows
+    else:
+        days, day_rows = set(), EMPTY
+    whole, expected = merge_partition(read_files(lake, files), changed, days, day_rows)
+
+    result = merge_files(lake, PARTITION, files, changed, days, day_rows, RUN_ID, "changed")
+
+    kept = read_files(lake, result.kept)
+    hidden = [read_files(lake, [h.temp]) for h in result.written]  # not published yet
+    got = pa.concat_tables([kept, *hidden])
+    assert _rows_key(got) == _rows_key(whole)
+    assert (result.stats.added, result.stats.updated, result.stats.deleted) == (
+        expected.added,
+        expected.updated,
+        expected.deleted,
+    )
+    assert result.stats.changes is not None and expected.changes is not None
+    assert _feed(result.stats.changes) == _feed(expected.changes)
+    assert set(result.kept) | set(result.removed) == set(files)
+    assert not set(result.kept) & set(result.removed)
+
+
+def _hashes(out: str) -> dict[str, str]:
+    root = Path(out)
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.glob("year=*/month=*/*.parquet")
+    }
+
+
+@pytest.fixture()
+def harvested(tmp_path: Path) -> Any:
+    out = str(tmp_path / "lake")
+    with run_simulator_process(
+        "--records", "6000", *RANGE, "--max-window", WINDOW, "--seed", "21", "--admin"
+    ) as sim:
+        result = run_harvest(sim.url, out)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield sim, out
+
+
+def test_a_refresh_of_a_few_rows_rewrites_only_the_files_that_hold_them(
+    harvested: tuple[SimHandle, str],
+) -> None:
+    sim, out = harvested
+    before = _hashes(out)
+    assert len([p for p in before if p.startswith(PARTITION)]) > 3
+    sim.mutate(modify=3, delete=2, late=2, seed=5)
+    result = run_refresh(sim.url, out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = Lake.open(out)
+    assert_lake_equals_truth(lake, sim.truth())
+    after = _hashes(out)
+    kept = {p for p in before if after.get(p) == before[p]}
+    gone = set(before) - kept
+    report = latest_report(lake)
+    assert report["extra"]["files_rewritten"] == len(gone)
+    # A few rows changed: a few files rewritten, every other file untouched, byte for byte.
+    assert 0 < len(gone) <= 7 + 2, (len(gone), len(before))
+    assert len(kept) >= len(before) - 9
+    assert not any(after.get(p) not in (None, before[p]) for p in before)
+    assert report["rows_written"] < 6000 // 4, report
+    # And the refresh after it changes nothing, and no file.
+    again = run_refresh(sim.url, out)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _hashes(out) == after
+    assert_lake_equals_truth(lake, sim.truth())
+
+
+def test_rewrite_files_are_cut_where_a_day_begins() -> None:
+    days = [dt.date(2019, 1, d) for d in (1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 4)]
+    rows = [{"id": str(i), "submissionDate": d} for i, d in enumerate(days)]
+    table = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+    assert _day_cuts(table, 4) == [(0, 3), (3, 2), (5, 4), (9, 3)]  # day 3 exceeds a file
+    assert _day_cuts(table, 5) == [(0, 5), (5, 5), (10, 2)]
+    assert _day_cuts(table, 12) == [(0, 12)]
+    assert _day_cuts(table.slice(0, 0), 4) == []
