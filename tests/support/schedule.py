@@ -15,22 +15,39 @@ from typing import Any
 
 from xdist.scheduler import LoadFileScheduling
 
-# Roughly the files' total seconds on two cores, longest first (pytest --durations).
+# Roughly the files' total seconds, longest first (pytest --durations, four workers on two
+# loaded cores): the end-to-end files, which run the CLI and the simulator as processes.
 LONG_FILES = (
+    "tests/test_foreign_files.py",
     "tests/test_long_haul.py",
     "tests/test_season.py",
-    "tests/test_harvest_e2e.py",
-    "tests/test_lake_preflight.py",
-    "tests/test_service.py",
-    "tests/test_secrets.py",
+    "tests/test_coverage.py",
     "tests/test_refresh_e2e.py",
+    "tests/test_ops_s3.py",
+    "tests/test_harvest_e2e.py",
+    "tests/test_reload.py",
     "tests/test_sim_facts.py",
+    "tests/test_change_feed.py",
+    "tests/test_service.py",
     "tests/test_verify_deep.py",
+    "tests/test_lake_preflight.py",
+    "tests/test_refresh_decision.py",
+    "tests/test_secrets.py",
     "tests/test_spark.py",
+    "tests/test_show.py",
+    "tests/test_ops_compact.py",
+    "tests/test_checkpoint.py",
     "tests/test_lock.py",
     "tests/test_output.py",
-    "tests/test_coverage.py",
-    "tests/test_checkpoint.py",
+    "tests/test_source_binding.py",
+    "tests/test_reader_view.py",
+    "tests/test_ops_verify.py",
+    "tests/test_quarantine_counts.py",
+    "tests/test_harvest_s3.py",
+    "tests/test_bench_smoke.py",
+    "tests/test_ops_progress.py",
+    "tests/test_ops_plan.py",
+    "tests/test_file_grain.py",
     "tests/test_wheel_install.py",
 )
 
