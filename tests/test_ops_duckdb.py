@@ -4,7 +4,6 @@ through s3fs (moto's server)."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -87,7 +86,6 @@ def test_a_filter_on_year_and_month_reads_only_that_partition(
 
 def test_duckdb_reads_a_lake_on_s3_through_s3fs(moto_s3: Any, s3_lake_uri: str) -> None:
     env = harvest_env(HARVESTER_S3_ENDPOINT_URL=moto_s3.endpoint_url)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     with run_simulator_process(
         "--records", "1500", *RANGE, "--max-window", WINDOW, "--seed", "102", "--admin"
     ) as sim:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,6 @@ from tests.support.lakecheck import assert_lake_equals_truth
 def s3_harvest(moto_s3: Any) -> Iterator[tuple[SimHandle, str, dict[str, str], Lake]]:
     uri = f"s3://{moto_s3.bucket}/ops-lake"
     env = harvest_env(HARVESTER_S3_ENDPOINT_URL=moto_s3.endpoint_url, HARVESTER_SHARD_SIZE="100")
-    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     with run_simulator_process(
         "--records", "2000", *RANGE, "--max-window", WINDOW, "--seed", "71", "--admin"
     ) as sim:

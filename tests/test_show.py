@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -90,7 +89,6 @@ def test_show_a_lake_on_s3(moto_s3: MotoS3, s3_lake_uri: str) -> None:
     import boto3
 
     env = harvest_env(HARVESTER_S3_ENDPOINT_URL=moto_s3.endpoint_url)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     with run_simulator_process(
         "--records", "1200", *RANGE, "--max-window", WINDOW, "--seed", "29", "--admin"
     ) as sim:

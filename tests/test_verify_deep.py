@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,6 @@ def test_a_missing_committed_file_is_named_and_repair_fetches_its_days_again(
 
 def test_a_missing_committed_object_on_s3_is_repaired(moto_s3: MotoS3, s3_lake_uri: str) -> None:
     env = harvest_env(HARVESTER_S3_ENDPOINT_URL=moto_s3.endpoint_url)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     lake = Lake.open(s3_lake_uri, moto_s3.storage_options())
     with run_simulator_process(
         "--records", "1500", *RANGE, "--max-window", WINDOW, "--seed", "62", "--admin"
