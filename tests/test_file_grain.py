@@ -72,13 +72,25 @@ def test_merge_files_equals_the_whole_partition_merge(tmp_path: Path, seed: int)
         [_row(rng, rng.choice([*ids, "new3"]), d.day) for d in days for _ in range(2)],
         schema=ARROW_SCHEMA,
     )
+    ranges: list[tuple[dt.date, str, str]] = []
     if rng.random() < 0.5:
-        changed, day_rows = EMPTY, day_rows
+        changed = EMPTY
+        if days and rng.random() < 0.5:
+            # A day narrowed to an id range: its fetched rows lie in the range.
+            day = days.pop()
+            low, high = sorted(rng.sample(["", "id010", "id030", "id050"], 2))
+            ranges.append((day, low, high if high else ""))
+            inside = [
+                r
+                for r in day_rows.to_pylist()
+                if r["submissionDate"] != day or (low <= r["id"] and (not high or r["id"] < high))
+            ]
+            day_rows = pa.Table.from_pylist(inside, schema=ARROW_SCHEMA)
     else:
         days, day_rows = set(), EMPTY
-    whole, expected = merge_partition(read_files(lake, files), changed, days, day_rows)
+    whole, expected = merge_partition(read_files(lake, files), changed, days, day_rows, ranges)
 
-    result = merge_files(lake, PARTITION, files, changed, days, day_rows, RUN_ID, "changed")
+    result = merge_files(lake, PARTITION, files, changed, days, day_rows, RUN_ID, "changed", ranges)
 
     kept = read_files(lake, result.kept)
     hidden = [read_files(lake, [h.temp]) for h in result.written]  # not published yet
@@ -150,3 +162,51 @@ def test_rewrite_files_are_cut_where_a_day_begins() -> None:
     assert _day_cuts(table, 5) == [(0, 5), (5, 5), (10, 2)]
     assert _day_cuts(table, 12) == [(0, 12)]
     assert _day_cuts(table.slice(0, 0), 4) == []
+
+
+def test_a_day_that_lost_a_row_is_narrowed_by_id_range_counts(tmp_path: Path) -> None:
+    """Item 3: a day of several pages that lost a row is fetched again only in the id
+    ranges whose counts differ, and the lake equals the truth after."""
+    out = str(tmp_path / "lake")
+    # Ten days of ~600 rows: a day is six pages of 100.
+    with run_simulator_process(
+        "--records", "6000", "--start", "2019-01-01", "--end", "2019-01-10",
+        "--max-window", WINDOW, "--seed", "8", "--admin",
+    ) as sim:  # fmt: skip
+        assert run_harvest(sim.url, out).returncode == 0
+        before = {doc["id"]: doc["submissionDate"][:10] for doc in sim.truth()}
+        sim.mutate(delete=1, seed=3)
+        after = {doc["id"] for doc in sim.truth()}
+        (day,) = {before[i] for i in set(before) - after}
+        day_rows = sum(1 for i in after if before.get(i) == day)
+        result = run_refresh(sim.url, out)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lake = Lake.open(out)
+        assert_lake_equals_truth(lake, sim.truth())
+        report = latest_report(lake)
+        assert day in report["extra"]["days_repaired"], report["extra"]
+        assert any(e.startswith(f"narrowed {day}") for e in report["events"]), report["events"]
+        assert day_rows > 300 and report["extra"]["rows_fetched"] < day_rows // 2, report["extra"]
+        # Exact: the next refresh finds nothing to do.
+        again = run_refresh(sim.url, out)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert latest_report(lake)["extra"]["no_op"] is True
+
+
+def test_a_narrowed_day_replaces_its_rows_in_the_id_range_only() -> None:
+    rng = random.Random(1)
+    lake_rows = [_row(rng, f"id{n:03d}", 5) for n in range(10)] + [_row(rng, "id004", 6)]
+    existing = pa.Table.from_pylist(lake_rows, schema=ARROW_SCHEMA)
+    # The service holds id002..id006 of day 5 but id004 (deleted); id003 changed.
+    fetched = [_row(rng, f"id{n:03d}", 5) for n in (2, 3, 5)]
+    day = dt.date(2019, 1, 5)
+    merged, stats = merge_partition(
+        existing, EMPTY, (), pa.Table.from_pylist(fetched, schema=ARROW_SCHEMA),
+        [(day, "id002", "id006")],
+    )  # fmt: skip
+    ids = sorted((r["id"], r["submissionDate"].day) for r in merged.to_pylist())
+    assert ("id004", 5) not in ids and ("id004", 6) in ids  # the other day's row stays
+    assert len(ids) == 10 and stats.deleted == 1
+    assert {r["id"] for r in merged.to_pylist() if r["submissionDate"] == day} == {
+        f"id{n:03d}" for n in (0, 1, 2, 3, 5, 6, 7, 8, 9)
+    }

@@ -11,8 +11,10 @@ counts (``start``) and carries the decisions out, phase by phase:
    newest ``createDateTime`` winning; only partitions that really change are rewritten.
 3. **Reconcile.** For the last ``reconcile_days`` of mail dates (0: the whole coverage) the
    lake's rows per month, then per day, are compared with the service's ``numFound``; a day
-   that differs is fetched again whole and replaces the lake's rows of that day. This is how
-   deletions, which no stamp can show, leave the lake. A day that would lose all or most of
+   that differs is fetched again whole and replaces the lake's rows of that day (a day of
+   more than ``NARROW_PAGES`` pages: only its id ranges whose counts differ, ``_narrow``).
+   This is how deletions, which no stamp can show, leave the lake. Merges rewrite only the
+   files that hold an affected row (``lake.rewrite``). A day that would lose all or most of
    its rows is counted again after the others are fetched, and goes in this run when both
    counts agree (``decision.confirm_drops``).
 4. The watermark moves last, only after the data it covers is committed.
@@ -46,6 +48,7 @@ finishes it first.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -98,6 +101,10 @@ log = logging.getLogger("harvester.jobs.refresh")
 BULK_PAGES = 2
 # At most this many loads are counted to be left out (the largest): a bound on requests.
 MAX_EXCLUDED = 16
+# A repair day of more pages than this is narrowed by id-range counts before it is fetched
+# (``Refresher._narrow``): each halving costs two counts, so a day of a few pages is
+# cheaper fetched whole.
+NARROW_PAGES = 3
 
 
 def changed_since(state: HarvestState, lookback_days: int, ceiling: str | None = None) -> str:
@@ -585,6 +592,7 @@ class Refresher:
         if run.phase == "reconcile":
             if run.repair_days is None:
                 await self._reconcile(plan, client, covered, run)
+                await self._narrow(run, plan, client)  # saved with the days it narrows
                 self._save(run)
             assert run.repair_days is not None
             if not await self._fetch_days(run, planner, client):
@@ -687,7 +695,98 @@ class Refresher:
         roots = [Shard(dt.date.fromisoformat(d), dt.date.fromisoformat(d)) for d in days]
         if counted:
             roots = [r.with_expected(run.day_counts[d]) for r, d in zip(roots, days, strict=True)]
+        # A narrowed day is fetched as its differing id ranges only (``_narrow``).
+        pieces = _pieces(run)
+        narrowed = {p.first for p in pieces}
+        roots = [r for r in roots if r.first not in narrowed] + pieces
         return await self._fetch_stage("days", roots, planner, client, counted=counted)
+
+    async def _narrow(self, run: RefreshRun, plan: StoredPlan, client: ApiClient) -> None:
+        """Narrow each repair day of a refresh that spans more than ``NARROW_PAGES`` pages
+        to the id ranges whose counts differ: the lake knows its ids per day, so a range is
+        halved at the lake's median id and both halves counted at the service, until a
+        range holds a page of the lake's rows or its counts agree. Only the differing ranges
+        are fetched and replaced (``run.repair_pieces``), so a day that lost one row costs
+        a few counts and a page, not all its pages; its deletions are found within those
+        ranges. A range whose counts agree is taken as equal, as a day whose counts agree
+        is. A day is fetched whole when its halves' counts do not add up to the whole (rows
+        without an id, an index that moved), or when the lake holds quarantined rows of it
+        (they have no id to place in a range)."""
+        if run.kind != "refresh" or not run.repair_days:
+            return
+        page = max(1, self.known.profile.page_size)
+        days = [d for d in sorted(run.repair_days) if d in run.day_counts]
+        if not days:
+            return
+        held = await asyncio.to_thread(self._lake_ids, plan, days)
+        quarantined = quarantine.count(self.state).days()[0]
+        for key in days:
+            day = dt.date.fromisoformat(key)
+            ids = held.get(day, [])
+            if len(ids) <= NARROW_PAGES * page or quarantined.get(day):
+                continue
+            pieces = await self._differing_pieces(
+                client, Shard(day, day), ids, run.day_counts[key], page
+            )
+            if not pieces:
+                continue  # the counts did not add up (or nothing differs): the whole day
+            run.repair_pieces.update({p.key: p.expected for p in pieces})
+            rows = sum(p.expected for p in pieces)
+            self.report.events.append(
+                f"narrowed {key} to {len(pieces)} id ranges ({rows} of its"
+                f" {run.day_counts[key]} rows at the service)"
+            )
+
+    def _lake_ids(self, plan: StoredPlan, days: list[str]) -> dict[dt.date, list[str]]:
+        """The lake's ids per day of ``days``, sorted (copies of an id each count: the
+        counts compared are rows). Two columns of the days' partitions are read."""
+        committed = self._committed(plan)
+        wanted = {dt.date.fromisoformat(d) for d in days}
+        out: dict[dt.date, list[str]] = {}
+        for partition in sorted({Partition.of(d).path for d in wanted}):
+            keys = read_files(
+                self.lake, committed.get(partition, []), columns=["id", "submissionDate"]
+            )
+            for id_, day in zip(
+                keys.column("id").to_pylist(),
+                keys.column("submissionDate").to_pylist(),
+                strict=True,
+            ):
+                if day in wanted and id_ is not None:
+                    out.setdefault(day, []).append(id_)
+        return {day: sorted(ids) for day, ids in out.items()}
+
+    async def _differing_pieces(
+        self, client: ApiClient, piece: Shard, ids: list[str], service: int, page: int
+    ) -> list[Shard] | None:
+        """The id ranges of ``piece`` (one day) whose service count differs from the lake's
+        ``ids`` in it, each with its count; [] when none does, None when its halves'
+        counts do not add up to ``service`` (the day is then fetched whole)."""
+        if len(ids) == service:
+            return []
+        if len(ids) <= page:
+            return [piece.with_expected(service)]
+        middle = ids[len(ids) // 2]
+        below = bisect.bisect_left(ids, middle)
+        # No cut between copies of one id, nor at an id a shard key cannot spell.
+        if below == 0 or not (middle.isascii() and middle.isalnum()):
+            return [piece.with_expected(service)]
+        template = self.known.profile.date_template
+        day = piece.first
+        halves = [
+            piece.narrowed(day, day, piece.id_low, middle),
+            piece.narrowed(day, day, middle, piece.id_high),
+        ]
+        counts = [await client.count(half.criteria(template)) for half in halves]
+        if sum(counts) != service:
+            return None
+        out: list[Shard] = []
+        for half, part, count in zip(halves, (ids[:below], ids[below:]), counts, strict=True):
+            found = await self._differing_pieces(client, half, part, count, page)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
 
     # -- a reload: month by month ---------------------------------------------------------
     async def _reload(
@@ -936,6 +1035,9 @@ class Refresher:
         staged = committed_files(stage, stored, stage.load_markers()) if stored else {}
         committed = self._committed(plan)
         partitions = set(staged) | {Partition.of(d).path for d in repair_days}
+        # Days narrowed to id ranges replace those ranges only (``_narrow``).
+        pieces = _pieces(run) if name == "days" else []
+        narrowed = {p.first for p in pieces}
         for partition in sorted(partitions):
             incoming = read_files(stage.lake, staged.get(partition, []))
             owned = committed.get(partition, [])
@@ -944,13 +1046,20 @@ class Refresher:
                 # days to fetch again: the partition is rebuilt without it.
                 listed = set(self.lake.list_files(partition, suffix=".parquet"))
                 owned = [f for f in owned if f in listed]
-            days = {d for d in repair_days if Partition.of(d).path == partition}
+            days = {
+                d for d in repair_days if Partition.of(d).path == partition and d not in narrowed
+            }
+            ranges = [
+                (p.first, p.id_low or "", p.id_high or "")
+                for p in pieces
+                if Partition.of(p.first).path == partition
+            ]
             empty = ARROW_SCHEMA.empty_table()
             changed, day_rows = (empty, incoming) if name == "days" else (incoming, empty)
             # Only the files holding an incoming id or a replaced day are read whole and
             # rewritten; the others stay as they are (``rewrite``).
             result = merge_files(
-                self.lake, partition, owned, changed, days, day_rows, run.run_id, name
+                self.lake, partition, owned, changed, days, day_rows, run.run_id, name, ranges
             )
             files = committed.get(partition, [])
             missing = [f for f in files if f not in owned]
@@ -999,6 +1108,11 @@ class Refresher:
         newest = run.watermark
         if run.kind == "refresh" and newest and (current is None or newest != current):
             self.state.save_watermark(WatermarkRecord(newest, utc_now(), run.run_id))
+
+
+def _pieces(run: RefreshRun) -> list[Shard]:
+    """The id ranges the run narrowed its repair days to, each with its service count."""
+    return [Shard.parse_key(key).with_expected(n) for key, n in sorted(run.repair_pieces.items())]
 
 
 def _per_day(

@@ -202,22 +202,49 @@ def _gather(table: pa.Table, positions: pa.Array) -> pa.Table:
     return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
 
 
+# A piece of one day fetched again by id range: (day, low id inclusive, high id exclusive),
+# "" for an open end (``Shard``'s ``id[low-high)``).
+IdRange = tuple[dt.date, str, str]
+
+
+def replaced_mask(
+    table: pa.Table, days: Iterable[dt.date], ranges: Iterable[IdRange] = ()
+) -> pa.Array:
+    """Per row of ``table``: is it a row the fetch replaces, one of a day of ``days`` or
+    within one of the id ``ranges`` of its day? (Ids compare as the service orders them:
+    byte-wise, as the planner's id ranges assume.)"""
+    dates = table.column("submissionDate")
+    value_set = pa.array(sorted(set(days)), pa.date32())
+    mask = _flat(pc.fill_null(pc.is_in(dates, value_set=value_set), False))
+    ids = table.column("id")
+    for day, low, high in ranges:
+        piece = pc.equal(dates, pa.scalar(day, pa.date32()))
+        if low:
+            piece = pc.and_(piece, pc.greater_equal(ids, pa.scalar(low, pa.string())))
+        if high:
+            piece = pc.and_(piece, pc.less(ids, pa.scalar(high, pa.string())))
+        mask = pc.or_(mask, _flat(pc.fill_null(piece, False)))
+    return mask
+
+
 def merge_partition(
     existing: pa.Table,
     changed: pa.Table,
     replaced_days: Iterable[dt.date],
     day_rows: pa.Table,
+    replaced_ranges: Iterable[IdRange] = (),
 ) -> tuple[pa.Table, MergeStats]:
-    """The partition after applying ``changed`` upserts and replacing ``replaced_days``.
+    """The partition after applying ``changed`` upserts and replacing ``replaced_days``
+    (and the rows of ``replaced_ranges``, pieces of days fetched again by id range: their
+    ``day_rows`` are the truth for that piece only).
 
-    Lake rows of a replaced day are *dropped*, the others *kept*. Per incoming id (the
+    Lake rows of a replaced day or piece are *dropped*, the others *kept*. Per incoming id (the
     newest of ``day_rows`` + ``changed``), the lake's version is its last kept row, or else
     its last dropped row; the incoming row replaces it. Kept rows of
     ids nobody sent stay as they are; dropped rows of ids nobody sent, or of ids a kept row
     stands for, are the deleted ones (counted once per id).
     """
     stats = MergeStats()
-    days = pa.array(sorted(set(replaced_days)), pa.date32())
     existing = existing.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
     # Whole days: the fetched rows are the truth for those days.
     source = pa.concat_tables([day_rows.cast(ARROW_SCHEMA), changed.cast(ARROW_SCHEMA)])
@@ -228,7 +255,7 @@ def merge_partition(
         pc.index_in(existing.column("id"), value_set=_flat(source.column("id").take(incoming_at)))
     )
     claimed = pc.is_valid(key)
-    dropped = _flat(pc.is_in(existing.column("submissionDate"), value_set=days))
+    dropped = replaced_mask(existing, replaced_days, replaced_ranges)
     kept = pc.invert(dropped)
     untouched_at = _positions(existing.num_rows).filter(pc.and_(kept, pc.invert(claimed)))
     overlap = _last_by_key(key, pc.and_(kept, claimed), len(incoming_at))

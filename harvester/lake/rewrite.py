@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from harvester.lake.commit import read_files
 from harvester.lake.datafile import DataFileName
 from harvester.lake.info import parallel_map, parquet_file
-from harvester.lake.merge import CHANGE_KEYS, MergeStats, merge_partition
+from harvester.lake.merge import CHANGE_KEYS, IdRange, MergeStats, merge_partition, replaced_mask
 from harvester.lake.schema import ARROW_SCHEMA
 from harvester.lake.store import Lake
 from harvester.lake.writer import HiddenFile, write_rewrite_files
@@ -118,11 +118,15 @@ def merge_files(
     day_rows: pa.Table,
     run_id: str,
     step: str,
+    replaced_ranges: Iterable[IdRange] = (),
 ) -> FileMerge:
     """Merge ``changed`` upserts and ``replaced_days`` (their rows ``day_rows``) into the
     partition made of ``files`` (committed, readable, in committed order), as
     ``merge_partition`` would over all of them, rewriting only the groups of touched files
-    whose rows change. The new files are written hidden; the caller commits them."""
+    whose rows change (``replaced_ranges``: pieces of days by id range, as
+    ``merge_partition`` takes them). The new files are written hidden; the caller commits
+    them."""
+    ranges_ = list(replaced_ranges)
     out = FileMerge()
     days = pa.array(sorted(set(replaced_days)), pa.date32())
     changed = changed.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
@@ -140,7 +144,7 @@ def merge_files(
         ids = table.column("id")
         mask = pc.or_(
             pc.fill_null(pc.is_in(ids, value_set=incoming_ids), False),
-            pc.fill_null(pc.is_in(table.column("submissionDate"), value_set=days), False),
+            replaced_mask(table, days.to_pylist(), ranges_),
         )
         affected.append(pc.unique(ids.filter(mask)))
         low, high = pc.min_max(table.column("submissionDate")).values()
@@ -216,6 +220,7 @@ def merge_files(
             changed.filter(pc.is_in(changed.column("id"), value_set=ids)),
             days.to_pylist(),
             day_rows.filter(pc.is_in(day_rows.column("id"), value_set=ids)),
+            ranges_,
         )
         out.stats += stats
         if stats.changes is not None:

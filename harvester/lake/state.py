@@ -291,6 +291,10 @@ class RefreshRun:
     # The service's count of each repair day (reconciliation's, or a suspect's settled
     # count): the day's shard is planned with it, not counted once more.
     day_counts: dict[str, int] = field(default_factory=dict)
+    # Repair days narrowed by id-range counts (issue 20): the key of each piece that
+    # differs (``Shard.key``, ``2019-07-15/id[a-b)``) -> its service count. Only these
+    # pieces of their days are fetched and replaced; a day without pieces goes whole.
+    repair_pieces: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -343,11 +347,13 @@ class ServiceProfile:
     evidence: list[str] = field(default_factory=list)
     # The page-size choice (issue 20, "page size"); absent from profiles written before it:
     # the largest ``rows`` honoured (None: ``page_size`` is that), seconds a page of each
-    # size took at the probe (rows as text -> s), and how ``page_size`` was picked
-    # ("rows per second"; "rows setting": probed under fixed_rows; "": before the choice).
+    # size took at the probe (rows as text -> s), how ``page_size`` was picked ("rows per
+    # second"; "rows setting": probed under fixed_rows; "": before the choice), and the
+    # ``rows`` setting the climb stopped at (a later run allowing more probes again).
     ceiling: int | None = None
     latencies: dict[str, float] = field(default_factory=dict)
     chosen_by: str = ""
+    probed_rows: int | None = None
 
 
 @dataclass
