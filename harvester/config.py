@@ -63,8 +63,8 @@ class Settings:
     api_url: str = "https://api.uspto.gov"
     rate: float = 4.0
     concurrency: int = 1
-    rows: int = 1_000
-    fixed_rows: bool = False  # ask for ``rows`` a page: no climb past it, no choice by rows/s
+    rows: int = 10_000  # a ceiling; the page is what the service honours, chosen by rows/s
+    fixed_rows: bool = False  # the largest page honoured up to ``rows``: no choice by rows/s
     max_window: int = 10_000
     shard_size: int = 10_000
     timeout: float = 60.0
@@ -337,11 +337,11 @@ SPECS: tuple[Spec, ...] = (
          "requests in flight at most (ODP: 1)",
          flag="--concurrency", commands=RUN_COMMANDS, metavar="N"),
     Spec("rows", ("api", "rows"), "HARVESTER_ROWS", _positive_int,
-         "page to ask for under fixed_rows (the service's own cap is probed below it);"
-         " otherwise the probe climbs past it and picks the page with the best rows/s",
+         "largest page to ask for; the service's own cap (and the payload cap) is probed"
+         " below it, and the page with the best rows per second chosen",
          flag="--rows", commands=RUN_COMMANDS, metavar="N"),
     Spec("fixed_rows", ("api", "fixed_rows"), "HARVESTER_FIXED_ROWS", _bool,
-         "ask for rows a page: no climb past it, no choice by rows per second"),
+         "ask for the largest page the service honours up to rows: no choice by rows/s"),
     Spec("max_window", ("api", "max_window"), "HARVESTER_MAX_WINDOW", _positive_int,
          "deepest start+rows ever asked for (a ceiling: a smaller window is learned)"),
     Spec("timeout", ("api", "timeout"), "HARVESTER_TIMEOUT", _positive_float,

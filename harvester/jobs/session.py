@@ -147,7 +147,9 @@ async def learn_service(settings: Settings, state: HarvestState, client: ApiClie
     probed = (
         profile is None
         or found.action == "rebind"
-        or not service.still_valid(profile, settings.date_template, settings.fixed_rows)
+        or not service.still_valid(
+            profile, settings.date_template, settings.fixed_rows, settings.rows
+        )
     )
     before = client.stats.requests
     if probed:

@@ -11,13 +11,15 @@ What is probed once per lake (about a dozen requests, at preflight):
 - **Page size.** Increasing ``rows`` (100, 200, 400, ...) on ``*:*``; the largest the
   service honours (docs returned == rows asked while ``numFound`` allows) is its
   ``ceiling``. A silent cap shows as fewer docs; a ``413`` or a refusal stops the climb.
-  The climb's top is the ``rows`` setting under ``fixed_rows``; otherwise (the default) it
-  climbs past it, up to ``PAYLOAD_SHARE`` of the payload cap at the bytes a row was served
-  in, and the window. Each page of the climb is timed (the limiter's wait kept out of it),
-  and the page size is *chosen* from those times by rows per second under the rate limit
-  and the concurrency (``choose_page_size``). The timing costs no request of its own: the
-  climb's pages are the samples. Climbing from 100 to a ceiling of 5,000 takes 7 pages
-  where the climb to 1,000 took 5: two more requests, once per lake.
+  The climb's top is the smallest of the ``rows`` setting (a ceiling, 10,000 by default),
+  ``PAYLOAD_SHARE`` of the payload cap at the bytes a row was served in, and the window.
+  Each page of the climb is timed (the limiter's wait kept out of it), and the page size is
+  *chosen* from those times by rows per second under the rate limit and the concurrency
+  (``choose_page_size``); under ``fixed_rows`` it is the ceiling, no choice. The timing
+  costs at most one request of its own: the climb's pages are the samples, and a choice
+  below the ceiling times the ceiling's page once more before it is believed. Climbing
+  from 100 to a ceiling of 5,000 takes 7 pages where the climb to 1,000 took 5: two more
+  requests, once per lake.
 - **Date form.** A real row is asked for on its own day, ``[D TO D] AND id:X``, with the
   configured template, then with the template's bounds written in the other known forms
   (``BOUND_FORMS``: with or without a time, with or without ``Z``); a form is proven when the
@@ -30,8 +32,8 @@ What is probed once per lake (about a dozen requests, at preflight):
 What is learned while running, whenever the service contradicts what we hold (``Limits``):
 a paging window (a window error, or any error at ``start > 0`` for a query that answered at
 ``start = 0``), and a smaller page size (a ``413``, or a page cut short by a silent cap).
-Only what the service contradicts lowers the stored profile: a run asking for less
-(``fixed_rows`` with a small ``rows``) uses less without forgetting what was chosen.
+Only what the service contradicts lowers the stored profile: a run asking for less (a
+smaller ``rows``) uses less without forgetting what was chosen.
 """
 
 from __future__ import annotations
@@ -166,17 +168,12 @@ class Limits:
 def limits_from(
     profile: ServiceProfile, max_window: int, shard_size: int, rows: int, fixed: bool = False
 ) -> Limits:
-    """The limits a run works with. The page: under ``fixed`` (``fixed_rows``), ``rows`` or
-    the service's ceiling if smaller; else the profile's chosen page, which may be above
-    ``rows`` (``CHOSEN``); a profile not chosen by rows per second (probed under
-    ``fixed_rows``, or before the choice existed) keeps ``rows`` as its ceiling, as then."""
+    """The limits a run works with. The page: the profile's (chosen by rows per second, or
+    the largest honoured for a profile from before the choice), or under ``fixed``
+    (``fixed_rows``) the largest the service honoured; never above ``rows`` (the user's
+    ceiling, whatever was chosen) nor the window."""
     window = min(max_window, profile.window) if profile.window else max_window
-    if fixed:
-        page = min(profile.ceiling or profile.page_size, rows)
-    elif profile.chosen_by == CHOSEN:
-        page = profile.page_size
-    else:
-        page = min(profile.page_size, rows)
+    page = min((profile.ceiling or profile.page_size) if fixed else profile.page_size, rows)
     return Limits(
         page_size=max(1, min(page, window)),
         window=window,
@@ -322,16 +319,16 @@ async def _timed_search(api: Searcher, size: int, spacing: float) -> tuple[PageL
 
 
 async def _probe_page_size(
-    api: Searcher, ceiling: int | None, window: int, rate: float, evidence: list[str]
+    api: Searcher, ceiling: int, window: int, rate: float, evidence: list[str]
 ) -> _Climb:
-    """Doubles ``rows`` from 100 while the service honours it, up to ``ceiling`` (None: up
-    to ``PAYLOAD_SHARE`` of the payload cap at the largest bytes a row was served in) and
-    the window; a silent cap is the page size; a refusal (a 413, a 400) between an honoured
+    """Doubles ``rows`` from 100 while the service honours it, up to ``ceiling`` (the
+    ``rows`` setting), ``PAYLOAD_SHARE`` of the payload cap at the largest bytes a row was
+    served in, and the window; a silent cap is the page size; a refusal (a 413, a 400) between an honoured
     size and a refused one is narrowed down by halving the gap until it is within a tenth.
     Every honoured page's time is kept (``_Climb.latencies``)."""
     spacing = 1.0 / rate if rate > 0 else 0.0
     climb = _Climb()
-    size = min(FIRST_PAGE_SIZE, ceiling or FIRST_PAGE_SIZE, window)
+    size = min(FIRST_PAGE_SIZE, ceiling, window)
     refused = 0
     row_bytes = 0.0
     while True:
@@ -362,7 +359,7 @@ async def _probe_page_size(
             if page.num_found <= size:
                 return climb
         payload = int(PAYLOAD_CAP_BYTES * PAYLOAD_SHARE / row_bytes) if row_bytes else size * 2
-        top = max(1, min(ceiling or payload, window))
+        top = max(1, min(ceiling, payload, window))
         if refused:
             if climb.honoured == 0:
                 size = max(1, min(size // 2, top))
@@ -374,6 +371,24 @@ async def _probe_page_size(
             return climb
         else:
             size = min(size * 2, top)
+
+
+async def _choose_confirmed(
+    api: Searcher, climb: _Climb, rate: float, concurrency: int, evidence: list[str]
+) -> int:
+    """``choose_page_size`` over the climb's times; a choice below the ceiling is confirmed
+    by timing the ceiling's page once more (at most one request more) and keeping the faster
+    of its two times: one slow answer (a cold cache, a busy moment) must not halve the page
+    of a whole harvest."""
+    ceiling = climb.honoured
+    chosen = choose_page_size(climb.latencies, rate, concurrency, ceiling)
+    if chosen >= ceiling or ceiling not in climb.latencies:
+        return chosen
+    page, seconds = await _timed_search(api, ceiling, 1.0 / rate if rate > 0 else 0.0)
+    if len(page.docs) == ceiling:
+        evidence.append(f"rows={ceiling}: timed again, {seconds:.3f} s")
+        climb.latencies[ceiling] = min(climb.latencies[ceiling], seconds)
+    return choose_page_size(climb.latencies, rate, concurrency, ceiling)
 
 
 async def _proves(api: Searcher, template: str, row: _Row) -> bool:
@@ -491,15 +506,15 @@ async def discover(
     fixed: bool = False,
 ) -> ServiceProfile:
     """Probe the service once (about a dozen requests); see the module docstring. The page
-    size: under ``fixed`` the largest honoured up to ``rows``; else the climb goes past
-    ``rows`` and the size is chosen by rows per second at ``rate`` and ``concurrency``."""
+    size: the largest honoured up to ``rows`` under ``fixed``; else chosen by rows per
+    second at ``rate`` and ``concurrency`` among the climb's pages."""
     evidence: list[str] = []
-    climb = await _probe_page_size(api, rows if fixed else None, max_window, rate, evidence)
+    climb = await _probe_page_size(api, rows, max_window, rate, evidence)
     window, docs, ceiling = climb.window, climb.docs, climb.honoured
     if fixed:
         page_size = ceiling
     else:
-        page_size = choose_page_size(climb.latencies, rate, concurrency, ceiling)
+        page_size = await _choose_confirmed(api, climb, rate, concurrency, evidence)
         shown = ", ".join(
             f"{s}: {rows_per_second(s, t, rate, concurrency):,.0f}"
             for s, t in sorted(climb.latencies.items())
@@ -522,6 +537,7 @@ async def discover(
         ceiling=ceiling,
         latencies={str(s): round(t, 4) for s, t in sorted(climb.latencies.items())},
         chosen_by=FIXED if fixed else CHOSEN,
+        probed_rows=rows,
         window=window,
         date_template=template,
         configured_template=configured_template,
@@ -532,13 +548,19 @@ async def discover(
     )
 
 
-def still_valid(profile: ServiceProfile, configured_template: str, fixed: bool = False) -> bool:
+def still_valid(
+    profile: ServiceProfile, configured_template: str, fixed: bool = False, rows: int = 0
+) -> bool:
     """A stored profile answers for this run unless the configured template changed (then
-    the new one is proven), or the run chooses its page by rows per second and the profile
-    was probed under ``fixed_rows`` (its climb stopped at ``rows``: the service was never
-    asked for more). A profile from before the choice (no ``chosen_by``) stays as it is. A
-    lake's service is the one it was harvested from, whatever URL reaches it now; what it
-    contradicts while running is learned then (``Limits``)."""
+    the new one is proven); or the run chooses its page by rows per second and the profile
+    was probed under ``fixed_rows`` (no choice was made); or the run allows larger pages
+    (``rows``) than the probe's climb was allowed and the climb stopped there, not at a
+    limit of the service. A profile from before the choice (no ``chosen_by``) stays as it
+    is. A lake's service is the one it was harvested from, whatever URL reaches it now;
+    what it contradicts while running is learned then (``Limits``)."""
     if not fixed and profile.chosen_by == FIXED:
+        return False
+    top = profile.probed_rows
+    if top is not None and rows > top and (profile.ceiling or 0) >= top:
         return False
     return profile.configured_template == configured_template
