@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"simulator: {args.records:,} rows {START}..{END}, max rows {MAX_ROWS},"
         f" latency {LATENCY_BASE * 1000:.0f} ms + {LATENCY_PER_ROW * 1000:.1f} ms/row;"
-        " harvester: rate 4/s, concurrency 1 (its defaults)"
+        " harvester: rate 4/s, concurrency 1 (its defaults);"
+        f" load average {os.getloadavg()[0]:.2f} (1 min)"
     )
     runs: list[Run] = []
     with run_simulator_process(*sim_args) as sim:
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  ({run.rows:,} rows)",
                 flush=True,
             )
+    print(f"load average at the end: {os.getloadavg()[1]:.2f} (5 min)")
     chosen, fixed = runs[0], runs[1:]
     best = max(fixed, key=lambda r: r.rows_per_second)
     ideal = math.ceil(chosen.rows / chosen.page_size)
