@@ -33,9 +33,12 @@ from harvester.sim.testing import run_simulator_process
 from tests.support.harvest import RANGE, run_harvest, start_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 
+CHANGED = "createDateTime:[2019-02-01T00:00:00 TO *]"  # a plan's changed-rows scope
+
 
 class Index:
-    """Offset paging over a list that the test may change between calls."""
+    """Offset paging over a list that the test may change between calls; a doc marked
+    ``changed`` is one stamped since the plan (what ``CHANGED`` counts)."""
 
     def __init__(self, n: int) -> None:
         self.docs: list[dict[str, Any]] = [{"id": f"{i:032x}", "n": i} for i in range(n)]
@@ -43,6 +46,9 @@ class Index:
 
     async def search(self, criteria: str, start: int, rows: int, sort: str | None = None) -> Any:
         self.requests.append(start)
+        if CHANGED in criteria:  # the rows stamped since the plan: those the test marked
+            changed = [d for d in self.docs if d.get("changed")]
+            return _Page(len(changed), changed[start : start + rows])
         return _Page(len(self.docs), self.docs[start : start + rows])
 
     def parse_page(self, body: bytes, start: int) -> Any:
@@ -78,9 +84,60 @@ def _keep_first_pages(store: PageStore, count: int) -> None:
         store.save(start, body)
 
 
-def _fetch(index: Index, store: PageStore | None, window: int = 1000) -> Any:
+def _fetch(
+    index: Index, store: PageStore | None, window: int = 1000, scope: str | None = None
+) -> Any:
     limits = Limits(page_size=10, window=window, shard_size_setting=window)
-    return asyncio.run(fetch_shard(index, "q", limits=limits, attempts=3, store=store))
+    return asyncio.run(
+        fetch_shard(index, "q", limits=limits, attempts=3, store=store, changed_scope=scope)
+    )
+
+
+def _delete_one_kept_and_add_one(index: Index) -> None:
+    """Between the kill and the resume: a row inside the kept pages is deleted and a late
+    row arrives at the end. numFound stays 50 and the ids stay unique, but every row after
+    the deleted one moves up an offset, so the first row after the kept pages is skipped."""
+    del index.docs[7]
+    index.docs.append({"id": f"{50:032x}", "n": 50, "changed": True})
+
+
+def test_counts_cannot_see_a_deletion_offset_by_an_addition(store: PageStore) -> None:
+    """Why kept pages need a proof: trusted as they are, the resumed shard passes every
+    check of the pass and is wrong (a deleted row kept, a live one skipped)."""
+    index = Index(50)
+    _fetch(index, store)
+    _keep_first_pages(store, 2)
+    _delete_one_kept_and_add_one(index)
+    fetched = _fetch(index, store)  # no scope: the kept pages are trusted
+    got = {d["n"] for d in fetched.docs}
+    assert fetched.attempts == 1 and len(fetched.docs) == 50
+    assert 7 in got and 20 not in got  # the deleted row kept, the shifted one skipped
+
+
+def test_kept_pages_under_a_changed_row_are_dropped_and_the_shard_fetched_whole(
+    store: PageStore,
+) -> None:
+    """With the plan's changed-rows scope, one count finds the late row, the kept pages go,
+    and the shard is exactly the index as it is now."""
+    index = Index(50)
+    _fetch(index, store, scope=CHANGED)
+    _keep_first_pages(store, 2)
+    _delete_one_kept_and_add_one(index)
+    index.requests.clear()
+    fetched = _fetch(index, store, scope=CHANGED)
+    assert fetched.docs == index.docs
+    assert "kept pages dropped" in fetched.events[0]
+    assert index.requests == [0, *range(0, 50, 10)]  # the count, then every page
+
+
+def test_kept_pages_of_an_unchanged_shard_are_proven_by_one_count(store: PageStore) -> None:
+    index = Index(95)
+    first = _fetch(index, store, scope=CHANGED)
+    _keep_first_pages(store, 4)
+    index.requests.clear()
+    resumed = _fetch(index, store, scope=CHANGED)
+    assert index.requests == [0, *range(40, 95, 10)]  # the count, then only the rest
+    assert resumed.reused_pages == 4 and resumed.docs == first.docs
 
 
 def test_every_accepted_page_is_kept_and_a_resume_asks_only_for_the_rest(
@@ -230,23 +287,29 @@ def test_kill_mid_shard_then_resume_reuses_the_kept_pages(tmp_path: Path) -> Non
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "pages kept by the killed run reused" in resumed.stdout + resumed.stderr
         spent = sim.stats()["requests"] - before
-        # Beyond an uninterrupted run: the page in flight at the kill, asked for again, and
-        # the resumed run's own preflight (the field list).
-        assert spent - uninterrupted <= 2, (spent, uninterrupted)
+        # Beyond an uninterrupted run: the page in flight at the kill, asked for again, the
+        # resumed run's own preflight (the field list), and the count that proves the kept
+        # pages still hold (no row of their shard changed since the plan).
+        assert spent - uninterrupted <= 3, (spent, uninterrupted)
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())
         assert not (out / PAGES).exists() or not list((out / PAGES).rglob("*"))
 
 
+@pytest.mark.parametrize("rows", ["20", "100"])
 def test_index_changing_between_kill_and_resume_still_ends_equal_to_truth(
-    tmp_path: Path,
+    tmp_path: Path, rows: str
 ) -> None:
+    """Kept pages from before the index moved (rows deleted inside them, late rows added)
+    are not used: numFound and unique ids cannot see a deletion offset by an addition, so
+    the resumed run proves them by the shard's rows changed since the plan. At 100-row
+    pages the old code kept a deleted row and skipped one the deletion shifted."""
     out = tmp_path / "lake"
     with run_simulator_process(*SIM) as sim:
-        proc = start_harvest(sim.url, out, "--rows", "20", "--concurrency", "2", "--rate", "40")
-        _wait_for_kept_pages(out, 8)
+        proc = start_harvest(sim.url, out, "--rows", rows, "--concurrency", "2", "--rate", "40")
+        _wait_for_kept_pages(out, 8 if rows == "20" else 3)
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         sim.mutate(reorder=True, late=150, delete=100, seed=4)
-        resumed = run_harvest(sim.url, str(out), "--rows", "20")
+        resumed = run_harvest(sim.url, str(out), "--rows", rows)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert_lake_equals_truth(Lake.open(str(out)), sim.truth())

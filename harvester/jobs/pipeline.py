@@ -70,6 +70,9 @@ class PipelineConfig:
     shard_attempts: int
     date_template: str
     limits: Limits  # shared and learned: page size, window, paging by key or offset
+    # Rows changed since the plan's watermark (``fetch_shard``'s ``changed_scope``): what
+    # proves a killed run's kept pages still hold before they are used. None: none kept.
+    changed_scope: str | None = None
 
 
 class ShardSink(Protocol):
@@ -158,6 +161,7 @@ class ShardPipeline:
                     attempts=self._config.shard_attempts,
                     store=self._sink.page_store(shard),
                     expected=shard.expected,
+                    changed_scope=self._config.changed_scope,
                 )
             except ShardTooLarge as exc:
                 if shard.undated:

@@ -360,6 +360,7 @@ class Refresher:
         # A caller's requests before this run (verify's, before its repair): not this run's.
         self._caller_requests = 0 if report is None else self.client.stats.requests
         self._rows_committed = 0  # rows this process wrote into the lake's partitions
+        self._stage_mark: str | None = None  # the watermark of the run being worked on
         self._files_rewritten = 0  # committed files this process's merges replaced
 
     # -- the run -------------------------------------------------------------------------
@@ -571,6 +572,9 @@ class Refresher:
         covered = coverage_span(self.state)
         scope = ChangedScope(run.since, tuple(run.excluded))
         form = self.known.profile.stamp_form
+        # The stages' plans carry the run's watermark: kept pages of a killed run are proven
+        # against it before they are reused (``fetch_shard``); a repair has none, keeps none.
+        self._stage_mark = run.watermark
         if run.phase == "reload":
             if not await self._reload(run, plan, planner, client, scope):
                 return False
@@ -1015,6 +1019,7 @@ class Refresher:
                 self.known.profile.date_template,
                 self.settings.shard_size,
                 shards,
+                watermark=self._stage_mark,
             )
             stage.save_plan(stored)
         assert stored is not None

@@ -39,7 +39,7 @@ from harvester.jobs.sink import LakeSink
 from harvester.lake.checkpoint import sweep_page_stores
 from harvester.lake.commit import refuse_foreign_root
 from harvester.lake.lock import LakeLock, holding
-from harvester.lake.shard import UNDATED_KEY, Shard
+from harvester.lake.shard import UNDATED_KEY, Shard, changed_since_scope
 from harvester.lake.source import Binding, binding
 from harvester.lake.state import (
     LAKE_META,
@@ -218,14 +218,20 @@ class ShardRunner:
         plan: StoredPlan,
         progress: Progress,
         limits: Limits,
+        stamp_form: str,
     ) -> None:  # ``RunSession.runner`` builds one from the session
         self.state = state
         self.plan = plan
         self._progress = progress
+        # Kept pages are used only once proven to still hold: no row of their shard changed
+        # since the plan's watermark (``fetch_shard``). A plan without one keeps no pages.
+        mark = plan.watermark
+        scope = changed_since_scope(mark, stamp_form) if mark is not None else None
         config = PipelineConfig(
-            settings.concurrency, settings.shard_attempts, plan.date_template, limits
+            settings.concurrency, settings.shard_attempts, plan.date_template, limits, scope
         )
-        sink = LakeSink(state, page_checkpoints=settings.page_checkpoints)
+        keep = settings.page_checkpoints and scope is not None
+        sink = LakeSink(state, page_checkpoints=keep)
         self.pipeline = ShardPipeline(client, planner, sink, config, progress)
 
     def leaves(self) -> tuple[list[Shard], dict[str, ShardMarker]]:
@@ -309,7 +315,14 @@ class RunSession:
     def runner(self, state: HarvestState, plan: StoredPlan) -> ShardRunner:
         """A pipeline over ``state`` (the lake, or a refresh's staging area) and its plan."""
         return ShardRunner(
-            self.settings, self.client, self.planner, state, plan, self.progress, self.limits
+            self.settings,
+            self.client,
+            self.planner,
+            state,
+            plan,
+            self.progress,
+            self.limits,
+            self.known.profile.stamp_form,
         )
 
     def begin_writing(self) -> None:

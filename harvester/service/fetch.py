@@ -273,6 +273,7 @@ async def fetch_shard(
     attempts: int,
     store: PageStore | None = None,
     expected: int = -1,
+    changed_scope: str | None = None,
 ) -> FetchedShard:
     """All docs of one shard, checked; raises ShardTooLarge or ShardUnstable.
 
@@ -283,11 +284,29 @@ async def fetch_shard(
     Pages kept in ``store`` by an earlier run are used first; the store is cleared before
     a shard is fetched again from scratch, and when the shard turns out to need a split.
     A shard that exhausts its retries keeps its pages: the next run continues from them.
+
+    ``changed_scope``: rows changed since the kept pages could have been taken (the plan's
+    watermark: ``createDateTime`` at or after it). Kept pages are a snapshot of an index
+    that may have moved since (a kill, hours, a resume): a row deleted inside them and one
+    added after them keep ``numFound`` and the ids unique, while the offsets shift and a
+    row is skipped. Counts cannot see that; the stamps can, since an added or changed row
+    is stamped anew. So before kept pages are used, the shard's rows in that scope are
+    counted (one request): any, and the pages are thrown away and the shard fetched whole.
+    A deletion alone shows as a changed ``numFound`` and is caught by the pass itself.
+    Without a scope (no watermark known) kept pages are trusted: callers that cannot prove
+    them keep none (``ShardRunner``).
     """
     pages_store: PageStore = store if store is not None else NoPageStore()
     kept = await _load_kept(source, pages_store, limits)
     events: list[str] = []
     total_pages = 0
+    if kept and changed_scope is not None:
+        total_pages += 1
+        moved = (await source.search(f"({criteria}) AND {changed_scope}", 0, 1)).num_found
+        if moved:
+            events.append(f"{moved} rows changed since its pages were kept: kept pages dropped")
+            kept = []
+            await asyncio.to_thread(pages_store.clear)
     reused = 0
     doubted = expected <= 0  # an empty answer to a shard counted with rows: asked again
     try:
