@@ -40,7 +40,9 @@ install: $(STAMP)
 # workers (user+sys 7.7 of 10.5 minutes' wall time). --dist loadfile keeps each file on one
 # worker, so a module's fixtures (a harvested lake, a Spark session, a built wheel) are built
 # once; tests/support/schedule.py hands the long files out first. PYTEST_WORKERS=0 runs the
-# suite serially; PYTEST_DIST=load spreads single tests instead of files.
+# suite serially; PYTEST_DIST=load spreads single tests instead of files. Measured on a clean
+# clone (`.ci/run`, 2 cores, nothing else running, 2026-12-02): 1,607 tests in 6 min 23 s
+# (6 min 56 s with the install); `make test-unit`: 1,206 tests in 46 s.
 PYTEST_WORKERS ?= 4
 PYTEST_DIST ?= loadfile
 test: $(STAMP)
