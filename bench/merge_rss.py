@@ -1,6 +1,6 @@
 """Peak memory and time of refresh's partition merge (issue 12).
 
-Run: ``python -m bench.merge_rss [--rows 900000] [--impl harvester.lake.merge] [--keep DIR]``;
+Run: ``python -m bench.merge_rss [--rows 900000] [--impl harvester.storage.merge] [--keep DIR]``;
 ``make bench`` runs it as the ``refresh_rss`` scenario (``measure``).
 
 Builds one month of ``--rows`` simulator rows (``harvester.sim.rows``, decoded like a
@@ -18,7 +18,7 @@ two refreshes, then runs each refresh's merge in a fresh subprocess, the way
 Each child prints its wall time and peak RSS (``VmHWM`` of ``/proc/self/status``; also
 its RSS before the merge: the interpreter and its imports), so the numbers are the
 merge's own, not the setup's. ``--impl`` names the module that provides
-``merge_partition`` (e.g. a copy of an older ``harvester/lake/merge.py``, for comparison).
+``merge_partition`` (e.g. a copy of an older ``harvester/storage/merge.py``, for comparison).
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.lake.commit import read_files
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.store import Lake
-from harvester.lake.writer import write_partition_files
 from harvester.service.decode import decode_docs
 from harvester.sim.rows import Stamps, generate
+from harvester.storage.commit import read_files
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.store import Lake
+from harvester.storage.writer import write_partition_files
 
 YEAR, MONTH = 2019, 7
 PARTITION = f"year={YEAR}/month={MONTH}"
@@ -162,7 +162,7 @@ def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) 
     }
 
 
-_IMPL = ["harvester.lake.merge"]
+_IMPL = ["harvester.storage.merge"]
 
 
 def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
 def measure(
     rows: int,
     *,
-    impl: str = "harvester.lake.merge",
+    impl: str = "harvester.storage.merge",
     cases: Sequence[str] = CASES,
     keep: Path | None = None,
     log: Callable[[str], None] = print,
@@ -219,7 +219,7 @@ def measure(
     return results
 
 
-def run_case(base: Path, case: str, impl: str = "harvester.lake.merge") -> dict[str, Any]:
+def run_case(base: Path, case: str, impl: str = "harvester.storage.merge") -> dict[str, Any]:
     """One case's merge in a fresh subprocess, on a copy of the partition built in
     ``base``; returns what the child reported."""
     work = base / "work"
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.merge_rss", description=__doc__)
     parser.add_argument("--rows", type=int, default=900_000)
     parser.add_argument(
-        "--impl", default="harvester.lake.merge", help="module with merge_partition"
+        "--impl", default="harvester.storage.merge", help="module with merge_partition"
     )
     parser.add_argument("--keep", type=Path, help="build here (reused if already built)")
     parser.add_argument("--case", choices=CASES, action="append", help="default: both")

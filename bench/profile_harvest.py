@@ -31,13 +31,16 @@ T = TypeVar("T")
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("JSON parse of pages (orjson, in client._parse_page)", ("_parse_page", "_load_json")),
     ("decode docs -> Arrow (harvester.service.decode)", ("harvester/service/decode.py",)),
-    ("Parquet write (harvester.lake.writer, pyarrow)", ("harvester/lake/writer.py", "pyarrow")),
     (
-        "lake and state files (harvester.lake.store/state/commit, fsspec)",
+        "Parquet write (harvester.storage.writer, pyarrow)",
+        ("harvester/storage/writer.py", "pyarrow"),
+    ),
+    (
+        "lake and state files (harvester.storage.store/state/commit, fsspec)",
         (
-            "harvester/lake/store.py",
-            "harvester/lake/state.py",
-            "harvester/lake/commit.py",
+            "harvester/storage/store.py",
+            "harvester/storage/state.py",
+            "harvester/storage/commit.py",
             "fsspec",
         ),
     ),

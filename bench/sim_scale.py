@@ -45,10 +45,10 @@ import orjson
 from harvester.config import DEFAULT_DATE_TEMPLATE
 from harvester.jobs.decision import ChangedScope
 from harvester.jobs.planner import id_bounds
-from harvester.lake.shard import UNDATED_CRITERIA, Shard, month_spans
 from harvester.service.stamps import newest_stamp
 from harvester.sim.server import RECORDS_PATH
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.shard import UNDATED_CRITERIA, Shard, month_spans
 
 STAMP_FORM = "{stamp}Z"
 START, END = dt.date(2018, 6, 1), dt.date(2026, 5, 31)

@@ -578,8 +578,8 @@ def _local_lake_exists(settings: Settings) -> bool | None:
     """Whether a local lake is there now (None: an S3 lake, or one that cannot be looked
     at: no request is made on the way out of a stopped run, where a stalled one would
     hold up the user's Ctrl-C)."""
-    from harvester.lake.state import HarvestState
-    from harvester.lake.store import Lake
+    from harvester.storage.state import HarvestState
+    from harvester.storage.store import Lake
 
     try:
         lake = Lake.open(settings.out)

@@ -23,8 +23,8 @@ LAKE = Path("lake")
 
 def summarise(lake: Path) -> None:
     """What ``harvester show`` prints for the demo's lake (one implementation for both)."""
-    from harvester.lake.store import Lake
     from harvester.ops.show import summarise as show_summary
+    from harvester.storage.store import Lake
 
     print()
     print("\n".join(show_summary(Lake.open(str(lake))).lines()))

@@ -1,6 +1,6 @@
 """The 31 fields the service serves, by name, and how their values are typed.
 
-Pure names, no dependencies: the lake's Arrow schema (``harvester.lake.schema``) and the
+Pure names, no dependencies: the lake's Arrow schema (``harvester.storage.schema``) and the
 simulator's query parser (``harvester.sim.lucene``) both build on these lists, so the field
 set is written down once.
 """

@@ -35,9 +35,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from harvester.lake.commit import is_own_file
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.commit import is_own_file
+from harvester.storage.store import Lake
 from tests.support.cli import cli, printed_report
 from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable

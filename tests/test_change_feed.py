@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report, reports
 from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, refresh_phase, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, expected_row, is_decodable

@@ -17,7 +17,10 @@ import orjson
 import pytest
 
 from harvester.errors import ShardTooLarge
-from harvester.lake.checkpoint import (
+from harvester.service.fetch import fetch_shard
+from harvester.service.profile import Limits
+from harvester.sim.testing import run_simulator_process
+from harvester.storage.checkpoint import (
     LocalPageLog,
     ObjectPageStore,
     PageStore,
@@ -25,11 +28,8 @@ from harvester.lake.checkpoint import (
     sweep_page_stores,
     usable_prefix,
 )
-from harvester.lake.state import PAGES
-from harvester.lake.store import Lake
-from harvester.service.fetch import fetch_shard
-from harvester.service.profile import Limits
-from harvester.sim.testing import run_simulator_process
+from harvester.storage.state import PAGES
+from harvester.storage.store import Lake
 from tests.support.harvest import RANGE, run_harvest, start_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report
 from tests.support.harvest import (
     RANGE,

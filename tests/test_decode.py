@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from harvester.fields import FIELDS
-from harvester.lake.schema import ARROW_SCHEMA
 from harvester.service.decode import DecodeResult, decode_docs
+from harvester.storage.schema import ARROW_SCHEMA
 
 SAMPLES = Path(__file__).parent / "fixtures" / "records-by-application.json"
 SAMPLE_TEXT = """{"actionTypeCategory": "", "aliceIndicator": false, "allowedClaimIndicator": false,

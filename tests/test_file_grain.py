@@ -17,13 +17,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from harvester.lake.commit import read_files
-from harvester.lake.merge import merge_partition
-from harvester.lake.rewrite import merge_files
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.store import Lake
-from harvester.lake.writer import _day_cuts, write_shard
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.commit import read_files
+from harvester.storage.merge import merge_partition
+from harvester.storage.rewrite import merge_files
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.store import Lake
+from harvester.storage.writer import _day_cuts, write_shard
 from tests.support.harvest import RANGE, WINDOW, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 from tests.test_refresh_e2e import latest_report, run_refresh

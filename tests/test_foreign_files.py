@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake.commit import is_own_data_file, is_own_file
-from harvester.lake.datafile import DataFileName, is_data_file_name
-from harvester.lake.shard import Shard
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.commit import is_own_data_file, is_own_file
+from harvester.storage.datafile import DataFileName, is_data_file_name
+from harvester.storage.shard import Shard
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, is_decodable

@@ -18,8 +18,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import snapshot
 from tests.support.harvest import (
     RANGE,
@@ -295,11 +295,11 @@ async def test_the_closing_check_fetches_a_failed_shard_again_before_judging_its
     from harvester.config import DEFAULT_DATE_TEMPLATE, Settings
     from harvester.jobs.harvest import _moved_shards
     from harvester.jobs.report import RunReport
-    from harvester.lake.shard import Shard
-    from harvester.lake.state import ShardMarker, StoredPlan
     from harvester.service.client import ApiClient
     from harvester.service.policy import ClientPolicy
     from harvester.sim.testing import run_simulator_inprocess
+    from harvester.storage.shard import Shard
+    from harvester.storage.state import ShardMarker, StoredPlan
 
     first = dt.date(2019, 1, 1)
     days = [first + dt.timedelta(days=n) for n in range(31)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 

@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake import writer
-from harvester.lake.datafile import DataFileName
-from harvester.lake.partition import Partition
-from harvester.lake.schema import ARROW_SCHEMA, SCHEMA_VERSION
-from harvester.lake.shard import Shard
-from harvester.lake.store import Lake, is_temp_name
-from harvester.lake.writer import read_partition, write_partition_files, write_shard
 from harvester.service.decode import decode_docs
+from harvester.storage import writer
+from harvester.storage.datafile import DataFileName
+from harvester.storage.partition import Partition
+from harvester.storage.schema import ARROW_SCHEMA, SCHEMA_VERSION
+from harvester.storage.shard import Shard
+from harvester.storage.store import Lake, is_temp_name
+from harvester.storage.writer import read_partition, write_partition_files, write_shard
 from tests.support.s3server import MotoS3
 
 HIVE_TYPES = "{'year': INTEGER, 'month': INTEGER}"

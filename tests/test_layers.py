@@ -1,7 +1,7 @@
 """The package's layers: each module imports only from its own layer or the ones below.
 
     foundation (errors, config, humanize, fields, signals, progress)
-      < lake (the store and everything kept in it)
+      < storage (the lake: the store and everything kept in it)
       < service (HTTP, the limits learned, paging, decoding)
       < jobs (the run session, planning, the pipeline, harvest, refresh)
       < ops (the commands over the lake: verify, status, show, compact, plan)
@@ -20,7 +20,7 @@ import harvester
 
 ROOT = Path(harvester.__file__).parent
 FOUNDATION = {"", "errors", "config", "humanize", "fields", "signals", "progress"}
-RANKS = {"lake": 1, "service": 2, "jobs": 3, "ops": 4, "cli": 5, "demo": 5, "__main__": 5}
+RANKS = {"storage": 1, "service": 2, "jobs": 3, "ops": 4, "cli": 5, "demo": 5, "__main__": 5}
 
 
 def module_name(path: Path) -> str:
@@ -77,7 +77,7 @@ def test_no_module_imports_from_a_higher_layer() -> None:
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The rank table places a lake module below the jobs: so an import of the refresh
     from the lake would be reported (the check is not vacuous)."""
-    assert rank("lake.commit") == 1 and rank("jobs.refresh") == 3
+    assert rank("storage.commit") == 1 and rank("jobs.refresh") == 3
     assert rank("sim.server") is None and rank("errors") == 0
     sample = tmp_path / "sample.py"
     sample.write_text(

@@ -20,17 +20,17 @@ import pytest
 
 from harvester.errors import LakeError, LockLost
 from harvester.jobs.sink import LakeSink
-from harvester.lake import lock as lockmod
-from harvester.lake import quarantine
-from harvester.lake.checkpoint import page_store
-from harvester.lake.commit import replace_partition
-from harvester.lake.lock import LakeLock, holding, holding_sync, is_stale, process_space
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.shard import Shard
-from harvester.lake.state import LOCK, HarvestState, LockRecord, ShardMarker, StoredPlan
-from harvester.lake.store import Lake
 from harvester.service.fetch import FetchedShard
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage import lock as lockmod
+from harvester.storage import quarantine
+from harvester.storage.checkpoint import page_store
+from harvester.storage.commit import replace_partition
+from harvester.storage.lock import LakeLock, holding, holding_sync, is_stale, process_space
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.shard import Shard
+from harvester.storage.state import LOCK, HarvestState, LockRecord, ShardMarker, StoredPlan
+from harvester.storage.store import Lake
 from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 from tests.support.s3server import MotoS3
@@ -408,7 +408,7 @@ def test_a_compaction_whose_lock_is_stolen_writes_nothing(
     small_sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from harvester import cli
-    from harvester.lake import commit
+    from harvester.storage import commit
 
     out = tmp_path / "lake"
     dates = ("--from", "2019-01-01", "--to", "2019-02-28")

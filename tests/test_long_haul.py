@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from harvester.errors import EXIT_BUDGET, EXIT_HANGUP, EXIT_QUOTA, EXIT_TERMINATED
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import reports
 from tests.support.harvest import (
     DATES,

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from harvester.lake import merge
-from harvester.lake.merge import merge_partition, newest_per_id
-from harvester.lake.schema import ARROW_SCHEMA
+from harvester.storage import merge
+from harvester.storage.merge import merge_partition, newest_per_id
+from harvester.storage.schema import ARROW_SCHEMA
 
 D1, D2 = dt.date(2019, 1, 2), dt.date(2019, 1, 3)
 

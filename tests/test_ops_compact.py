@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, refresh_all_days, reports
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, within

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth

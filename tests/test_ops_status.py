@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, refresh_all_days, snapshot
 from tests.support.harvest import DATES, RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import is_decodable, read_lake, read_quarantine

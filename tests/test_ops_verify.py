@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.lake.quarantine import settle
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.quarantine import settle
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report, refresh_all_days, reports
 from tests.support.harvest import RANGE, WINDOW, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, within

@@ -28,9 +28,9 @@ import pytest
 
 from harvester.cli import JsonFormatter, TextFormatter
 from harvester.jobs.harvest import SERVICE_LAG_DAYS, range_warning
-from harvester.lake.state import HarvestState
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.state import HarvestState
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok
 from tests.support.harvest import (
     RANGE,

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harvester.lake.state import ServiceProfile
-from harvester.lake.store import Lake
 from harvester.service.profile import (
     CHOSEN,
     FIXED,
@@ -28,6 +26,8 @@ from harvester.service.profile import (
     still_valid,
 )
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.state import ServiceProfile
+from harvester.storage.store import Lake
 from tests.support.cli import reports
 from tests.support.harvest import RANGE, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth

@@ -17,8 +17,8 @@ import pytest
 from harvester.config import DEFAULT_DATE_TEMPLATE
 from harvester.errors import CountsDisagree
 from harvester.jobs.planner import Planner, id_bounds, split_hex
-from harvester.lake.shard import Shard, month_spans
 from harvester.service.profile import Limits
+from harvester.storage.shard import Shard, month_spans
 
 CRITERIA = re.compile(
     r"submissionDate:\[(\d{4}-\d\d-\d\d)T00:00:00Z TO (\d{4}-\d\d-\d\d)T23:59:59Z\]"

@@ -16,8 +16,6 @@ import pytest
 from rich.console import Console
 
 from harvester.jobs.harvest import planned_empty
-from harvester.lake.shard import Shard
-from harvester.lake.state import ShardMarker
 from harvester.progress import (
     LineProgress,
     Progress,
@@ -29,6 +27,8 @@ from harvester.progress import (
     progress_text,
 )
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.shard import Shard
+from harvester.storage.state import ShardMarker
 from tests.support.harvest import harvest_cmd, harvest_env
 
 

@@ -1,4 +1,4 @@
-"""The weekly quota's arithmetic (``harvester.lake.quota``): its week, how a quota 429 reads,
+"""The weekly quota's arithmetic (``harvester.storage.quota``): its week, how a quota 429 reads,
 the calendar a job's requests take under it, and the lake's ledger of what a key spent."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harvester.lake import quota
-from harvester.lake.state import HarvestState
-from harvester.lake.store import Lake
+from harvester.storage import quota
+from harvester.storage.state import HarvestState
+from harvester.storage.store import Lake
 
 UTC = dt.UTC
 MONDAY = dt.datetime(2026, 11, 30, 17, 0, tzinfo=UTC)

@@ -26,9 +26,9 @@ from harvester.jobs.decision import (
     month_verdict,
     settled,
 )
-from harvester.lake.state import PendingDrop
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.state import PendingDrop
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report
 from tests.support.harvest import WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth

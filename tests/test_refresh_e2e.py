@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.harvest import RANGE, WINDOW, harvest_cmd, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth
 from tests.support.sharedsim import ReadOnlySim

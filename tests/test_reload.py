@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from harvester.jobs.decision import ChangedDecision, decide_changed, reload_requests
-from harvester.lake.state import HarvestState
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.state import HarvestState
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report
 from tests.support.harvest import WINDOW, harvest_cmd, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, read_lake

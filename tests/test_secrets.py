@@ -18,14 +18,14 @@ import pytest
 from harvester.cli import setup_logging
 from harvester.config import Secret, read_api_key, resolve
 from harvester.errors import ConfigError
-from harvester.lake.datafile import DataFileName
-from harvester.lake.partition import Partition
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.shard import Shard
-from harvester.lake.store import Lake
-from harvester.lake.writer import write_shard
 from harvester.service.decode import decode_docs
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.datafile import DataFileName
+from harvester.storage.partition import Partition
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.shard import Shard
+from harvester.storage.store import Lake
+from harvester.storage.writer import write_shard
 from tests.support.cli import cli
 from tests.support.harvest import RANGE, WINDOW, harvest_env
 from tests.support.lakecheck import assert_lake_equals_truth

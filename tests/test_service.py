@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report, reports, snapshot
 from tests.support.harvest import (
     DATES,

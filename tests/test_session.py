@@ -20,10 +20,10 @@ from harvester.config import DEFAULT_DATE_TEMPLATE, Settings
 from harvester.errors import EXIT_LAKE
 from harvester.jobs.harvest import make_plan
 from harvester.jobs.session import RunSession
-from harvester.lake.lock import LakeLock
-from harvester.lake.state import LOCK
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.lock import LakeLock
+from harvester.storage.state import LOCK
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import RANGE, run_harvest
 

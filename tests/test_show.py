@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from harvester.lake.store import Lake
 from harvester.ops.show import summarise
 from harvester.sim.testing import run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import is_decodable

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from harvester.errors import EXIT_SOURCE
-from harvester.lake.source import DATASET, Source
-from harvester.lake.state import HarvestState, SourceRecord
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.source import DATASET, Source
+from harvester.storage.state import HarvestState, SourceRecord
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, snapshot
 from tests.support.harvest import DATES, run_harvest
 from tests.support.sharedsim import SHARED_SIM_ARGS, ReadOnlySim

@@ -11,12 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.shard import Shard
-from harvester.lake.state import HarvestState
-from harvester.lake.store import Lake
 from harvester.ops.deep import DeepOptions, choose_days, compare_day
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.shard import Shard
+from harvester.storage.state import HarvestState
+from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report, refresh_all_days
 from tests.support.harvest import RANGE, WINDOW, harvest_env, run_harvest
 from tests.support.lakecheck import assert_lake_equals_truth, read_lake

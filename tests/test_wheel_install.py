@@ -38,8 +38,8 @@ import pytest
 from harvester import DISTRIBUTION, __version__
 from harvester.config import SPECS
 from harvester.errors import EXIT_CONFIG
-from harvester.lake.store import Lake
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage.store import Lake
 from tests.support.env import scrubbed_environ
 from tests.support.lakecheck import assert_lake_equals_truth
 

@@ -45,8 +45,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from harvester.lake.shard import Shard
-from harvester.lake.state import PendingDrop
+from harvester.storage.shard import Shard
+from harvester.storage.state import PendingDrop
 
 DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
 

@@ -28,18 +28,18 @@ from harvester.errors import ConfigError, CountsDisagree, QueryError, RetriesExh
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
 from harvester.jobs.session import RunSession, Service, ShardRunner, committed_rows
-from harvester.lake.commit import committed_files, sweep
-from harvester.lake.shard import UNDATED_KEY, Shard, month_spans
-from harvester.lake.state import (
+from harvester.progress import Progress
+from harvester.service.client import ApiClient
+from harvester.service.stamps import newest_stamp
+from harvester.storage.commit import committed_files, sweep
+from harvester.storage.shard import UNDATED_KEY, Shard, month_spans
+from harvester.storage.state import (
     CompleteRecord,
     Coverage,
     ShardMarker,
     StoredPlan,
     utc_now,
 )
-from harvester.progress import Progress
-from harvester.service.client import ApiClient
-from harvester.service.stamps import newest_stamp
 
 log = logging.getLogger("harvester.jobs.harvest")
 

@@ -20,12 +20,12 @@ from typing import Protocol
 from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
 from harvester.jobs.planner import Planner
 from harvester.jobs.sink import Committed
-from harvester.lake.checkpoint import PageStore
-from harvester.lake.shard import Shard
 from harvester.progress import Progress
 from harvester.service.fetch import FetchedShard, PageSource, fetch_shard
 from harvester.service.profile import Limits
 from harvester.signals import to_thread_to_the_end
+from harvester.storage.checkpoint import PageStore
+from harvester.storage.shard import Shard
 
 log = logging.getLogger("harvester.jobs.pipeline")
 

@@ -14,7 +14,7 @@ the real rate limit every request is time):
   boundary, both halves counted and checked against the whole.
 
 Shards never cross a month, so every shard lands in exactly one ``year=/month=`` partition.
-Shards and their keys are ``harvester.lake.shard``'s; the limits (``service.Limits``) are learned
+Shards and their keys are ``harvester.storage.shard``'s; the limits (``service.Limits``) are learned
 and may shrink during a run. The planner knows nothing of HTTP beyond the ``Counter``
 protocol, and nothing of files.
 """
@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from harvester.errors import CountsDisagree
-from harvester.lake.shard import EARLIEST_PROBE, Shard, month_spans
 from harvester.service.profile import Limits
+from harvester.storage.shard import EARLIEST_PROBE, Shard, month_spans
 
 ID_SPACE_DIGITS = 32  # ids are 32 hex digits: no id range is ever cut finer than that
 

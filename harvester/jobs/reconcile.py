@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import pyarrow.compute as pc
 
 from harvester.jobs.planner import Counter
-from harvester.lake import quarantine
-from harvester.lake.commit import read_files
-from harvester.lake.partition import Partition
-from harvester.lake.shard import Shard, month_spans
-from harvester.lake.state import HarvestState, PendingDrop
-from harvester.lake.store import Lake
+from harvester.storage import quarantine
+from harvester.storage.commit import read_files
+from harvester.storage.partition import Partition
+from harvester.storage.shard import Shard, month_spans
+from harvester.storage.state import HarvestState, PendingDrop
+from harvester.storage.store import Lake
 
 DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
 

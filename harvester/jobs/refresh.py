@@ -14,7 +14,7 @@ counts (``start``) and carries the decisions out, phase by phase:
    that differs is fetched again whole and replaces the lake's rows of that day (a day of
    more than ``NARROW_PAGES`` pages: only its id ranges whose counts differ, ``_narrow``).
    This is how deletions, which no stamp can show, leave the lake. Merges rewrite only the
-   files that hold an affected row (``lake.rewrite``). A day that would lose all or most of
+   files that hold an affected row (``storage.rewrite``). A day that would lose all or most of
    its rows is counted again after the others are fetched, and goes in this run when both
    counts agree (``decision.confirm_drops``).
 4. The watermark moves last, only after the data it covers is committed.
@@ -66,21 +66,25 @@ from harvester.jobs.pipeline import PipelineTotals
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
 from harvester.jobs.session import RunSession, Service
-from harvester.lake import changes, quarantine
-from harvester.lake.commit import (
+from harvester.progress import Progress
+from harvester.service.client import ApiClient
+from harvester.service.stamps import newest_stamp
+from harvester.signals import to_thread_to_the_end
+from harvester.storage import changes, quarantine
+from harvester.storage.commit import (
     committed_files,
     read_files,
     replace_files,
     replace_partition,
     sweep,
 )
-from harvester.lake.info import parallel_map, parquet_file
-from harvester.lake.merge import MergeStats, merge_partition
-from harvester.lake.partition import Partition
-from harvester.lake.rewrite import FileMerge, merge_files
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.shard import EARLIEST_PROBE, Shard, month_spans
-from harvester.lake.state import (
+from harvester.storage.info import parallel_map, parquet_file
+from harvester.storage.merge import MergeStats, merge_partition
+from harvester.storage.partition import Partition
+from harvester.storage.rewrite import FileMerge, merge_files
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.shard import EARLIEST_PROBE, Shard, month_spans
+from harvester.storage.state import (
     CompleteRecord,
     HarvestState,
     RefreshRun,
@@ -89,11 +93,7 @@ from harvester.lake.state import (
     WatermarkRecord,
     utc_now,
 )
-from harvester.lake.store import Lake
-from harvester.progress import Progress
-from harvester.service.client import ApiClient
-from harvester.service.stamps import newest_stamp
-from harvester.signals import to_thread_to_the_end
+from harvester.storage.store import Lake
 
 log = logging.getLogger("harvester.jobs.refresh")
 # A load the lake holds is worth a count to leave out only when fetching it would take more

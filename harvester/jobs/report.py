@@ -20,9 +20,9 @@ from typing import Any, Protocol
 from harvester.config import Settings
 from harvester.errors import HarvesterError, LockLost, RunStopped
 from harvester.humanize import plural
-from harvester.lake import quota
-from harvester.lake.shard import Shard
-from harvester.lake.state import HarvestState, ShardMarker, utc_now
+from harvester.storage import quota
+from harvester.storage.shard import Shard
+from harvester.storage.state import HarvestState, ShardMarker, utc_now
 
 log = logging.getLogger("harvester.jobs.report")
 

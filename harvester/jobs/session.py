@@ -36,12 +36,17 @@ from harvester.jobs.pipeline import PipelineConfig, ShardPipeline
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunReport
 from harvester.jobs.sink import LakeSink
-from harvester.lake.checkpoint import sweep_page_stores
-from harvester.lake.commit import refuse_foreign_root
-from harvester.lake.lock import LakeLock, holding
-from harvester.lake.shard import UNDATED_KEY, Shard, changed_since_scope
-from harvester.lake.source import Binding, binding
-from harvester.lake.state import (
+from harvester.progress import Progress
+from harvester.service import profile as service
+from harvester.service.client import ApiClient
+from harvester.service.policy import ClientPolicy
+from harvester.service.profile import Limits
+from harvester.storage.checkpoint import sweep_page_stores
+from harvester.storage.commit import refuse_foreign_root
+from harvester.storage.lock import LakeLock, holding
+from harvester.storage.shard import UNDATED_KEY, Shard, changed_since_scope
+from harvester.storage.source import Binding, binding
+from harvester.storage.state import (
     LAKE_META,
     LOCK,
     HarvestState,
@@ -49,13 +54,8 @@ from harvester.lake.state import (
     ShardMarker,
     StoredPlan,
 )
-from harvester.lake.state import ROOT as STATE_ROOT
-from harvester.lake.store import open_lake
-from harvester.progress import Progress
-from harvester.service import profile as service
-from harvester.service.client import ApiClient
-from harvester.service.policy import ClientPolicy
-from harvester.service.profile import Limits
+from harvester.storage.state import ROOT as STATE_ROOT
+from harvester.storage.store import open_lake
 
 log = logging.getLogger("harvester.jobs.session")
 

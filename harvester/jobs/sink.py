@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.lake import quarantine
-from harvester.lake.checkpoint import NoPageStore, PageStore, page_store
-from harvester.lake.datafile import DataFileName
-from harvester.lake.shard import Shard
-from harvester.lake.state import HarvestState, ShardMarker
-from harvester.lake.writer import write_shard
 from harvester.service.decode import decode_docs
 from harvester.service.fetch import FetchedShard
+from harvester.storage import quarantine
+from harvester.storage.checkpoint import NoPageStore, PageStore, page_store
+from harvester.storage.datafile import DataFileName
+from harvester.storage.shard import Shard
+from harvester.storage.state import HarvestState, ShardMarker
+from harvester.storage.writer import write_shard
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``harvester changes``: the ids each refresh, reload and repair added, updated, deleted.
 
-Reads the change feed (``harvester.lake.changes``, under ``_harvest/changes/``) and nothing
+Reads the change feed (``harvester.storage.changes``, under ``_harvest/changes/``) and nothing
 else: no API call, no write. Only runs that ended are shown: the feed of a run still in
 progress (``_harvest/refresh/run.json`` names it) is complete only once it ends, so a
 downstream job that consumes ``changes --since <last run it saw>`` never reads half a run.
@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 from harvester.config import Settings
 from harvester.errors import ConfigError
 from harvester.humanize import plural
-from harvester.lake import changes
-from harvester.lake.info import open_state
+from harvester.storage import changes
+from harvester.storage.info import open_state
 
 _RUN_ID = re.compile(r"\d{8}T\d{6}Z-[a-z]+-[0-9a-f]+")
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from harvester.config import Settings
 from harvester.errors import LakeError
 from harvester.jobs.report import RunReport
-from harvester.lake.commit import read_files, replace_partition, sweep
-from harvester.lake.info import file_rows, load_committed, open_state, require_quiet_lake
-from harvester.lake.lock import holding_sync
-from harvester.lake.state import HarvestState
-from harvester.lake.writer import PARTITION_FILE_ROWS
+from harvester.storage.commit import read_files, replace_partition, sweep
+from harvester.storage.info import file_rows, load_committed, open_state, require_quiet_lake
+from harvester.storage.lock import holding_sync
+from harvester.storage.state import HarvestState
+from harvester.storage.writer import PARTITION_FILE_ROWS
 
 log = logging.getLogger("harvester.compact")
 

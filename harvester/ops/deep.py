@@ -37,15 +37,15 @@ import pyarrow.compute as pc
 
 from harvester.errors import RetriesExhausted, ShardTooLarge, ShardUnstable
 from harvester.jobs.planner import Planner
-from harvester.lake.info import parallel_map, parquet_file
-from harvester.lake.partition import Partition
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.shard import Shard
-from harvester.lake.store import Lake
 from harvester.service.client import ApiClient
 from harvester.service.decode import decode_docs
 from harvester.service.fetch import fetch_shard
 from harvester.service.profile import Limits
+from harvester.storage.info import parallel_map, parquet_file
+from harvester.storage.partition import Partition
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.shard import Shard
+from harvester.storage.store import Lake
 
 log = logging.getLogger("harvester.verify")
 

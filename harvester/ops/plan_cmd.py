@@ -32,14 +32,14 @@ from harvester.jobs import decision, reconcile
 from harvester.jobs.harvest import make_plan, range_warning
 from harvester.jobs.refresh import require_completed, start
 from harvester.jobs.session import RunSession, Service
-from harvester.lake import quota
-from harvester.lake.commit import committed_files
-from harvester.lake.info import service_lines
-from harvester.lake.shard import UNDATED_KEY, Shard
-from harvester.lake.source import REBIND_FLAG
-from harvester.lake.state import HarvestState
-from harvester.lake.store import open_lake
 from harvester.service.profile import limits_from
+from harvester.storage import quota
+from harvester.storage.commit import committed_files
+from harvester.storage.info import service_lines
+from harvester.storage.shard import UNDATED_KEY, Shard
+from harvester.storage.source import REBIND_FLAG
+from harvester.storage.state import HarvestState
+from harvester.storage.store import open_lake
 
 JOBS = ("auto", "harvest", "refresh")
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.lake.commit import is_own_file
-from harvester.lake.info import is_visible, parallel_map, parquet_file
-from harvester.lake.partition import Partition
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.store import Lake
 from harvester.ops.dupes import DuplicateFinder, id_keys
+from harvester.storage.commit import is_own_file
+from harvester.storage.info import is_visible, parallel_map, parquet_file
+from harvester.storage.partition import Partition
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.store import Lake
 
 log = logging.getLogger("harvester.verify")
 KEY_COLUMNS = ["id", "submissionDate"]

@@ -25,10 +25,10 @@ from typing import Any
 from harvester.config import Settings
 from harvester.errors import LakeError, MissingExtra
 from harvester.humanize import size_text
-from harvester.lake.info import is_visible, open_state
-from harvester.lake.partition import Partition
-from harvester.lake.state import ROOT
-from harvester.lake.store import Lake, storage_errors
+from harvester.storage.info import is_visible, open_state
+from harvester.storage.partition import Partition
+from harvester.storage.state import ROOT
+from harvester.storage.store import Lake, storage_errors
 
 # The distribution's name and its extra (pyproject.toml). A pipx install lives in a venv of
 # its own, where a plain `pip install duckdb` would not reach: say both ways.

@@ -15,12 +15,12 @@ from typing import Any
 from harvester.config import Settings
 from harvester.humanize import duration_text, plural
 from harvester.jobs.session import Service
-from harvester.lake import quarantine, quota
-from harvester.lake.commit import uncommitted_files
-from harvester.lake.info import file_rows, open_state, service_lines
-from harvester.lake.partition import Partition
-from harvester.lake.state import HarvestState
 from harvester.service.profile import limits_from
+from harvester.storage import quarantine, quota
+from harvester.storage.commit import uncommitted_files
+from harvester.storage.info import file_rows, open_state, service_lines
+from harvester.storage.partition import Partition
+from harvester.storage.state import HarvestState
 
 
 @dataclass

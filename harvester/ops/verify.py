@@ -49,11 +49,6 @@ from harvester.jobs.reconcile import differing_days
 from harvester.jobs.refresh import Refresher
 from harvester.jobs.report import RunOutcome, RunReport
 from harvester.jobs.session import RunSession
-from harvester.lake import quarantine
-from harvester.lake.info import is_visible, load_committed
-from harvester.lake.partition import Partition
-from harvester.lake.shard import Shard, changed_since_scope
-from harvester.lake.state import HarvestState, ShardMarker
 from harvester.ops.deep import (
     DeepCheck,
     DeepOptions,
@@ -64,6 +59,11 @@ from harvester.ops.deep import (
 )
 from harvester.ops.scan import Scan, duplicate_days, scan_lake
 from harvester.progress import Progress
+from harvester.storage import quarantine
+from harvester.storage.info import is_visible, load_committed
+from harvester.storage.partition import Partition
+from harvester.storage.shard import Shard, changed_since_scope
+from harvester.storage.state import HarvestState, ShardMarker
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
 # Kinds of one line per mail day whose counts differ: symptoms, often of a cause named by

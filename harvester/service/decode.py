@@ -46,8 +46,8 @@ from harvester.fields import (
     LIST_FIELDS,
     STRING_FIELDS,
 )
-from harvester.lake.partition import MAX_YEAR, MIN_YEAR
-from harvester.lake.schema import ARROW_SCHEMA, COLUMNS
+from harvester.storage.partition import MAX_YEAR, MIN_YEAR
+from harvester.storage.schema import ARROW_SCHEMA, COLUMNS
 
 _INT32_MAX: Final = 2**31 - 1
 _REPR_MAX: Final = 80

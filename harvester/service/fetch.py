@@ -46,7 +46,6 @@ from harvester.errors import (
     ShardTooLarge,
     ShardUnstable,
 )
-from harvester.lake.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
 from harvester.service.paging import Paging, paging_for
 from harvester.service.profile import (
     Limits,
@@ -54,6 +53,7 @@ from harvester.service.profile import (
     is_window_error,
     window_limit,
 )
+from harvester.storage.checkpoint import NoPageStore, PageStore, StoredPage, usable_prefix
 
 
 class PageLike(Protocol):

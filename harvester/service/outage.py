@@ -38,9 +38,9 @@ from typing import Protocol
 
 from harvester.errors import OutageTooLong, QuotaExhausted
 from harvester.humanize import duration_text
-from harvester.lake import quota
 from harvester.service.backoff import ServiceHold, backoff_ceiling
 from harvester.service.policy import ClientPolicy
+from harvester.storage import quota
 
 log = logging.getLogger("harvester.service.outage")
 

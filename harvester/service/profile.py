@@ -51,7 +51,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from harvester.errors import ApiError, ConfigError, QueryError
-from harvester.lake.state import ServiceProfile, SortSupport, utc_now
+from harvester.storage.state import ServiceProfile, SortSupport, utc_now
 
 log = logging.getLogger("harvester.service.profile")
 

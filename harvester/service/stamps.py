@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from harvester.lake.shard import EARLIEST_PROBE
+from harvester.storage.shard import EARLIEST_PROBE
 
 log = logging.getLogger("harvester.service.stamps")
 PRECISION = dt.timedelta(days=1)

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from harvester.fields import BOOL_FIELDS, FIELD_SET, STRING_FIELDS
-from harvester.lake.store import Lake
+from harvester.storage.store import Lake
 
 # Field names come from harvester.fields; the expected values below are derived here.
 STRINGS = STRING_FIELDS

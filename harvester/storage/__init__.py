@@ -1,4 +1,5 @@
-"""The lake side: the store (local disk or S3) and everything the harvester keeps in it.
+"""The lake side (``storage``: the package is not named ``lake``, which tools take for a
+lake of data): the store (local disk or S3) and everything the harvester keeps in it.
 
 ``store`` owns every byte of I/O; ``state`` the records under ``_harvest/`` (plan, markers,
 manifests, the service profile); ``lock`` who may write; ``writer`` and ``commit`` the

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from harvester.errors import LakeError
 
 if TYPE_CHECKING:
-    from harvester.lake.checkpoint import PageStore
-    from harvester.lake.store import Lake
+    from harvester.storage.checkpoint import PageStore
+    from harvester.storage.store import Lake
 
 # The lock's logger: what the slots report is about the lock.
-log = logging.getLogger("harvester.lake.lock")
+log = logging.getLogger("harvester.storage.lock")
 
 TEMP_MARK: Final = ".tmp-"
 # The write probe's name: hidden from readers (a leading '.') and shaped like our temp files,
@@ -205,7 +205,7 @@ class LocalBackend:
     def page_store(self, lake: Lake, slug: str) -> PageStore:
         # checkpoint builds on the lake (it imports store, which imports this module), so
         # its classes are looked up when a store is asked for, not when this module loads.
-        from harvester.lake.checkpoint import LocalPageLog
+        from harvester.storage.checkpoint import LocalPageLog
 
         return LocalPageLog(lake, slug)
 
@@ -396,7 +396,7 @@ class S3Backend:
 
     def page_store(self, lake: Lake, slug: str) -> PageStore:
         # See ``LocalBackend.page_store`` for why the import is here.
-        from harvester.lake.checkpoint import ObjectPageStore
+        from harvester.storage.checkpoint import ObjectPageStore
 
         return ObjectPageStore(lake, slug)
 

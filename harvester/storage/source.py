@@ -37,7 +37,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from harvester.errors import ConfigError, SourceMismatch
-from harvester.lake.state import HarvestState, SourceRecord
+from harvester.storage.state import HarvestState, SourceRecord
 
 # The dataset this harvester asks for: the part of the client's records path
 # (``/api/v1/patent/oa/oa_rejections/v2/records``) that names the API and its version.

@@ -54,7 +54,7 @@ import fsspec
 
 from harvester.config import Settings
 from harvester.errors import ConfigError, HarvesterError, LakeError
-from harvester.lake.backends import (
+from harvester.storage.backends import (
     PROBE_PREFIX,
     S3_PERMISSIONS,
     TEMP_MARK,
@@ -69,7 +69,7 @@ from harvester.lake.backends import (
 )
 
 if TYPE_CHECKING:
-    from harvester.lake.checkpoint import PageStore
+    from harvester.storage.checkpoint import PageStore
 
 __all__ = ["PROBE_PREFIX", "TEMP_MARK", "Lake", "fsync_dir", "is_temp_name", "open_lake"]
 

@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from harvester.lake.state import PAGES
-from harvester.lake.store import Lake
+from harvester.storage.state import PAGES
+from harvester.storage.store import Lake
 
 SUFFIX = ".zst"
 LOG_SUFFIX = ".log"

@@ -45,10 +45,10 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 
 from harvester.errors import LakeError
-from harvester.lake.partition import Partition
-from harvester.lake.schema import SCHEMA_VERSION
-from harvester.lake.shard import Shard
-from harvester.lake.store import Lake
+from harvester.storage.partition import Partition
+from harvester.storage.schema import SCHEMA_VERSION
+from harvester.storage.shard import Shard
+from harvester.storage.store import Lake
 
 ROOT: Final = "_harvest"
 LAKE_META: Final = f"{ROOT}/lake.json"

@@ -29,14 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harvester.errors import LakeError
-from harvester.lake.datafile import SUFFIX as DATA_SUFFIX
-from harvester.lake.datafile import is_data_file_name
-from harvester.lake.partition import Partition
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.state import LOCK, HarvestState, PartitionManifest, ShardMarker, StoredPlan
-from harvester.lake.state import ROOT as STATE_ROOT
-from harvester.lake.store import TEMP_MARK, Lake, is_temp_name
-from harvester.lake.writer import HiddenFile, write_partition_files
+from harvester.storage.datafile import SUFFIX as DATA_SUFFIX
+from harvester.storage.datafile import is_data_file_name
+from harvester.storage.partition import Partition
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.state import LOCK, HarvestState, PartitionManifest, ShardMarker, StoredPlan
+from harvester.storage.state import ROOT as STATE_ROOT
+from harvester.storage.store import TEMP_MARK, Lake, is_temp_name
+from harvester.storage.writer import HiddenFile, write_partition_files
 
 
 def committed_files(

@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
-from harvester.lake.shard import Shard
-from harvester.lake.state import HarvestState, StageName
+from harvester.storage.shard import Shard
+from harvester.storage.state import HarvestState, StageName
 
 Span = tuple[dt.date, dt.date]
 

@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import re
 
-from harvester.lake.state import HarvestState, QuotaLedger
+from harvester.storage.state import HarvestState, QuotaLedger
 
 # Gateway and API-management wordings of a spent quota: AWS API Gateway's usage plans answer
 # exactly "Limit Exceeded", others name a "quota". Throttling says "Too Many Requests" or,

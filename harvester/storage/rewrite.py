@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.lake.commit import read_files
-from harvester.lake.datafile import DataFileName
-from harvester.lake.info import parallel_map, parquet_file
-from harvester.lake.merge import CHANGE_KEYS, IdRange, MergeStats, merge_partition, replaced_mask
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.store import Lake
-from harvester.lake.writer import HiddenFile, write_rewrite_files
+from harvester.storage.commit import read_files
+from harvester.storage.datafile import DataFileName
+from harvester.storage.info import parallel_map, parquet_file
+from harvester.storage.merge import CHANGE_KEYS, IdRange, MergeStats, merge_partition, replaced_mask
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.store import Lake
+from harvester.storage.writer import HiddenFile, write_rewrite_files
 
 _KEYS = ["id", "submissionDate"]
 

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from harvester.lake.shard import Shard
+from harvester.storage.shard import Shard
 
 PREFIX: Final = "part-"
 SUFFIX: Final = ".parquet"

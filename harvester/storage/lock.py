@@ -57,10 +57,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from harvester.errors import LakeError, LockLost
-from harvester.lake.state import LOCK, HarvestState, LockRecord
-from harvester.lake.store import Lake
+from harvester.storage.state import LOCK, HarvestState, LockRecord
+from harvester.storage.store import Lake
 
-log = logging.getLogger("harvester.lake.lock")
+log = logging.getLogger("harvester.storage.lock")
 
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER = dt.timedelta(minutes=10)

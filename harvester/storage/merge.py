@@ -27,7 +27,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.lake.schema import ARROW_SCHEMA
+from harvester.storage.schema import ARROW_SCHEMA
 
 # A run of this many consecutive rows kept is shared with the input, not copied.
 _RUN: Final = 16_384
@@ -42,7 +42,7 @@ CHANGE_KEYS: Final = ("id", "submissionDate", "createDateTime")
 class MergeStats:
     """What a merge changed. ``changes``: one row per id added, updated or deleted (its
     ``id``, ``submissionDate`` and ``createDateTime`` — the incoming row's, or a deleted row's
-    last — and ``change``): the change feed's rows (``harvester.lake.changes``), kept by the merge
+    last — and ``change``): the change feed's rows (``harvester.storage.changes``), kept by the merge
     that made them and never summed. Copies of an id dropped beside a kept row count in
     ``deleted`` but are not a change of the source, so the feed does not list them."""
 

@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.lake.datafile import DataFileName
-from harvester.lake.partition import Partition
-from harvester.lake.schema import ARROW_SCHEMA, COLUMNS
-from harvester.lake.store import Lake
+from harvester.storage.datafile import DataFileName
+from harvester.storage.partition import Partition
+from harvester.storage.schema import ARROW_SCHEMA, COLUMNS
+from harvester.storage.store import Lake
 
 ROW_GROUP_ROWS: Final = 128 * 1024
 PARTITION_FILE_ROWS: Final = 1_000_000

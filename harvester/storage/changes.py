@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.lake.schema import ARROW_SCHEMA
-from harvester.lake.state import HarvestState
+from harvester.storage.schema import ARROW_SCHEMA
+from harvester.storage.state import HarvestState
 
 KINDS: Final = ("added", "updated", "deleted")
 SCHEMA: Final = pa.schema(

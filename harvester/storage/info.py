@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from harvester.config import Settings
 from harvester.errors import LakeError
-from harvester.lake.commit import committed_files
-from harvester.lake.state import HarvestState, ShardMarker, StoredPlan
-from harvester.lake.store import Lake, open_lake
+from harvester.storage.commit import committed_files
+from harvester.storage.state import HarvestState, ShardMarker, StoredPlan
+from harvester.storage.store import Lake, open_lake
 
 T = TypeVar("T")
 R = TypeVar("R")
