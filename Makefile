@@ -15,6 +15,8 @@ help:
 	@echo "make lint   - ruff + mypy --strict"
 	@echo "make sim    - run the API simulator in the foreground"
 	@echo "make bench  - run the benchmark harness (bench/)"
+	@echo "make bench-pages - page size chosen by rows/s against fixed pages (~8 min)"
+	@echo "make bench-scale - the real-scale scenario at 1 M and 10 M rows (~25 min, not in CI)"
 	@echo "make soak   - run SEEDS (default 10) more seeded seasons of refreshes (tests/season.py)"
 
 $(BIN)/python:
@@ -83,7 +85,7 @@ bench-pages: $(STAMP)
 
 # Real scale (bench/scale.py, docs/benchmarks.md "Real scale"): 1 M, then 10 M rows over
 # eight years, each through harvest, status, plan, a mixed change, refresh, verify, compact
-# and show; ~50 minutes on 2 cores (1 M ~6, 10 M ~45; an estimate), not in CI.
+# and show; ~25 minutes on 2 cores (measured 2026-12-02: 1 M ~1.5, 10 M ~21), not in CI.
 # SCALE_ARGS=--reuse takes the saved 1 M run (bench/results/scale-1000000.json) instead.
 .PHONY: bench-scale
 bench-scale: $(BENCH_STAMP)
