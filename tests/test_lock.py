@@ -235,8 +235,13 @@ async def test_holding_stops_the_body_once_the_heartbeat_finds_the_lock_lost(
     started = time.monotonic()
     with pytest.raises(LockLost, match="lost its lock to `harvester refresh`"):
         async with holding(state, "harvest") as held:
-            await asyncio.sleep(0.2)
+            # Beats every 0.05 s; a loaded machine may hold the loop back, so wait for one.
+            deadline = time.monotonic() + 3
             first = LockRecord.parse(lock_bytes(lake) or b"")
+            while first is not None and first.heartbeat <= first.started_at:
+                assert time.monotonic() < deadline, "the heartbeat never renewed the lock"
+                await asyncio.sleep(0.05)
+                first = LockRecord.parse(lock_bytes(lake) or b"")
             assert first is not None and first.token == held.token
             assert first.heartbeat > first.started_at  # renewed in the background
             stolen = put_lock(lake, thief())
