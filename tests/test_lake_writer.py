@@ -346,6 +346,54 @@ def test_write_and_read_partition_files(tmp_path: Path, monkeypatch: pytest.Monk
             write_partition_files(lake, "year=2019/month=7", table, run_id, step)
 
 
+def test_compact_files_cuts_a_month_into_day_runs_of_bounded_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard-like files that each span the whole month become files of at most
+    PARTITION_FILE_ROWS rows (a bigger day alone), each a run of whole days in day order,
+    with the same rows: the memory of a compaction is one such file, not the month."""
+    from harvester.storage.rewrite import compact_files, plan_compaction
+
+    lake = Lake.open(str(tmp_path))
+    part = "year=2019/month=7"
+    days = {f"2019-07-{d:02d}": (d % 4) + 1 for d in range(1, 29)}
+    days["2019-07-30"] = 11  # a day bigger than a file
+    shards = [table_of(days, tag=f"s{n}-") for n in range(3)]
+    files = []
+    for n, table in enumerate(shards):
+        for item in write_partition_files(
+            lake, part, table, "20240102T030405Z-harvest-a1b2", "shard" + "abc"[n]
+        ):
+            lake.publish(item.temp, item.file.path)
+            files.append(item.file.path)
+    monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 20)
+    plan = plan_compaction(lake, files)
+    assert plan.rows == 3 * sum(days.values()) and plan.worth_it
+    hidden = compact_files(lake, part, plan, "20240102T030405Z-compact-a1b2", "compact")
+    assert len(hidden) == plan.files_after
+    spans = []
+    for item in hidden:
+        table = pq.read_table(pa.BufferReader(lake.read_bytes(item.temp)))
+        dates = table.column("submissionDate").to_pylist()
+        assert item.file.rows == table.num_rows and dates == sorted(dates)
+        spans.append((min(dates), max(dates), table.num_rows))
+    assert all(rows <= 20 for _, _, rows in spans), spans
+    for (_, last, _), (first, _, _) in itertools.pairwise(spans):
+        # Whole days, in order: a day lies in one file unless it is bigger than a file.
+        assert last < first or last == first == dt.date(2019, 7, 30), spans
+    got = pa.concat_tables(
+        pq.read_table(pa.BufferReader(lake.read_bytes(h.temp))) for h in hidden
+    ).sort_by("id")
+    want = pa.concat_tables(shards).select(got.schema.names).cast(got.schema).sort_by("id")
+    assert got.equals(want)  # the same rows, every field
+    assert len(hidden) >= 3 * sum(days.values()) // 20
+    # Once published and committed in their place, the same partition is left alone.
+    for item in hidden:
+        lake.publish(item.temp, item.file.path)
+    again = plan_compaction(lake, [h.file.path for h in hidden])
+    assert not again.worth_it and again.files_after == len(hidden)
+
+
 # --- the same against S3 (moto's real server over HTTP) --------------------------------------
 def test_s3_lake_round_trip(moto_s3: MotoS3, s3_lake_uri: str) -> None:
     lake = Lake.open(s3_lake_uri, moto_s3.storage_options())

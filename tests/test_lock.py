@@ -432,7 +432,7 @@ def test_a_compaction_whose_lock_is_stolen_writes_nothing(
         put_lock(lake, thief())  # taken over while compaction reads its first partition
         return read_files(*args, **kwargs)
 
-    monkeypatch.setattr("harvester.ops.compact.read_files", steal_then_read)
+    monkeypatch.setattr("harvester.storage.rewrite.read_files", steal_then_read)
     assert cli.main(["compact", "--out", str(out)]) == 4
     assert files() == before, "a compaction that lost its lock wrote or deleted files"
     assert LockRecord.parse(lock_bytes(lake) or b"") is not None  # the thief's, kept

@@ -5,8 +5,10 @@ whole source), and each refresh rewrites what it touches under new names. Reader
 file (an S3 request, a footer, a task in Spark), so compaction rewrites each partition as
 ``<prefix>-NNNNN.parquet`` files of up to ``writer.PARTITION_FILE_ROWS`` rows.
 
-A partition is replaced exactly as refresh replaces one (``commit.replace_partition``): new
-files, then the partition manifest (the commit), then the old files are deleted. A killed
+A partition is rewritten a day range at a time (``rewrite.compact_files``: memory is one
+new file's rows, not the month's) and swapped as a refresh swaps files
+(``commit.replace_files``): new files hidden, then the partition manifest (the commit), then
+they are published and the old files deleted. A killed
 compaction leaves either the old files or the new ones committed, never a mix; the others
 are uncommitted and the next run's sweep removes them. The rows are not changed: they are
 read with the lake's schema and written sorted, as every writer of the lake does.
@@ -19,15 +21,15 @@ heartbeat, and stops before its next write if another run takes the lock over.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 from harvester.config import Settings
 from harvester.errors import LakeError
 from harvester.jobs.report import RunReport
-from harvester.storage.commit import read_files, replace_partition, sweep
+from harvester.storage.commit import replace_files, sweep
 from harvester.storage.info import file_rows, load_committed, open_state, require_quiet_lake
 from harvester.storage.lock import holding_sync
+from harvester.storage.rewrite import compact_files, plan_compaction
 from harvester.storage.state import HarvestState
 from harvester.storage.writer import PARTITION_FILE_ROWS
 
@@ -56,11 +58,6 @@ class CompactOutcome:
         return out
 
 
-def files_wanted(rows: int) -> int:
-    """How many files a partition of ``rows`` rows is written as."""
-    return max(1, math.ceil(rows / PARTITION_FILE_ROWS))
-
-
 def compact_lake(settings: Settings) -> CompactOutcome:
     """Compact every partition of the lake at ``settings.out`` that has more files than it
     needs; writes a run report."""
@@ -85,18 +82,29 @@ def _compact(settings: Settings, state: HarvestState) -> CompactOutcome:
         outcome.partitions += 1
         outcome.rows += partition_rows
         outcome.files_before += len(files)
-        if len(files) <= files_wanted(partition_rows):
+        if len(files) == 1 and partition_rows <= PARTITION_FILE_ROWS:
+            outcome.files_after += 1  # nothing to gain, and no need to read it
+            continue
+        plan = plan_compaction(lake, files)
+        if plan.rows != partition_rows:  # footers and data disagree: do not touch it
+            raise LakeError(
+                f"{partition}: the footers say {partition_rows} rows but {plan.rows} were"
+                " read; not compacting it (run `harvester verify`)"
+            )
+        if not plan.worth_it:  # already day ranges of full files (compacted before)
             outcome.files_after += len(files)
             continue
         log.info("compact: %s, %d files, %d rows", partition, len(files), partition_rows)
-        table = read_files(lake, files)
-        if table.num_rows != partition_rows:  # footers and data disagree: do not touch it
+        # One name per run: new files never collide with the ones they replace. Written a
+        # day range at a time, so memory is one new file's rows, not the month's.
+        hidden = compact_files(lake, partition, plan, report.run_id, "compact")
+        written_rows = sum(item.file.rows for item in hidden)
+        if written_rows != partition_rows:
             raise LakeError(
-                f"{partition}: the footers say {partition_rows} rows but {table.num_rows} were"
-                " read; not compacting it (run `harvester verify`)"
+                f"{partition}: {partition_rows} rows were read but {written_rows} written;"
+                " not compacting it (run `harvester verify`)"
             )
-        # One name per run: new files never collide with the ones they replace.
-        written = replace_partition(state, partition, files, table, report.run_id, "compact")
+        written = replace_files(state, partition, files, files, hidden)
         outcome.compacted.append(partition)
         outcome.files_after += len(written)
     report.finish("complete")

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harvester.storage import writer
 from harvester.storage.commit import read_files
 from harvester.storage.datafile import DataFileName
 from harvester.storage.info import parallel_map, parquet_file
@@ -235,3 +236,105 @@ def merge_files(
     schema = pa.schema([*(ARROW_SCHEMA.field(n) for n in CHANGE_KEYS), ("change", pa.string())])
     out.stats.changes = pa.concat_tables(changes) if changes else schema.empty_table()
     return out
+
+
+def _day_spans(dates: pa.ChunkedArray, most: int) -> list[tuple[dt.date, dt.date, int]]:
+    """Consecutive day ranges that cover ``dates`` and their rows, each of at most ``most``
+    rows unless a single day has more (that day is a range of its own; the writer cuts it
+    further). Greedy, so two neighbouring ranges together always exceed ``most``."""
+    counts = pc.value_counts(dates.combine_chunks() if dates.num_chunks else dates)
+    values, rows_per_day = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    spans: list[tuple[dt.date, dt.date, int]] = []
+    for day, rows in sorted(zip(values, rows_per_day, strict=True)):
+        if spans and spans[-1][2] + rows <= most:
+            spans[-1] = (spans[-1][0], day, spans[-1][2] + rows)
+        else:
+            spans.append((day, day, rows))
+    return spans
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """How ``compact_files`` rewrites a partition's ``files``: the day ranges of the new
+    files (first day, last day, rows) and each old file's first and last day (``None`` when
+    empty), read from the ``submissionDate`` column alone."""
+
+    files: list[str]
+    spans: list[tuple[dt.date, dt.date, int]]
+    file_days: list[tuple[dt.date, dt.date] | None]
+    file_rows: list[int]
+
+    @property
+    def files_after(self) -> int:
+        most = writer.PARTITION_FILE_ROWS
+        return sum(-(-rows // most) for _, _, rows in self.spans)
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, _, rows in self.spans)
+
+    @property
+    def oversize(self) -> list[str]:
+        """Files of more than ``writer.PARTITION_FILE_ROWS`` rows over more than one day
+        (written before files were bounded): a step that rewrites one would hold it whole."""
+        most = writer.PARTITION_FILE_ROWS
+        return [
+            path
+            for path, days, rows in zip(self.files, self.file_days, self.file_rows, strict=True)
+            if rows > most and days is not None and days[0] != days[1]
+        ]
+
+    @property
+    def worth_it(self) -> bool:
+        """Fewer files after than before, or an oversize file to cut. A partition already
+        compacted is left alone (its files are these day ranges already), so compacting
+        twice rewrites nothing."""
+        return self.files_after < len(self.files) or bool(self.oversize)
+
+
+def plan_compaction(lake: Lake, files: list[str]) -> Compaction:
+    """Read the ``submissionDate`` column of every file (one column, ~4 bytes a row) and cut
+    the partition into day ranges of up to ``writer.PARTITION_FILE_ROWS`` rows."""
+    dates = parallel_map(
+        lake, lambda path: read_files(lake, [path], ["submissionDate"]).column(0), files
+    )
+    file_days = [
+        (pc.min(d).as_py(), pc.max(d).as_py()) if len(d) and d.null_count < len(d) else None
+        for d in dates
+    ]
+    every = pa.chunked_array([c for d in dates for c in d.chunks], pa.date32())
+    spans = _day_spans(every, writer.PARTITION_FILE_ROWS)
+    return Compaction(list(files), spans, file_days, [len(d) for d in dates])
+
+
+def compact_files(
+    lake: Lake, partition: str, plan: Compaction, run_id: str, step: str
+) -> list[HiddenFile]:
+    """The rows of a partition's committed files (``plan.files``) rewritten as files of up
+    to ``writer.PARTITION_FILE_ROWS`` rows, each a run of whole days (``plan.spans``),
+    written hidden (the caller commits them with ``commit.replace_files``). Rows are
+    neither added, dropped nor changed.
+
+    Memory is one output file's rows plus one input file at a time (a batch of them on S3),
+    not the month: each day range is gathered from the files whose days overlap it. The
+    cost is reading a file once per range it overlaps: a harvest's shard files each span
+    the whole month, so a month of ``n`` new files reads them ``n`` times; files already
+    cut by day are read about once."""
+    names = _names(partition, run_id, step, set(plan.files))
+    written: list[HiddenFile] = []
+    for first, last, _ in plan.spans:
+        overlapping = [
+            path
+            for path, days in zip(plan.files, plan.file_days, strict=True)
+            if days is not None and days[0] <= last and first <= days[1]
+        ]
+
+        def rows_in_span(path: str, first: dt.date = first, last: dt.date = last) -> pa.Table:
+            table = read_files(lake, [path])
+            day = table.column("submissionDate")
+            return table.filter(pc.and_(pc.greater_equal(day, first), pc.less_equal(day, last)))
+
+        chunk = pa.concat_tables(parallel_map(lake, rows_in_span, overlapping))
+        written.extend(write_rewrite_files(lake, partition, chunk, names))
+        del chunk  # one new file's rows at a time
+    return written

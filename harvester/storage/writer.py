@@ -31,7 +31,11 @@ from harvester.storage.schema import ARROW_SCHEMA, COLUMNS
 from harvester.storage.store import Lake
 
 ROW_GROUP_ROWS: Final = 128 * 1024
-PARTITION_FILE_ROWS: Final = 1_000_000
+# A data file's most rows: what any one-file step (a file-grain merge, a compaction's
+# output) holds in memory is about this many rows, ~25 MB in Arrow, well under the 300 MB a
+# step may take on a month of a million rows; on disk ~10-20 MB (zstd), one row group, a
+# size DuckDB and Spark read in one task. A 1 M-row month is 8 files.
+PARTITION_FILE_ROWS: Final = ROW_GROUP_ROWS
 SORT_KEYS: Final = [("submissionDate", "ascending"), ("id", "ascending")]
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
