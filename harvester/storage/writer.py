@@ -127,7 +127,8 @@ def write_partition_files(
     lake: Lake, partition: str, table: pa.Table, run_id: str, step: str
 ) -> list[HiddenFile]:
     """A whole partition's rows as new rewrite files (``DataFileName.of_rewrite``), each of
-    up to ``PARTITION_FILE_ROWS`` rows, written *hidden*: nothing is visible to readers until
+    up to ``PARTITION_FILE_ROWS`` rows cut where a day begins (``_day_cuts``: a refresh
+    that changes a day then rewrites one file), written *hidden*: nothing is visible to readers until
     the caller publishes them (``commit.replace_partition``). Every row must belong to
     ``partition``."""
     Partition.parse(partition)
@@ -138,8 +139,8 @@ def write_partition_files(
         if part_name != partition:
             raise ValueError(f"rows of {part_name} given for partition {partition}")
     written = []
-    for number, start in enumerate(range(0, table.num_rows, PARTITION_FILE_ROWS)):
-        chunk = table.slice(start, PARTITION_FILE_ROWS)
+    for number, (start, length) in enumerate(_day_cuts(table, PARTITION_FILE_ROWS)):
+        chunk = table.slice(start, length)
         path = f"{partition}/{DataFileName.of_rewrite(run_id, step, number).name}"
         data = _parquet_bytes(chunk)
         temp = lake.write_hidden(path, data)
