@@ -75,11 +75,9 @@ from harvester.storage.commit import (
     committed_files,
     read_files,
     replace_files,
-    replace_partition,
     sweep,
 )
 from harvester.storage.info import parallel_map, parquet_file
-from harvester.storage.merge import MergeStats, merge_partition
 from harvester.storage.partition import Partition
 from harvester.storage.rewrite import FileMerge, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
@@ -940,51 +938,27 @@ class Refresher:
             # A month's query returns rows of that month only; should a row be written
             # elsewhere all the same, it is upserted there, never dropped.
             theirs = committed.get(other, [])
-            before = read_files(self.lake, theirs)
             rows = read_files(stage.lake, staged[other])
-            merged, stats = merge_partition(before, rows, (), ARROW_SCHEMA.empty_table())
-            self._commit_partition(run, other, theirs, merged, stats, before, "reload")
+            empty = ARROW_SCHEMA.empty_table()
+            result = merge_files(self.lake, other, theirs, rows, (), empty, run.run_id, "reload")
+            self._commit_files(run, other, theirs, [], result, "reload")
+        # At file grain, as a daily refresh merges (``rewrite``): the month's fetched rows
+        # are held, the lake's files one at a time, not the month's rows twice.
         owned = committed.get(partition, [])
-        existing = read_files(self.lake, owned)
         incoming = read_files(stage.lake, staged.get(partition, []))
         held_days = pa.array(held, pa.date32())
         is_held = pc.is_in(incoming.column("submissionDate"), value_set=held_days)
         replaced = set(days) - set(held)
-        merged, stats = merge_partition(
-            existing, incoming.filter(is_held), replaced, incoming.filter(pc.invert(is_held))
+        changed, day_rows = incoming.filter(is_held), incoming.filter(pc.invert(is_held))
+        del incoming
+        result = merge_files(
+            self.lake, partition, owned, changed, replaced, day_rows, run.run_id, "reload"
         )
-        self._commit_partition(run, partition, owned, merged, stats, existing, "reload")
+        self._commit_files(run, partition, owned, [], result, "reload")
         # Rows quarantined before for the replaced days were fetched again: the stage's
         # quarantine stands for them now.
         quarantine.supersede_days(self.state, replaced, run.run_id)
         quarantine.promote(self.state, stage, run.run_id, "reload")
-
-    def _commit_partition(
-        self,
-        run: RefreshRun,
-        partition: str,
-        owned: list[str],
-        merged: pa.Table,
-        stats: MergeStats,
-        existing: pa.Table,
-        step: str,
-        committed: list[str] | None = None,
-    ) -> None:
-        """Keep a merge's changes in the feed, then replace the partition's ``committed``
-        files (default: ``owned``, the ones read), unless nothing changed: no row, not the
-        row count (duplicate copies of a replaced day's rows go uncounted), and no committed
-        file was left unread (a repair drops a missing one)."""
-        files = owned if committed is None else committed
-        if stats.changes is not None:
-            changes.write(self.state, run.run_id, partition, step, stats.changes)
-        unchanged = not stats.changed and merged.num_rows == existing.num_rows
-        if unchanged and len(owned) == len(files):
-            return
-        replace_partition(self.state, partition, files, merged, run.run_id, step)
-        self._rows_committed += merged.num_rows
-        if partition not in run.partitions_rewritten:
-            run.partitions_rewritten.append(partition)
-        self._save(run)
 
     # -- fetching into a staging area -----------------------------------------------------
     async def _fetch_stage(
