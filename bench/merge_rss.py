@@ -44,15 +44,21 @@ import pyarrow.parquet as pq
 from harvester.service.decode import decode_docs
 from harvester.sim.rows import Stamps, generate
 from harvester.storage.commit import read_files
+from harvester.storage.rewrite import _names, compact_files, merge_files, plan_compaction
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
-from harvester.storage.writer import write_partition_files
+from harvester.storage.writer import write_partition_files, write_rewrite_files
 
 YEAR, MONTH = 2019, 7
 PARTITION = f"year={YEAR}/month={MONTH}"
 DAYS = [dt.date(YEAR, MONTH, d) for d in range(1, 32)]
 LATE, MODIFIED, DELETED = 2_000, 5_000, 500
 CASES = ("repair", "restamp")
+# The steps as the refresh and compact run them now (issue 20, item 4): a partition of
+# bounded files, merged at file grain (``rewrite.merge_files``); and ``compact`` of the
+# month as a harvest leaves it (shard files of ~10,000 rows, each spanning the month).
+FILE_CASES = ("files-repair", "files-restamp", "compact")
+SHARD_ROWS = 10_000
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -93,6 +99,13 @@ def build(directory: Path, rows: int) -> None:
     existing = _rows(rng, rows, b"base", 0)
     _write_partition(lake, existing, "base")
     (directory / "stage").mkdir(exist_ok=True)
+    shards = Lake.open(str(directory / "shards"))
+    names = _names(PARTITION, _RUN_ID, "shard", set())
+    order = pc.sort_indices(existing.column("id"))  # ids are random: each piece spans the month
+    for start in range(0, existing.num_rows, SHARD_ROWS):
+        piece = existing.take(order[start : start + SHARD_ROWS])
+        for item in write_rewrite_files(shards, PARTITION, piece, names):
+            shards.publish(item.temp, item.file.path)
 
     picks = rng.sample(range(existing.num_rows), MODIFIED + DELETED)
     modified_at = pa.array(sorted(picks[:MODIFIED]), pa.int64())
@@ -165,12 +178,61 @@ def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) 
 _IMPL = ["harvester.storage.merge"]
 
 
+def _merge_files_stage(
+    lake: Lake, stage: Lake, stage_file: str, days: list[dt.date], step: str
+) -> dict[str, Any]:
+    """One stage merged at file grain, as ``Refresher`` does it now: the staged rows read,
+    ``merge_files`` (touched files only, one group at a time), the new files published and
+    the replaced ones deleted."""
+    files = sorted(lake.list_files(PARTITION, suffix=".parquet"))
+    incoming = read_files(stage, [stage_file])
+    empty = ARROW_SCHEMA.empty_table()
+    if days:
+        result = merge_files(lake, PARTITION, files, empty, days, incoming, _RUN_ID, step)
+    else:
+        result = merge_files(lake, PARTITION, files, incoming, (), empty, _RUN_ID, step)
+    del incoming
+    for item in result.written:
+        lake.publish(item.temp, item.file.path)
+    for path in result.removed:
+        lake.delete(path)
+    return {
+        "files": len(files),
+        "rewritten": len(result.removed),
+        "rows_written": result.rows_written,
+        "added": result.stats.added,
+        "updated": result.stats.updated,
+        "deleted": result.stats.deleted,
+    }
+
+
+def _file_case(lake: Lake, stage: Lake, case: str) -> list[dict[str, Any]]:
+    if case == "files-repair":
+        return [
+            _merge_files_stage(lake, stage, "repair-changed.parquet", [], "changed"),
+            _merge_files_stage(lake, stage, "repair-days.parquet", DAYS, "days"),
+        ]
+    if case == "files-restamp":
+        return [_merge_files_stage(lake, stage, "restamp-changed.parquet", [], "changed")]
+    # compact: the harvest's shard files (``lake`` is a copy of them here) in day ranges.
+    files = sorted(lake.list_files(PARTITION, suffix=".parquet"))
+    plan = plan_compaction(lake, files)
+    hidden = compact_files(lake, PARTITION, plan, _RUN_ID, "compact")
+    for item in hidden:
+        lake.publish(item.temp, item.file.path)
+    for path in files:
+        lake.delete(path)
+    return [{"files": len(files), "files_after": len(hidden), "rows": plan.rows}]
+
+
 def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
     lake, stage = Lake.open(str(lake_dir)), Lake.open(str(stage_dir))
     importlib.import_module(_IMPL[0])
     before = _rss_bytes("VmRSS")  # the interpreter and its imports, before any row
     start = time.perf_counter()
-    if case == "repair":
+    if case in FILE_CASES:
+        stages = _file_case(lake, stage, case)
+    elif case == "repair":
         stages = [
             _merge_stage(lake, stage, "repair-changed.parquet", []),
             _merge_stage(lake, stage, "repair-days.parquet", DAYS),
@@ -224,7 +286,7 @@ def run_case(base: Path, case: str, impl: str = "harvester.storage.merge") -> di
     ``base``; returns what the child reported."""
     work = base / "work"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(base / "lake", work)
+    shutil.copytree(base / ("shards" if case == "compact" else "lake"), work)
     try:
         command = [sys.executable, "-m", "bench.merge_rss", "--impl", impl]
         command += ["--case", case, "--child", str(work), str(base / "stage")]
@@ -244,11 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         "--impl", default="harvester.storage.merge", help="module with merge_partition"
     )
     parser.add_argument("--keep", type=Path, help="build here (reused if already built)")
-    parser.add_argument("--case", choices=CASES, action="append", help="default: both")
+    parser.add_argument(
+        "--case", choices=CASES + FILE_CASES, action="append", help="default: all five"
+    )
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     _IMPL[0] = args.impl
-    cases = args.case or list(CASES)
+    cases = args.case or [*CASES, *FILE_CASES]
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], cases[0])))
         return 0
