@@ -44,7 +44,13 @@ import pyarrow.parquet as pq
 from harvester.service.decode import decode_docs
 from harvester.sim.rows import Stamps, generate
 from harvester.storage.commit import read_files
-from harvester.storage.rewrite import _names, compact_files, merge_files, plan_compaction
+from harvester.storage.rewrite import (
+    StagedRows,
+    _names,
+    compact_files,
+    merge_files,
+    plan_compaction,
+)
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
 from harvester.storage.writer import write_partition_files, write_rewrite_files
@@ -89,7 +95,16 @@ def _write_partition(lake: Lake, table: pa.Table, step: str) -> list[str]:
 
 
 def _write_stage(directory: Path, name: str, table: pa.Table) -> None:
-    pq.write_table(table, str(directory / "stage" / f"{name}.parquet"), compression="zstd")
+    """A stage's rows as a refresh's fetch leaves them: files of a shard's size."""
+    for n, start in enumerate(range(0, table.num_rows, SHARD_ROWS)):
+        piece = table.slice(start, SHARD_ROWS)
+        pq.write_table(
+            piece, str(directory / "stage" / f"{name}-{n:05d}.parquet"), compression="zstd"
+        )
+
+
+def _stage_files(stage: Lake, name: str) -> list[str]:
+    return sorted(p for p in stage.list_files("", suffix=".parquet") if p.startswith(f"{name}-"))
 
 
 def build(directory: Path, rows: int) -> None:
@@ -156,7 +171,7 @@ def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) 
     """One stage merged into the partition, as ``Refresher._merge_stage`` does it."""
     impl = importlib.import_module(_IMPL[0])
     old_files = lake.list_files(PARTITION, suffix=".parquet")
-    incoming = read_files(stage, [stage_file])
+    incoming = read_files(stage, _stage_files(stage, stage_file))
     existing = read_files(lake, old_files)
     empty = ARROW_SCHEMA.empty_table()
     if days:
@@ -185,13 +200,12 @@ def _merge_files_stage(
     ``merge_files`` (touched files only, one group at a time), the new files published and
     the replaced ones deleted."""
     files = sorted(lake.list_files(PARTITION, suffix=".parquet"))
-    incoming = read_files(stage, [stage_file])
-    empty = ARROW_SCHEMA.empty_table()
+    incoming = StagedRows(lake=stage, files=tuple(_stage_files(stage, stage_file)))
+    empty = StagedRows(table=ARROW_SCHEMA.empty_table())
     if days:
         result = merge_files(lake, PARTITION, files, empty, days, incoming, _RUN_ID, step)
     else:
         result = merge_files(lake, PARTITION, files, incoming, (), empty, _RUN_ID, step)
-    del incoming
     for item in result.written:
         lake.publish(item.temp, item.file.path)
     for path in result.removed:
@@ -209,11 +223,11 @@ def _merge_files_stage(
 def _file_case(lake: Lake, stage: Lake, case: str) -> list[dict[str, Any]]:
     if case == "files-repair":
         return [
-            _merge_files_stage(lake, stage, "repair-changed.parquet", [], "changed"),
-            _merge_files_stage(lake, stage, "repair-days.parquet", DAYS, "days"),
+            _merge_files_stage(lake, stage, "repair-changed", [], "changed"),
+            _merge_files_stage(lake, stage, "repair-days", DAYS, "days"),
         ]
     if case == "files-restamp":
-        return [_merge_files_stage(lake, stage, "restamp-changed.parquet", [], "changed")]
+        return [_merge_files_stage(lake, stage, "restamp-changed", [], "changed")]
     # compact: the harvest's shard files (``lake`` is a copy of them here) in day ranges.
     files = sorted(lake.list_files(PARTITION, suffix=".parquet"))
     plan = plan_compaction(lake, files)
@@ -234,11 +248,11 @@ def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
         stages = _file_case(lake, stage, case)
     elif case == "repair":
         stages = [
-            _merge_stage(lake, stage, "repair-changed.parquet", []),
-            _merge_stage(lake, stage, "repair-days.parquet", DAYS),
+            _merge_stage(lake, stage, "repair-changed", []),
+            _merge_stage(lake, stage, "repair-days", DAYS),
         ]
     else:
-        stages = [_merge_stage(lake, stage, "restamp-changed.parquet", [])]
+        stages = [_merge_stage(lake, stage, "restamp-changed", [])]
     seconds = time.perf_counter() - start
     peak = _rss_bytes()
     return {

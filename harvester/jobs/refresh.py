@@ -79,7 +79,7 @@ from harvester.storage.commit import (
 )
 from harvester.storage.info import parallel_map, parquet_file
 from harvester.storage.partition import Partition
-from harvester.storage.rewrite import FileMerge, merge_files
+from harvester.storage.rewrite import FileMerge, StagedRows, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.shard import EARLIEST_PROBE, Shard, month_spans
 from harvester.storage.state import (
@@ -938,19 +938,17 @@ class Refresher:
             # A month's query returns rows of that month only; should a row be written
             # elsewhere all the same, it is upserted there, never dropped.
             theirs = committed.get(other, [])
-            rows = read_files(stage.lake, staged[other])
+            rows = StagedRows(lake=stage.lake, files=tuple(staged[other]))
             empty = ARROW_SCHEMA.empty_table()
             result = merge_files(self.lake, other, theirs, rows, (), empty, run.run_id, "reload")
             self._commit_files(run, other, theirs, [], result, "reload")
-        # At file grain, as a daily refresh merges (``rewrite``): the month's fetched rows
-        # are held, the lake's files one at a time, not the month's rows twice.
+        # At file grain, as a daily refresh merges (``rewrite``): the lake's files and the
+        # month's fetched rows are read a group at a time, not the month's rows twice.
         owned = committed.get(partition, [])
-        incoming = read_files(stage.lake, staged.get(partition, []))
-        held_days = pa.array(held, pa.date32())
-        is_held = pc.is_in(incoming.column("submissionDate"), value_set=held_days)
+        fetched = tuple(staged.get(partition, []))
+        changed = StagedRows(lake=stage.lake, files=fetched, days=tuple(held), within=True)
+        day_rows = StagedRows(lake=stage.lake, files=fetched, days=tuple(held), within=False)
         replaced = set(days) - set(held)
-        changed, day_rows = incoming.filter(is_held), incoming.filter(pc.invert(is_held))
-        del incoming
         result = merge_files(
             self.lake, partition, owned, changed, replaced, day_rows, run.run_id, "reload"
         )
@@ -1018,7 +1016,8 @@ class Refresher:
         pieces = _pieces(run) if name == "days" else []
         narrowed = {p.first for p in pieces}
         for partition in sorted(partitions):
-            incoming = read_files(stage.lake, staged.get(partition, []))
+            # Read a group at a time by merge_files, not the partition's fetched rows whole.
+            incoming = StagedRows(lake=stage.lake, files=tuple(staged.get(partition, [])))
             owned = committed.get(partition, [])
             if run.kind == "repair":
                 # verify --repair names every day a missing committed file held among the
@@ -1033,7 +1032,7 @@ class Refresher:
                 for p in pieces
                 if Partition.of(p.first).path == partition
             ]
-            empty = ARROW_SCHEMA.empty_table()
+            empty = StagedRows(table=ARROW_SCHEMA.empty_table())
             changed, day_rows = (empty, incoming) if name == "days" else (incoming, empty)
             # Only the files holding an incoming id or a replaced day are read whole and
             # rewritten; the others stay as they are (``rewrite``).

@@ -28,7 +28,7 @@ Nothing here is visible to a reader: the caller commits the swap with
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -110,13 +110,77 @@ def _names(partition: str, run_id: str, step: str, taken: set[str]) -> Iterator[
             yield path
 
 
+@dataclass(frozen=True)
+class StagedRows:
+    """Fetched rows for ``merge_files``: a table already in memory, or the files of a
+    staging lake, read again for each group and filtered to its ids, so that memory holds
+    one group's share of them, not a month of fetched rows. ``days`` (with ``within``)
+    keeps only the rows of those days (``within``) or of the other days."""
+
+    table: pa.Table | None = None
+    lake: Lake | None = None
+    files: tuple[str, ...] = ()
+    days: tuple[dt.date, ...] | None = None
+    within: bool = True
+
+    @classmethod
+    def of(cls, rows: pa.Table | StagedRows) -> StagedRows:
+        return rows if isinstance(rows, StagedRows) else cls(table=rows)
+
+    def _mask(self, table: pa.Table) -> pa.Array | None:
+        if self.days is None:
+            return None
+        inside = pc.is_in(
+            table.column("submissionDate"), value_set=pa.array(self.days, pa.date32())
+        )
+        return inside if self.within else pc.invert(inside)
+
+    def _read(self, columns: list[str] | None, keep: _Keep) -> pa.Table:
+        names = columns or list(ARROW_SCHEMA.names)
+        if self.table is not None:
+            parts = [keep(self.table.select(names).cast(_schema(names)))]
+        elif self.lake is not None and self.files:
+            lake = self.lake
+            parts = parallel_map(
+                lake, lambda path: keep(read_files(lake, [path], columns)), list(self.files)
+            )
+        else:
+            return _schema(names).empty_table()
+        return pa.concat_tables(parts)
+
+    def keys(self) -> pa.Table:
+        """The ``id`` and ``submissionDate`` of every row (two columns)."""
+        return self._read(_KEYS, self._filtered)
+
+    def rows(self, ids: pa.Array) -> pa.Table:
+        """Every column of the rows whose id is one of ``ids``."""
+
+        def keep(table: pa.Table) -> pa.Table:
+            wanted = pc.is_in(table.column("id"), value_set=ids)
+            mask = self._mask(table)
+            return table.filter(wanted if mask is None else pc.and_(wanted, mask))
+
+        return self._read(None, keep)
+
+    def _filtered(self, table: pa.Table) -> pa.Table:
+        mask = self._mask(table)
+        return table if mask is None else table.filter(mask)
+
+
+_Keep = Callable[[pa.Table], pa.Table]
+
+
+def _schema(names: list[str]) -> pa.Schema:
+    return pa.schema([ARROW_SCHEMA.field(n) for n in names])
+
+
 def merge_files(
     lake: Lake,
     partition: str,
     files: list[str],
-    changed: pa.Table,
+    changed: pa.Table | StagedRows,
     replaced_days: Iterable[dt.date],
-    day_rows: pa.Table,
+    day_rows: pa.Table | StagedRows,
     run_id: str,
     step: str,
     replaced_ranges: Iterable[IdRange] = (),
@@ -130,10 +194,12 @@ def merge_files(
     ranges_ = list(replaced_ranges)
     out = FileMerge()
     days = pa.array(sorted(set(replaced_days)), pa.date32())
-    changed = changed.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
-    day_rows = day_rows.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+    changed_rows, replacing_rows = StagedRows.of(changed), StagedRows.of(day_rows)
+    changed_keys, day_keys = changed_rows.keys(), replacing_rows.keys()
     incoming_ids = pc.unique(
-        pa.chunked_array([*day_rows.column("id").chunks, *changed.column("id").chunks], pa.string())
+        pa.chunked_array(
+            [*day_keys.column("id").chunks, *changed_keys.column("id").chunks], pa.string()
+        )
     )
     keys = parallel_map(lake, lambda path: _file_keys(lake, path), files)
 
@@ -185,7 +251,7 @@ def merge_files(
         target = pc.if_else(here, pa.scalar(groups.find(i), pa.int64()), target)
     new_ids = incoming_ids.filter(pc.is_null(target))
     if len(new_ids):
-        new_rows = pa.concat_tables([day_rows, changed]).select(["id", "submissionDate"])
+        new_rows = pa.concat_tables([day_keys, changed_keys])
         new_rows = new_rows.filter(pc.is_in(new_rows.column("id"), value_set=new_ids))
         # One day per new id: its first row's (any row of it routes the id as a whole).
         first_day: dict[str, dt.date] = {}
@@ -218,9 +284,9 @@ def merge_files(
         existing = read_files(lake, group_files)
         merged, stats = merge_partition(
             existing,
-            changed.filter(pc.is_in(changed.column("id"), value_set=ids)),
+            changed_rows.rows(ids),
             days.to_pylist(),
-            day_rows.filter(pc.is_in(day_rows.column("id"), value_set=ids)),
+            replacing_rows.rows(ids),
             ranges_,
         )
         out.stats += stats
