@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from harvester.sim.testing import SimHandle, run_simulator_process
 from harvester.storage.commit import read_files
 from harvester.storage.merge import merge_partition
-from harvester.storage.rewrite import merge_files
+from harvester.storage.rewrite import StagedRows, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
 from harvester.storage.writer import _day_cuts, write_shard
@@ -90,7 +91,19 @@ def test_merge_files_equals_the_whole_partition_merge(tmp_path: Path, seed: int)
         days, day_rows = set(), EMPTY
     whole, expected = merge_partition(read_files(lake, files), changed, days, day_rows, ranges)
 
-    result = merge_files(lake, PARTITION, files, changed, days, day_rows, RUN_ID, "changed", ranges)
+    # Odd seeds hand the fetched rows over as a stage's files (read a group at a time), as
+    # the refresh does; even seeds as tables.
+    fetched_changed: pa.Table | StagedRows = changed
+    fetched_days: pa.Table | StagedRows = day_rows
+    if seed % 2:
+        stage = Lake.open(str(tmp_path / "stage"))
+        fetched_changed, fetched_days = (
+            StagedRows(lake=stage, files=tuple(_stage(stage, name, table)))
+            for name, table in (("changed", changed), ("days", day_rows))
+        )
+    result = merge_files(
+        lake, PARTITION, files, fetched_changed, days, fetched_days, RUN_ID, "changed", ranges
+    )
 
     kept = read_files(lake, result.kept)
     hidden = [read_files(lake, [h.temp]) for h in result.written]  # not published yet
@@ -105,6 +118,45 @@ def test_merge_files_equals_the_whole_partition_merge(tmp_path: Path, seed: int)
     assert _feed(result.stats.changes) == _feed(expected.changes)
     assert set(result.kept) | set(result.removed) == set(files)
     assert not set(result.kept) & set(result.removed)
+
+
+def _stage(stage: Lake, name: str, table: pa.Table) -> list[str]:
+    """``table`` as staged files of at most 3 rows each (none when it is empty)."""
+    paths = []
+    for n, start in enumerate(range(0, table.num_rows, 3)):
+        path = f"{name}-{n:03d}.parquet"
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.slice(start, 3), sink)
+        stage.write_bytes(path, sink.getvalue().to_pybytes())
+        paths.append(path)
+    return paths
+
+
+def test_staged_rows_keep_the_days_asked_and_the_ids_asked(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    table = pa.Table.from_pylist(
+        [_row(rng, f"id{n:03d}", 1 + n % 5) for n in range(20)], schema=ARROW_SCHEMA
+    )
+    stage = Lake.open(str(tmp_path / "stage"))
+    files = tuple(_stage(stage, "x", table))
+    held = (dt.date(2019, 1, 2), dt.date(2019, 1, 4))
+    for source in (StagedRows(table=table), StagedRows(lake=stage, files=files)):
+        assert _rows_key(source.rows(table.column("id").combine_chunks())) == _rows_key(table)
+    for within in (True, False):
+        inside = [r for r in table.to_pylist() if (r["submissionDate"] in held) == within]
+        for source in (
+            StagedRows(table=table, days=held, within=within),
+            StagedRows(lake=stage, files=files, days=held, within=within),
+        ):
+            keys = source.keys()
+            assert keys.column_names == ["id", "submissionDate"]
+            assert sorted(keys.column("id").to_pylist()) == sorted(r["id"] for r in inside)
+            some = pa.array(["id001", "id003", "id010", "nope"])
+            want = [r for r in inside if r["id"] in some.to_pylist()]
+            assert _rows_key(source.rows(some)) == _rows_key(
+                pa.Table.from_pylist(want, schema=ARROW_SCHEMA)
+            )
+    assert StagedRows(lake=stage).keys().num_rows == 0
 
 
 def _hashes(out: str) -> dict[str, str]:
