@@ -7,7 +7,7 @@ Builds one month of ``--rows`` simulator rows (``harvester.sim.rows``, decoded l
 harvest) and writes it as a partition with the harvester's writer, plus the staged rows of
 two refreshes, then runs each refresh's merge in a fresh subprocess, the way
 ``Refresher._merge_stage`` does (``read_files`` of the partition and of the stage,
-``merge_partition``, ``write_partition_files``, old files deleted):
+``merge_partition``, the writer's files, old files deleted):
 
 - ``repair``: 2,000 late rows, 5,000 modified and 500 deleted; the changed rows (late and
   modified) are merged first, then every day of the month is fetched again and replaces
@@ -46,14 +46,14 @@ from harvester.sim.rows import Stamps, generate
 from harvester.storage.commit import read_files
 from harvester.storage.rewrite import (
     StagedRows,
-    _names,
     compact_files,
     merge_files,
+    new_file_paths,
     plan_compaction,
 )
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
-from harvester.storage.writer import write_partition_files, write_rewrite_files
+from harvester.storage.writer import write_rewrite_files
 
 YEAR, MONTH = 2019, 7
 PARTITION = f"year={YEAR}/month={MONTH}"
@@ -85,10 +85,12 @@ _RUN_ID = "20260101T000000Z-bench-0"
 
 
 def _write_partition(lake: Lake, table: pa.Table, step: str) -> list[str]:
-    """The partition's rows as rewrite files, published at once (as ``replace_partition``
+    """The partition's rows as rewrite files, published at once (as ``replace_files``
     does, without its manifest)."""
     written = []
-    for item in write_partition_files(lake, PARTITION, table, _RUN_ID, step):
+    taken = set(lake.list_files(PARTITION, suffix=".parquet"))
+    names = new_file_paths(PARTITION, _RUN_ID, step, taken)
+    for item in write_rewrite_files(lake, PARTITION, table, names):
         lake.publish(item.temp, item.file.path)
         written.append(item.file.path)
     return written
@@ -115,7 +117,7 @@ def build(directory: Path, rows: int) -> None:
     _write_partition(lake, existing, "base")
     (directory / "stage").mkdir(exist_ok=True)
     shards = Lake.open(str(directory / "shards"))
-    names = _names(PARTITION, _RUN_ID, "shard", set())
+    names = new_file_paths(PARTITION, _RUN_ID, "shard", set())
     order = pc.sort_indices(existing.column("id"))  # ids are random: each piece spans the month
     for start in range(0, existing.num_rows, SHARD_ROWS):
         piece = existing.take(order[start : start + SHARD_ROWS])

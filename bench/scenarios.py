@@ -888,7 +888,7 @@ def scenario_refresh_rss(bench: Bench) -> dict[str, Any]:
             **counts,
             "measured": "the merge step of a refresh, as Refresher._merge_stage runs it:"
             " read_files of the partition and of the staged rows, merge_partition,"
-            " write_partition_files, old files deleted; each case in a fresh process, peak"
+            " the writer's rewrite files, old files deleted; each case in a fresh process, peak"
             " RSS = its VmHWM (the interpreter and imports included). The fetch of the"
             " staged rows is not in it (scenario 2 measures fetching).",
         },

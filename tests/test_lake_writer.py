@@ -20,10 +20,11 @@ from harvester.service.decode import decode_docs
 from harvester.storage import writer
 from harvester.storage.datafile import DataFileName
 from harvester.storage.partition import Partition
+from harvester.storage.rewrite import new_file_paths
 from harvester.storage.schema import ARROW_SCHEMA, SCHEMA_VERSION
 from harvester.storage.shard import Shard
 from harvester.storage.store import Lake, is_temp_name
-from harvester.storage.writer import read_partition, write_partition_files, write_shard
+from harvester.storage.writer import read_partition, write_rewrite_files, write_shard
 from tests.support.s3server import MotoS3
 
 HIVE_TYPES = "{'year': INTEGER, 'month': INTEGER}"
@@ -323,7 +324,8 @@ def test_write_and_read_partition_files(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 4)
     table = table_of({"2019-07-01": 5, "2019-07-31": 5})
     run = "20240102T030405Z-compact-a1b2"
-    hidden = write_partition_files(lake, "year=2019/month=7", table, run, "compact")
+    part = "year=2019/month=7"
+    hidden = write_rewrite_files(lake, part, table, new_file_paths(part, run, "compact", set()))
     # Cut where a day begins (a day bigger than a file is cut too): no file mixes days
     # here, so a refresh that changes 2019-07-31 rewrites its files alone.
     assert [(h.file.path, h.file.rows) for h in hidden] == [
@@ -343,10 +345,11 @@ def test_write_and_read_partition_files(tmp_path: Path, monkeypatch: pytest.Monk
     assert sorted(back["id"].to_pylist()) == sorted(table["id"].to_pylist())
     assert read_partition(lake, "year=2019/month=8").num_rows == 0
     with pytest.raises(ValueError, match="rows of year=2019/month=7"):
-        write_partition_files(lake, "year=2019/month=8", table, run, "x")
+        other = "year=2019/month=8"
+        write_rewrite_files(lake, other, table, new_file_paths(other, run, "x", set()))
     for run_id, step in (("../x", "days"), (run, "../x"), (run, "_x"), (run, "a/b"), (run, "")):
         with pytest.raises(ValueError, match="rewrite file name"):
-            write_partition_files(lake, "year=2019/month=7", table, run_id, step)
+            write_rewrite_files(lake, part, table, new_file_paths(part, run_id, step, set()))
 
 
 def test_compact_files_cuts_a_month_into_day_runs_of_bounded_size(
@@ -364,9 +367,8 @@ def test_compact_files_cuts_a_month_into_day_runs_of_bounded_size(
     shards = [table_of(days, tag=f"s{n}-") for n in range(3)]
     files = []
     for n, table in enumerate(shards):
-        for item in write_partition_files(
-            lake, part, table, "20240102T030405Z-harvest-a1b2", "shard" + "abc"[n]
-        ):
+        names = new_file_paths(part, "20240102T030405Z-harvest-a1b2", "shard" + "abc"[n], set())
+        for item in write_rewrite_files(lake, part, table, names):
             lake.publish(item.temp, item.file.path)
             files.append(item.file.path)
     monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 20)

@@ -25,9 +25,8 @@ from harvester.sim.testing import SimHandle, run_simulator_process
 from harvester.storage import lock as lockmod
 from harvester.storage import quarantine
 from harvester.storage.checkpoint import page_store
-from harvester.storage.commit import replace_partition
+from harvester.storage.commit import replace_files
 from harvester.storage.lock import LakeLock, holding, holding_sync, is_stale, process_space
-from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.shard import Shard
 from harvester.storage.state import LOCK, HarvestState, LockRecord, ShardMarker, StoredPlan
 from harvester.storage.store import Lake
@@ -175,9 +174,7 @@ def test_the_fence_stops_every_commit_of_a_run_that_lost_its_lock(tmp_path: Path
             lambda: LakeSink(state).commit(DAY, fetched_day()),
             lambda: LakeSink(stage).record_split(DAY, 500, [DAY]),
             lambda: LakeSink(state).record_failure(DAY, "z"),
-            lambda: replace_partition(
-                state, "year=2019/month=1", [], ARROW_SCHEMA.empty_table(), "x", "days"
-            ),
+            lambda: replace_files(state, "year=2019/month=1", [], [], []),
             lambda: state.clear_refresh(),
         ]
         for attempt in attempts:

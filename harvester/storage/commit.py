@@ -11,7 +11,7 @@ replaced (``is_own_file``, the one test); any other file in the lake is foreign:
 alone, and named by ``verify``. A new lake is only created where nothing lives yet
 (``refuse_foreign_root``), so a harvest never shares a directory or prefix by accident.
 
-Replacing a partition (refresh, reload, compact, repair: ``replace_partition``) goes:
+Replacing a partition's files (refresh, reload, compact, repair: ``replace_files``) goes:
 write the new files hidden under temp names, write the manifest naming their real names
 (the commit point: one atomic put), publish them (a rename each locally, a server-side
 copy each on S3), then delete the old files. A reader listing the directory between the
@@ -36,7 +36,7 @@ from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.state import LOCK, HarvestState, PartitionManifest, ShardMarker, StoredPlan
 from harvester.storage.state import ROOT as STATE_ROOT
 from harvester.storage.store import TEMP_MARK, Lake, is_temp_name
-from harvester.storage.writer import HiddenFile, write_partition_files
+from harvester.storage.writer import HiddenFile
 
 
 def committed_files(
@@ -112,36 +112,6 @@ def sweep(lake: Lake, committed: dict[str, list[str]]) -> int:
     return published + len(stale) + lake.cleanup_temp_files(is_own_file)
 
 
-def replace_partition(
-    state: HarvestState,
-    partition: str,
-    old_files: list[str],
-    table: pa.Table,
-    run_id: str,
-    step: str,
-) -> list[str]:
-    """Swap a partition's files for ``table``'s rows, in the order that keeps a reader's
-    view of a mix shortest: the new files are written hidden (the slow part: encoding,
-    uploading), then the manifest names them (the commit point), then they are published
-    in one burst, then the old files go. A reader can list old and new together only
-    between the first publish and the last delete: renames and deletes locally, copies and
-    deletes on S3. A run killed after the commit and before every file is published leaves
-    hidden files the manifest names: the next run's ``sweep`` publishes them first; a run
-    killed before its last delete leaves old files that nothing commits, which the same
-    sweep removes."""
-    lake = state.lake
-    state.check_fence()  # a run that lost the lake's lock writes nothing more
-    hidden = write_partition_files(lake, partition, table, run_id, step)
-    written = [item.file.path for item in hidden]
-    state.save_manifest(PartitionManifest(partition, sorted(written)))
-    for item in hidden:
-        lake.publish(item.temp, item.file.path)
-    for path in old_files:
-        if path not in written:
-            lake.delete(path)
-    return written
-
-
 def replace_files(
     state: HarvestState,
     partition: str,
@@ -149,14 +119,19 @@ def replace_files(
     removed: list[str],
     hidden: list[HiddenFile],
 ) -> list[str]:
-    """Swap some of a partition's files (a file-grain merge: ``rewrite.merge_files``):
-    ``removed`` of its ``committed`` files for the ``hidden`` ones, every other committed
-    file staying as it is, same path and bytes. The order and its crash safety are
-    ``replace_partition``'s: the new files are already written hidden, the manifest naming
-    the kept and the new files is the commit point, then they are published and the removed
-    ones deleted; ``sweep`` finishes a swap killed between. The manifest is the stable view
-    of the partition throughout: old files before the commit, kept + new after. Returns the
-    partition's files as committed now."""
+    """Swap some of a partition's files (a file-grain merge, ``rewrite.merge_files``; a
+    compaction, ``rewrite.compact_files``): ``removed`` of its ``committed`` files for the
+    ``hidden`` ones, every other committed file staying as it is, same path and bytes.
+
+    The order keeps a reader's view of a mix shortest: the new files are already written
+    hidden (the slow part: encoding, uploading), then the manifest naming the kept and the
+    new files is the commit point, then they are published in one burst and the removed
+    ones deleted. A reader can list old and new together only between the first publish and
+    the last delete. A run killed after the commit and before every file is published
+    leaves hidden files the manifest names: the next run's ``sweep`` publishes them first; a
+    run killed before its last delete leaves old files that nothing commits, which the same
+    sweep removes. The manifest is the stable view of the partition throughout: old files
+    before the commit, kept + new after. Returns the partition's files as committed now."""
     lake = state.lake
     state.check_fence()
     written = [item.file.path for item in hidden]

@@ -17,9 +17,14 @@ Rows of ids no file holds (new rows) join the file whose day range covers their 
 nearest one when none does), which is rewritten for them: the partition keeps its number of
 files and its files their day ranges, instead of gaining one small file per refresh.
 
-Memory is one group's rows at a time (in practice one file), plus the incoming rows and the
-two key columns of the partition, not the whole month: each group's merged rows are written
-hidden (``writer.write_rewrite_files``) before the next group is read.
+Memory is one group's rows at a time (in practice one file of at most
+``writer.PARTITION_FILE_ROWS`` rows), plus the two key columns of the partition and of the
+incoming rows, not the whole month: each group's merged rows are written hidden
+(``writer.write_rewrite_files``) before the next group is read, and incoming rows given as
+a stage's files (``StagedRows``) are read for each group, filtered to its ids.
+
+Compaction (``plan_compaction``, ``compact_files``) lives here too: it rewrites a
+partition's files as day ranges, one new file at a time.
 
 Nothing here is visible to a reader: the caller commits the swap with
 ``commit.replace_files`` (manifest, publish, delete), after writing the change feed.
@@ -100,7 +105,7 @@ def _day_range_file(ranges: list[tuple[dt.date, dt.date] | None], day: dt.date) 
     return best
 
 
-def _names(partition: str, run_id: str, step: str, taken: set[str]) -> Iterator[str]:
+def new_file_paths(partition: str, run_id: str, step: str, taken: set[str]) -> Iterator[str]:
     """Paths for new rewrite files, never one a committed file of the partition has (a
     run's later step may rewrite files an earlier one wrote under the same run and step).
     Deterministic, so a run resumed before its commit writes the same names again."""
@@ -276,7 +281,7 @@ def merge_files(
         members.setdefault(groups.find(i), []).append(i)
     if bool(pc.any(pc.equal(target, -1)).as_py()):
         members[-1] = []  # an empty partition: its new rows make a file of their own
-    names = _names(partition, run_id, step, set(files))
+    names = new_file_paths(partition, run_id, step, set(files))
     changes: list[pa.Table] = []
     for root, indexes in sorted(members.items()):
         ids = incoming_ids.filter(pc.fill_null(pc.equal(target, root), False))
@@ -386,7 +391,7 @@ def compact_files(
     cost is reading a file once per range it overlaps: a harvest's shard files each span
     the whole month, so a month of ``n`` new files reads them ``n`` times; files already
     cut by day are read about once."""
-    names = _names(partition, run_id, step, set(plan.files))
+    names = new_file_paths(partition, run_id, step, set(plan.files))
     written: list[HiddenFile] = []
     for first, last, _ in plan.spans:
         overlapping = [

@@ -259,7 +259,7 @@ class Lake:
         which no reader globs for and ``list_files`` hides) and return that name, relative:
         ``publish`` makes it ``path``. A run that writes several files this way can make
         them all appear in a short burst, after the slow part (encoding, uploading) is
-        over: that is how a partition's files are swapped (``commit.replace_partition``)."""
+        over: that is how a partition's files are swapped (``commit.replace_files``)."""
         directory, _, name = path.rpartition("/")
         temp = f"{directory}/" if directory else ""
         temp += f".{name}{TEMP_MARK}{uuid.uuid4().hex}"

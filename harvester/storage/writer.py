@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.storage.datafile import DataFileName
 from harvester.storage.partition import Partition
 from harvester.storage.schema import ARROW_SCHEMA, COLUMNS
 from harvester.storage.store import Lake
@@ -123,31 +122,6 @@ class HiddenFile:
     file: WrittenFile
 
 
-def write_partition_files(
-    lake: Lake, partition: str, table: pa.Table, run_id: str, step: str
-) -> list[HiddenFile]:
-    """A whole partition's rows as new rewrite files (``DataFileName.of_rewrite``), each of
-    up to ``PARTITION_FILE_ROWS`` rows cut where a day begins (``_day_cuts``: a refresh
-    that changes a day then rewrites one file), written *hidden*: nothing is visible to readers until
-    the caller publishes them (``commit.replace_partition``). Every row must belong to
-    ``partition``."""
-    Partition.parse(partition)
-    table = _sorted(table)
-    if table.num_rows == 0:
-        return []
-    for part_name, _ in _split_by_month(table):
-        if part_name != partition:
-            raise ValueError(f"rows of {part_name} given for partition {partition}")
-    written = []
-    for number, (start, length) in enumerate(_day_cuts(table, PARTITION_FILE_ROWS)):
-        chunk = table.slice(start, length)
-        path = f"{partition}/{DataFileName.of_rewrite(run_id, step, number).name}"
-        data = _parquet_bytes(chunk)
-        temp = lake.write_hidden(path, data)
-        written.append(HiddenFile(temp, WrittenFile(path, chunk.num_rows, len(data))))
-    return written
-
-
 def _day_cuts(table: pa.Table, most: int) -> list[tuple[int, int]]:
     """(start, length) of files of at most ``most`` rows of a table sorted by day, each cut
     made where a day begins when the file holds more than one day: a day then lies in one
@@ -173,8 +147,8 @@ def write_rewrite_files(
 ) -> list[HiddenFile]:
     """Rows of ``partition`` (one file-grain merge's group: ``rewrite.merge_files``) as new
     files named by ``paths`` in turn, each of up to ``PARTITION_FILE_ROWS`` rows cut where a
-    day begins (``_day_cuts``), written *hidden* as ``write_partition_files`` does: the
-    caller commits and publishes them."""
+    day begins (``_day_cuts``), written *hidden* (``Lake.write_hidden``): nothing is visible
+    to readers until the caller commits and publishes them (``commit.replace_files``)."""
     Partition.parse(partition)
     table = _sorted(table)
     for part_name, _ in _split_by_month(table):
