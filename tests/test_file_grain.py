@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage import writer
 from harvester.storage.commit import read_files
 from harvester.storage.merge import merge_partition
 from harvester.storage.rewrite import StagedRows, merge_files
@@ -52,7 +53,9 @@ def _feed(table: pa.Table) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_merge_files_equals_the_whole_partition_merge(tmp_path: Path, seed: int) -> None:
+def test_merge_files_equals_the_whole_partition_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
     rng = random.Random(seed)
     lake = Lake.open(str(tmp_path / "lake"))
     files: list[str] = []
@@ -96,6 +99,8 @@ def test_merge_files_equals_the_whole_partition_merge(tmp_path: Path, seed: int)
     fetched_changed: pa.Table | StagedRows = changed
     fetched_days: pa.Table | StagedRows = day_rows
     if seed % 2:
+        if seed % 4 == 1:  # a stage bigger than a file: read per group, not held
+            monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 4)
         stage = Lake.open(str(tmp_path / "stage"))
         fetched_changed, fetched_days = (
             StagedRows(lake=stage, files=tuple(_stage(stage, name, table)))
@@ -132,7 +137,14 @@ def _stage(stage: Lake, name: str, table: pa.Table) -> list[str]:
     return paths
 
 
-def test_staged_rows_keep_the_days_asked_and_the_ids_asked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole", [True, False])
+def test_staged_rows_keep_the_days_asked_and_the_ids_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
+    """Read whole once (a stage of at most a file's rows) or per call (a bigger one): the
+    same rows either way."""
+    if not whole:
+        monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 4)
     rng = random.Random(5)
     table = pa.Table.from_pylist(
         [_row(rng, f"id{n:03d}", 1 + n % 5) for n in range(20)], schema=ARROW_SCHEMA
@@ -150,6 +162,8 @@ def test_staged_rows_keep_the_days_asked_and_the_ids_asked(tmp_path: Path) -> No
         ):
             keys = source.keys()
             assert keys.column_names == ["id", "submissionDate"]
+            if source.lake is not None:
+                assert bool(source._held) == whole
             assert sorted(keys.column("id").to_pylist()) == sorted(r["id"] for r in inside)
             some = pa.array(["id001", "id003", "id010", "nope"])
             want = [r for r in inside if r["id"] in some.to_pylist()]

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from harvester.storage import writer
 from harvester.storage.commit import read_files
 from harvester.storage.datafile import DataFileName
-from harvester.storage.info import parallel_map, parquet_file
+from harvester.storage.info import file_rows, parallel_map, parquet_file
 from harvester.storage.merge import CHANGE_KEYS, IdRange, MergeStats, merge_partition, replaced_mask
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
@@ -127,6 +127,9 @@ class StagedRows:
     files: tuple[str, ...] = ()
     days: tuple[dt.date, ...] | None = None
     within: bool = True
+    # The stage's rows, read once when they are few (``keys`` decides): re-reading every
+    # file for each group costs CPU that only a large stage repays in memory.
+    _held: dict[str, pa.Table] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, rows: pa.Table | StagedRows) -> StagedRows:
@@ -142,8 +145,9 @@ class StagedRows:
 
     def _read(self, columns: list[str] | None, keep: _Keep) -> pa.Table:
         names = columns or list(ARROW_SCHEMA.names)
-        if self.table is not None:
-            parts = [keep(self.table.select(names).cast(_schema(names)))]
+        table = self.table if self.table is not None else self._held.get("rows")
+        if table is not None:
+            parts = [keep(table.select(names).cast(_schema(names)))]
         elif self.lake is not None and self.files:
             lake = self.lake
             parts = parallel_map(
@@ -154,8 +158,15 @@ class StagedRows:
         return pa.concat_tables(parts)
 
     def keys(self) -> pa.Table:
-        """The ``id`` and ``submissionDate`` of every row (two columns)."""
-        return self._read(_KEYS, self._filtered)
+        """The ``id`` and ``submissionDate`` of every row (two columns). A stage of at most
+        a data file's rows is then read whole once and held, instead of once per group."""
+        keys = self._read(_KEYS, self._filtered)
+        lake, files = self.lake, list(self.files)
+        if self.table is None and lake is not None and files and not self._held:
+            staged = sum(file_rows(lake, files).values())  # footers: every row, not the kept
+            if staged <= writer.PARTITION_FILE_ROWS:
+                self._held["rows"] = read_files(lake, files)
+        return keys
 
     def rows(self, ids: pa.Array) -> pa.Table:
         """Every column of the rows whose id is one of ``ids``."""
