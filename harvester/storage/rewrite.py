@@ -160,13 +160,12 @@ class StagedRows:
     def keys(self) -> pa.Table:
         """The ``id`` and ``submissionDate`` of every row (two columns). A stage of at most
         a data file's rows is then read whole once and held, instead of once per group."""
-        keys = self._read(_KEYS, self._filtered)
         lake, files = self.lake, list(self.files)
         if self.table is None and lake is not None and files and not self._held:
             staged = sum(file_rows(lake, files).values())  # footers: every row, not the kept
             if staged <= writer.PARTITION_FILE_ROWS:
-                self._held["rows"] = read_files(lake, files)
-        return keys
+                self._held["rows"] = read_files(lake, files)  # the keys come from it too
+        return self._read(_KEYS, self._filtered)
 
     def rows(self, ids: pa.Array) -> pa.Table:
         """Every column of the rows whose id is one of ``ids``."""
