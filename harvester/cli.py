@@ -610,7 +610,7 @@ def report_unexpected(exc: BaseException, verbose: bool) -> int:
 
     details = scrub("".join(traceback.format_exception(exc)))
     try:
-        fd, path = tempfile.mkstemp(prefix="harvester-error-", suffix=".log")
+        fd, path = tempfile.mkstemp(prefix="harvester-error_", suffix=".log")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(
                 f"harvester {__version__}, {dt.datetime.now(dt.UTC).isoformat()}\n"

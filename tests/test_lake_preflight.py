@@ -290,7 +290,7 @@ def test_an_api_key_never_reaches_the_details(tmp_path: Path) -> None:
     result = cli("status", "--out", str(lake), "-v", env=env)
     assert result.returncode == 1
     assert key not in result.stderr
-    for log in tmp_path.glob("harvester-error-*.log"):
+    for log in tmp_path.glob("harvester-error_*.log"):
         assert key not in log.read_text()
 
 

@@ -48,7 +48,7 @@ def test_show_without_duckdb_is_a_missing_extra_with_pipx_and_pip_advice(tmp_pat
     (line,) = result.stderr.splitlines()
     assert "pipx inject uspto-oa-harvester duckdb" in line
     assert "pip install 'uspto-oa-harvester[show]'" in line
-    assert "unexpected" not in line and not list(tmp_path.glob("harvester-error-*"))
+    assert "unexpected" not in line and not list(tmp_path.glob("harvester-error_*"))
     # The hint names the distribution and the extra pyproject.toml declares.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "uspto-oa-harvester" and "show" in project["optional-dependencies"]
@@ -81,7 +81,7 @@ def test_simulate_on_a_port_in_use_is_one_line_and_writes_no_details_file(
     (line,) = result.stderr.splitlines()
     assert line.startswith("harvester: error: ") and f"port {port} is already in use" in line
     assert "Traceback" not in result.stderr and "unexpected" not in line
-    assert list(tmp_path.iterdir()) == []  # no harvester-error-*.log in the temp directory
+    assert list(tmp_path.iterdir()) == []  # no harvester-error_*.log in the temp directory
 
 
 def test_simulate_negative_records_is_one_clause() -> None:
