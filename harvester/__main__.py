@@ -1,5 +1,5 @@
 """`python -m harvester` is the same as the `harvester` console script."""
 
-from harvester.cli import main
+from harvester.cli import run
 
-raise SystemExit(main())
+run()

@@ -16,12 +16,13 @@ nearest one ("did you mean").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harvester.config import (
     API_KEY_ENV,
@@ -518,6 +519,28 @@ def _unknown_flags(target: argparse.ArgumentParser, extras: list[str]) -> str:
     near = [flags[match] for word in options if (match := nearest(word, flags)) is not None]
     hint = f" (did you mean {', '.join(near)}?)" if near else ""
     return f"unrecognized arguments: {' '.join(extras)}{hint}"
+
+
+def run() -> NoReturn:
+    """The console script and ``python -m harvester``: ``main``, then an exit that skips the
+    native libraries' teardown. pyarrow's and DuckDB's C++ thread pools are destroyed by
+    static destructors at interpreter exit, and a worker still alive then makes libstdc++
+    abort ("terminate called without an active exception", exit -6) after the command has
+    done everything right (apache/arrow#34314; we saw it once in CI, from `changes`). Every
+    file the harvester writes is complete and closed before ``main`` returns, so the only
+    thing left to do is flush the two streams; ``os._exit`` then ends the process with the
+    command's own exit code."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's usage errors and --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`... | head`)
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -135,7 +135,7 @@ def test_the_wheel_carries_the_configs_the_licence_and_the_name(install: Install
     assert meta["Version"] == __version__
     assert meta["License-Expression"] == "MIT"
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"] == DISTRIBUTION
-    assert "harvester = harvester.cli:main" in entry_points
+    assert "harvester = harvester.cli:run" in entry_points
     # one import package: no tests/, bench/ or a stray top-level configs package
     assert {n.split("/")[0] for n in names} == {"harvester", info}
 
