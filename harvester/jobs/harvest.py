@@ -141,7 +141,9 @@ async def run_harvest(settings: Settings, progress: Progress) -> RunOutcome:
             state.write_meta()
             known.remember(state)  # before the plan: a resume finds both, or neither
             end = settings.date_to.isoformat() if settings.date_to else None
-            state.save_coverage(Coverage(plan.first.isoformat(), end))
+            # Without --from every mail date is kept, also those before the first day found.
+            open_start = settings.date_from is None
+            state.save_coverage(Coverage(plan.first.isoformat(), end, open_start=open_start))
             state.save_plan(plan)
         else:
             _check_plan_matches(plan, settings)

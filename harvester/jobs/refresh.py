@@ -53,6 +53,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -117,10 +118,13 @@ def changed_since(state: HarvestState, lookback_days: int, ceiling: str | None =
 
 
 def coverage_span(state: HarvestState) -> tuple[dt.date, dt.date]:
-    """The days the lake covers now: an open end reaches today."""
-    coverage = state.coverage()
-    today = dt.datetime.now(dt.UTC).date()
-    return coverage.first_day, coverage.last_day(today)
+    """The days the lake covers now: an open end reaches today, an open start the earliest
+    date a query can name (``Coverage.span``)."""
+    return state.coverage().span(dt.datetime.now(dt.UTC).date())
+
+
+# How ``RefreshRun.months_done`` names an open start's stretch before the first month.
+BEFORE: Final = "before"
 
 
 def month_key(day: dt.date) -> str:
@@ -325,7 +329,7 @@ async def start(
         covered,
         changed,
         root,
-        len(month_spans(*covered)),
+        state.coverage().months(dt.datetime.now(dt.UTC).date()),
         page,
         settings.rate,
     )
@@ -807,8 +811,9 @@ class Refresher:
         assert run.reload_span is not None
         first, last = (dt.date.fromisoformat(d) for d in run.reload_span)
         query = scope.query(self.known.profile.stamp_form)
-        await self._skip_empty_months(run, month_spans(first, last), client)
-        for start_day, end in month_spans(first, last):
+        months = await self._months_to_reload(run, first, last, client)
+        await self._skip_empty_months(run, months, client)
+        for start_day, end in months:
             key = month_key(start_day)
             if key in run.months_done:
                 continue
@@ -848,12 +853,42 @@ class Refresher:
             await to_thread_to_the_end(self.state.clear_stage, "reload")
         return True
 
+    async def _months_to_reload(
+        self, run: RefreshRun, first: dt.date, last: dt.date, client: ApiClient
+    ) -> list[tuple[dt.date, dt.date]]:
+        """The reload's months: those from the first month harvested on, after the months
+        of an open start's stretch before it (from 1900) that the service holds rows in.
+        That stretch is one unit of the reload: counted by halving once (``BEFORE`` then
+        joins ``months_done``, the months found kept in ``months_before`` for a resume),
+        not 1,400 months counted one by one."""
+        months = month_spans(first, last)
+        harvested = self.state.coverage().first_day.replace(day=1)
+        before = [m for m in months if m[1] < harvested]
+        if before and BEFORE not in run.months_done:
+            template = self.known.profile.date_template
+
+            async def count(a: dt.date, b: dt.date) -> int:
+                return await client.count(Shard(a, b).criteria(template))
+
+            counts = await reconcile.count_months(count, before)
+            run.months_before = [
+                month_key(a) for (a, _), n in zip(before, counts, strict=True) if n
+            ]
+            run.months_done.append(BEFORE)
+            if not run.months_before:  # else the months found are counted as they are done
+                current = run.reload_counts.get("months_current", 0)
+                run.reload_counts["months_current"] = current + 1
+            self._save(run)
+        held = set(run.months_before)
+        return [m for m in months if month_key(m[0]) in held or m[1] >= harvested]
+
     async def _skip_empty_months(
         self, run: RefreshRun, months: list[tuple[dt.date, dt.date]], client: ApiClient
     ) -> None:
-        """Runs of months the lake holds nothing of are counted in one request each, and
-        done when the service holds nothing there either: a coverage with an open end
-        reaches today, and must not cost a count for every empty month up to it."""
+        """Runs of months the lake holds nothing of are counted by halving
+        (``reconcile.count_months``), and the months the service holds nothing of either
+        are done: a coverage with an open end reaches today, one with an open start begins
+        in 1900, and neither may cost a count for every empty month."""
         runs: list[list[tuple[dt.date, dt.date]]] = [[]]
         for span in months:
             key = month_key(span[0])
@@ -862,12 +897,17 @@ class Refresher:
             else:
                 runs[-1].append(span)
         template = self.known.profile.date_template
+
+        async def count(a: dt.date, b: dt.date) -> int:
+            return await client.count(Shard(a, b).criteria(template))
+
         for empty in (r for r in runs if len(r) > 1):
-            whole = Shard(empty[0][0], empty[-1][1])
-            if await client.count(whole.criteria(template)) == 0:
-                run.months_done.extend(month_key(start_day) for start_day, _ in empty)
+            counts = await reconcile.count_months(count, empty)
+            none = [month_key(a) for (a, _), n in zip(empty, counts, strict=True) if n == 0]
+            if none:
+                run.months_done.extend(none)
                 current = run.reload_counts.get("months_current", 0)
-                run.reload_counts["months_current"] = current + len(empty)
+                run.reload_counts["months_current"] = current + len(none)
                 self._save(run)
 
     def _month_done(self, run: RefreshRun, key: str, outcome: str) -> None:

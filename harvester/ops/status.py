@@ -30,6 +30,7 @@ class LakeStatus:
     harvest: str = "not started"  # not started | in progress | complete
     harvest_range: tuple[str, str] | None = None
     coverage: tuple[str, str | None] | None = None  # the range refresh keeps (None: open)
+    coverage_open_start: bool = False  # the days before coverage[0] are kept too
     holds: tuple[str, str] | None = None  # the first and last partition holding rows
     pending_drops: dict[str, str] = field(default_factory=dict)  # days kept for a later count
     completed_at: str | None = None
@@ -63,7 +64,12 @@ class LakeStatus:
         if self.coverage:
             end = self.coverage[1] or "the service's newest data (open end)"
             held = f"; holds {self.holds[0]} .. {self.holds[1]}" if self.holds else ""
-            lines.append(f"coverage: {self.coverage[0]} .. {end}{held}")
+            start = (
+                f"every mail date (harvested from {self.coverage[0]})"
+                if self.coverage_open_start
+                else self.coverage[0]
+            )
+            lines.append(f"coverage: {start} .. {end}{held}")
         lines.extend(f"  kept {day}: {why}" for day, why in sorted(self.pending_drops.items()))
         # The one vocabulary of docs/operations.md ("Shards and rows"), as progress and
         # the run's summary say it.
@@ -216,6 +222,7 @@ def _shards_and_rows(state: HarvestState, status: LakeStatus) -> None:
         status.holds = (held[0].path, held[-1].path)
     coverage = state.coverage()
     status.coverage = (coverage.first, coverage.last)
+    status.coverage_open_start = coverage.open_start
     status.pending_drops = {
         day: f"lake {d.lake} rows, service {d.service} since {d.seen_at}"
         for day, d in state.load_pending_drops().items()

@@ -62,7 +62,7 @@ from harvester.progress import Progress
 from harvester.storage import quarantine
 from harvester.storage.info import is_visible, load_committed
 from harvester.storage.partition import Partition
-from harvester.storage.shard import Shard, changed_since_scope
+from harvester.storage.shard import EARLIEST_PROBE, Shard, changed_since_scope
 from harvester.storage.state import HarvestState, ShardMarker
 
 SHOWN_PER_KIND = 20  # lines per kind of problem on the terminal; the report has them all
@@ -171,8 +171,13 @@ class VerifyOutcome:
 
     def lines(self) -> list[str]:
         b = self.before
+        # An open start (``Coverage.open_start``) is counted from the earliest date a query
+        # names: said as what it is, not as the year 1900.
+        span = (
+            f"every mail date to {b.last}" if b.first == EARLIEST_PROBE else f"{b.first}..{b.last}"
+        )
         out = [
-            f"verify {b.first}..{b.last}: {b.scan.rows:,} rows in {b.scan.files_read} files,"
+            f"verify {span}: {b.scan.rows:,} rows in {b.scan.files_read} files,"
             f" {b.quarantined} quarantined, {self.report.requests} requests"
         ]
         out.extend(line for line in [b.deep_line()] if line)
@@ -318,7 +323,7 @@ async def _check(
     # end reaches the newest day the lake holds, or the harvest's last day.
     coverage = state.coverage()
     newest = max(scan.day_counts, default=view.plan.last)
-    first = settings.date_from or coverage.first_day
+    first = settings.date_from or coverage.first_covered
     last = settings.date_to or coverage.last_day(max(view.plan.last, newest))
     template = known.profile.date_template  # proven on the service (``service``)
 
@@ -347,9 +352,14 @@ async def _check(
         holding = {d for d, n in scan.day_counts.items() if n}
         holding |= {d for d, n in on_days.items() if n}
         holding |= {d for d, (_, service) in differing.items() if service}
-        population = len(sample_population(first, last, holding))
+        # An open start's decades before the first day harvested hold no row on either
+        # side but those just named: every day of them would be a request proving 0 = 0.
+        deep_first = settings.date_from or min([coverage.first_day, *holding])
+        population = len(sample_population(deep_first, last, holding))
         # Days given (after a repair): those days, not a draw.
-        days, seed = (deep_days, None) if deep_days else choose_days(first, last, deep, holding)
+        days, seed = (
+            (deep_days, None) if deep_days else choose_days(deep_first, last, deep, holding)
+        )
         sample = None if deep_days else deep.sample
         planner = session.planner
         lake_days = LakeDays(state.lake, view.files, scan.missing)

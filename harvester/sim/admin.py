@@ -31,10 +31,10 @@ async def mutate(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
         spec = MutationSpec.from_json(orjson.loads(await request.read() or b"{}"))
+        async with state.admin_lock:
+            summary = state.mutator.apply(spec)
     except (orjson.JSONDecodeError, MutationError) as exc:
         return _json({"error": f"bad mutation request: {exc}"}, status=400)
-    async with state.admin_lock:
-        summary = state.mutator.apply(spec)
     return _json(summary)
 
 

@@ -68,6 +68,7 @@ class MutationSpec:
     future: int = 0  # late rows stamped 9999-12-30: a clock gone wrong at the source
     reorder: bool = False
     reload: bool = False  # every row re-stamped with the call's stamp: the source reloaded
+    late_on: str | None = None  # ISO day: every late row lands on it (else spread at random)
     seed: int | None = None
 
     @classmethod
@@ -75,7 +76,7 @@ class MutationSpec:
         if not isinstance(body, dict):
             raise MutationError("the body must be a JSON object")
         names = ("add", "late", "modify", "delete", "modify_silently", "swap", "future")
-        unknown = sorted(set(body) - {*names, "reorder", "reload", "seed"})
+        unknown = sorted(set(body) - {*names, "reorder", "reload", "seed", "late_on"})
         if unknown:
             raise MutationError(f"unknown keys: {', '.join(unknown)}")
         counts: dict[str, Any] = {}  # ints, checked below (Any: the spec has bools too)
@@ -93,7 +94,13 @@ class MutationSpec:
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise MutationError("seed must be an integer")
-        return cls(seed=seed, **switches, **counts)
+        late_on = body.get("late_on")
+        if late_on is not None:
+            try:
+                dt.date.fromisoformat(late_on)
+            except (TypeError, ValueError):
+                raise MutationError("late_on must be a date YYYY-MM-DD") from None
+        return cls(seed=seed, late_on=late_on, **switches, **counts)
 
 
 class Mutator:
@@ -105,7 +112,14 @@ class Mutator:
         self.clock = dt.date.fromordinal(corpus.base_last) + dt.timedelta(days=BASE_LOAD_DAYS + 1)
 
     def apply(self, spec: MutationSpec) -> dict[str, Any]:
+        """Apply ``spec``; MutationError (before any change) when it names a day outside
+        the corpus."""
         corpus = self.corpus
+        if spec.late_on is not None:
+            ordinal = dt.date.fromisoformat(spec.late_on).toordinal()
+            if not corpus.first <= ordinal <= corpus.last:
+                first, last = (dt.date.fromordinal(o) for o in (corpus.first, corpus.last))
+                raise MutationError(f"late_on {spec.late_on} is outside the corpus {first}..{last}")
         self.calls += 1
         call_seed = spec.seed if spec.seed is not None else self.calls
         rng = random.Random(derive_seed(corpus.seed, "mutate", self.calls, call_seed))
@@ -122,7 +136,7 @@ class Mutator:
             rng, (spec.delete, spec.modify, spec.modify_silently, spec.swap), stamp, touched
         )
         batches: tuple[tuple[dict[int, int], Stamps, str | None, str], ...] = (
-            (self._old_days(rng, spec.late), stamps, stamp, "late"),
+            (self._late_days(rng, spec), stamps, stamp, "late"),
             (new_days, stamps, stamp, "add"),
             (self._old_days(rng, spec.future), FUTURE_STAMPS, None, "future"),
         )
@@ -158,6 +172,12 @@ class Mutator:
             "days": [dt.date.fromordinal(o).isoformat() for o in sorted(touched)],
             "numFound": corpus.total,
         }
+
+    def _late_days(self, rng: random.Random, spec: MutationSpec) -> dict[int, int]:
+        """The late rows' days: all on ``late_on`` (a day of the corpus), else at random."""
+        if spec.late_on is None or not spec.late:
+            return self._old_days(rng, spec.late)
+        return {dt.date.fromisoformat(spec.late_on).toordinal(): spec.late}
 
     def _old_days(self, rng: random.Random, n: int) -> dict[int, int]:
         """``n`` rows spread at random over the existing days (late rows)."""

@@ -47,7 +47,7 @@ import orjson
 from harvester.errors import LakeError
 from harvester.storage.partition import Partition
 from harvester.storage.schema import SCHEMA_VERSION
-from harvester.storage.shard import Shard
+from harvester.storage.shard import EARLIEST_PROBE, Shard, month_spans
 from harvester.storage.store import Lake
 
 ROOT: Final = "_harvest"
@@ -275,6 +275,10 @@ class RefreshRun:
     # month replacing its partition. None for an ordinary refresh (and in older run.json).
     reload_span: list[str] | None = None
     months_done: list[str] = field(default_factory=list)  # "YYYY-MM", committed
+    # An open start's stretch before the first month harvested (``Coverage.open_start``):
+    # counted by halving once ("before" joins ``months_done``), and the months of it the
+    # service holds rows in, which the reload then fetches as any other month.
+    months_before: list[str] = field(default_factory=list)
     # What the reload was decided on: changed rows, the lake's rows, the estimate.
     reload_counts: dict[str, int] = field(default_factory=dict)
     # Per month ("YYYY-MM"): the lake's rows when the reload began (a month with no changed
@@ -301,22 +305,45 @@ class RefreshRun:
 class Coverage:
     """The mail-date range the lake keeps equal to the service: from ``first`` to ``last``,
     or, with ``last`` None (a harvest without ``--to``), to the newest day the service
-    holds. Refresh never writes a row outside it."""
+    holds. Refresh never writes a row outside it.
+
+    ``open_start`` (a harvest without ``--from``): the lake keeps every mail date up to
+    ``last``, and ``first`` is only the first day the harvest found rows on. A real source
+    gains rows on old mail dates (late loads), so a day before ``first`` may hold rows
+    later; refresh and verify count that stretch too (one count while it stays empty). A
+    coverage written before ``open_start`` existed reads as a fixed start."""
 
     first: str
     last: str | None = None
     updated_at: str = field(default_factory=utc_now)
+    open_start: bool = False
 
     @property
     def first_day(self) -> dt.date:
+        """The first day harvested (``--from``, or the probed first day of an open start)."""
         return dt.date.fromisoformat(self.first)
+
+    @property
+    def first_covered(self) -> dt.date:
+        """The first day kept equal: the earliest a query can name for an open start."""
+        return EARLIEST_PROBE if self.open_start else self.first_day
 
     def last_day(self, today: dt.date) -> dt.date:
         """The last day covered now (an open end reaches ``today``)."""
         return dt.date.fromisoformat(self.last) if self.last else today
 
+    def span(self, today: dt.date) -> tuple[dt.date, dt.date]:
+        """The days kept equal now: ``first_covered`` .. ``last_day(today)``."""
+        return self.first_covered, self.last_day(today)
+
+    def months(self, today: dt.date) -> int:
+        """The months a reload counts: those from ``first`` on, plus one count for the
+        stretch before it when the start is open (empty months are counted a run at a
+        time, ``reconcile.count_months``)."""
+        return len(month_spans(self.first_day, self.last_day(today))) + int(self.open_start)
+
     def covers(self, day: dt.date, today: dt.date) -> bool:
-        return self.first_day <= day <= self.last_day(today)
+        return self.first_covered <= day <= self.last_day(today)
 
 
 @dataclass
