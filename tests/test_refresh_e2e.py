@@ -181,35 +181,39 @@ def test_refresh_on_s3_equals_truth(moto_s3: Any, s3_lake_uri: str) -> None:
         assert latest_report(lake)["extra"]["no_op"] is True
 
 
-def test_a_row_that_lands_before_the_first_harvested_day_is_found_and_fetched(
-    tmp_path: Path,
+
+@pytest.mark.parametrize("reload", [False, True], ids=["refresh", "reload"])
+def test_a_row_that_lands_before_the_first_harvested_month_is_found_and_fetched(
+    tmp_path: Path, reload: bool
 ) -> None:
     """A harvest without --from keeps every mail date, not only those from the first day it
     found rows on: a late load on an older day is counted by verify and fetched by the next
-    refresh (soak seeds 1202 and 1302 lost such a row)."""
+    refresh, also when that refresh is a reload (soak seeds 1202 and 1302 lost such a row)."""
     out = str(tmp_path / "lake")
-    # Seed 23 leaves the corpus's first weekend (2018-12-29, -30) empty: the harvest's probe
-    # finds 2018-12-31 first.
-    sim_args = ("--records", "3000", "--start", "2018-12-29", "--end", "2019-02-28")
-    with run_simulator_process(*sim_args, "--seed", "23", "--admin") as sim:
+    # Seed 5 leaves the corpus's first weekend (2019-03-30, -31) empty: the harvest's probe
+    # finds 2019-04-01 first, and a late row on the 30th lands in a month the lake lacks.
+    sim_args = ("--records", "3000", "--start", "2019-03-30", "--end", "2019-05-31")
+    with run_simulator_process(*sim_args, "--seed", "5", "--admin") as sim:
         assert run_harvest(sim.url, out).returncode == 0
         first_found = min(doc["submissionDate"] for doc in sim.truth())[:10]
-        assert first_found == "2018-12-31", first_found
+        assert first_found == "2019-04-01", first_found
         coverage = json.loads((Path(out) / "_harvest" / "coverage.json").read_text())
         assert (coverage["first"], coverage["open_start"]) == (first_found, True)
-        sim.mutate(late=3, late_on="2018-12-29", seed=5)
+        sim.mutate(late=3, late_on="2019-03-30", reload=reload, seed=5)
 
         verify = subprocess.run(
             [*harvest_cmd(sim.url, out)[:3], "verify", "--api-url", sim.url, "--out", out],
             env=harvest_env(), capture_output=True, text=True, timeout=240, check=False,
         )  # fmt: skip
         assert verify.returncode != 0, verify.stdout + verify.stderr
-        assert "2018-12-29" in verify.stdout, verify.stdout
+        assert "every mail date to" in verify.stdout and "2019-03-30" in verify.stdout
         result = run_refresh(sim.url, out)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert_lake_equals_truth(Lake.open(out), sim.truth())
+        lake = Lake.open(out)
+        assert_lake_equals_truth(lake, sim.truth())
+        assert (latest_report(lake)["extra"].get("reload") is not None) == reload
         status = subprocess.run(
             [*harvest_cmd(sim.url, out)[:3], "status", "--out", out],
             env=harvest_env(), capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
-        assert "every mail date (harvested from 2018-12-31)" in status.stdout, status.stdout
+        assert "every mail date (harvested from 2019-04-01)" in status.stdout, status.stdout
