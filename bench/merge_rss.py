@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from harvester.service.decode import decode_docs
 from harvester.sim.rows import Stamps, generate
 from harvester.storage.commit import read_files
+from harvester.storage.memory import use_returning_allocator
 from harvester.storage.rewrite import (
     StagedRows,
     compact_files,
@@ -242,6 +243,7 @@ def _file_case(lake: Lake, stage: Lake, case: str) -> list[dict[str, Any]]:
 
 
 def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
+    allocator = use_returning_allocator()  # as the CLI's every command (``storage.memory``)
     lake, stage = Lake.open(str(lake_dir)), Lake.open(str(stage_dir))
     importlib.import_module(_IMPL[0])
     before = _rss_bytes("VmRSS")  # the interpreter and its imports, before any row
@@ -260,6 +262,7 @@ def child(lake_dir: Path, stage_dir: Path, case: str) -> dict[str, Any]:
     return {
         "case": case,
         "impl": _IMPL[0],
+        "allocator": allocator,
         "seconds": round(seconds, 1),
         # MiB, as this script has always printed them (docs/decisions.md quotes them).
         "peak_rss_mb": round(peak / 2**20),

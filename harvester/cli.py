@@ -557,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = parser
         target.error(_unknown_flags(target, extras))
     func: Command = args.func
+    from harvester.storage.memory import use_returning_allocator  # (imports pyarrow)
+
+    use_returning_allocator()  # a merge's peak RSS, not its CPU (``storage.memory``)
     try:
         return func(args)
     except (Interrupted, RunStopped) as exc:

@@ -181,7 +181,6 @@ def test_refresh_on_s3_equals_truth(moto_s3: Any, s3_lake_uri: str) -> None:
         assert latest_report(lake)["extra"]["no_op"] is True
 
 
-
 @pytest.mark.parametrize("reload", [False, True], ids=["refresh", "reload"])
 def test_a_row_that_lands_before_the_first_harvested_month_is_found_and_fetched(
     tmp_path: Path, reload: bool

@@ -92,6 +92,36 @@ class _Groups:
             self.parent[max(a, b)] = min(a, b)
 
 
+# A month's ids are deduplicated and compared by sorting, not hashing: over 900,000 ids a
+# hash aggregation peaked at four times their size (285 MB), ``pc.unique`` at about twice
+# plus its table (145 MB), a sort at about twice (72 MB). The allocator keeps the pages of
+# such a peak, so the transient, not what stays allocated, set a merge's peak RSS.
+
+
+def _sorted_ids(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+    every = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return every.take(pc.sort_indices(every))
+
+
+def _distinct(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The distinct non-null values of ``ids``, sorted."""
+    ordered = _sorted_ids(ids).drop_null()
+    if len(ordered) < 2:
+        return ordered
+    new = pc.not_equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+    return pa.concat_arrays([ordered.slice(0, 1), ordered.slice(1).filter(new)])
+
+
+def _spread_ids(affected: list[pa.Array]) -> pa.Array:
+    """The ids found in more than one of ``affected`` (each unique within itself: a file's
+    affected ids): copies of one id in two files, which must be merged together."""
+    ordered = _sorted_ids(pa.concat_arrays(affected))
+    if len(ordered) < 2:
+        return ordered.slice(0, 0)
+    same = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+    return _distinct(ordered.slice(1).filter(same))
+
+
 def _day_range_file(ranges: list[tuple[dt.date, dt.date] | None], day: dt.date) -> int:
     """The file whose day range covers ``day``, or else the nearest (ties: the first)."""
     best, best_gap = -1, None
@@ -211,7 +241,7 @@ def merge_files(
     days = pa.array(sorted(set(replaced_days)), pa.date32())
     changed_rows, replacing_rows = StagedRows.of(changed), StagedRows.of(day_rows)
     changed_keys, day_keys = changed_rows.keys(), replacing_rows.keys()
-    incoming_ids = pc.unique(
+    incoming_ids = _distinct(
         pa.chunked_array(
             [*day_keys.column("id").chunks, *changed_keys.column("id").chunks], pa.string()
         )
@@ -220,46 +250,59 @@ def merge_files(
 
     # Per file: the ids of its affected rows (an incoming id, or a row of a replaced day).
     groups = _Groups(len(files))
-    affected: list[pa.Array] = []
     ranges: list[tuple[dt.date, dt.date] | None] = []
+    # Per file: which incoming ids it holds (``held``, a mask over ``incoming_ids``: the
+    # hash is built over the file's ids, not over a month of incoming ones once per file),
+    # and the ids of its replaced-day rows that are not incoming (rows a repair deletes).
+    # A file is touched when it holds either.
+    held: list[pa.Array] = []
+    leaving: list[pa.Array] = []
     for table in keys:
         ids = table.column("id")
-        mask = pc.or_(
-            pc.fill_null(pc.is_in(ids, value_set=incoming_ids), False),
-            replaced_mask(table, days.to_pylist(), ranges_),
-        )
-        affected.append(pc.unique(ids.filter(mask)))
+        file_ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
+        inside = pc.fill_null(pc.is_in(incoming_ids, value_set=file_ids), False)
+        held.append(inside)
+        replaced = replaced_mask(table, days.to_pylist(), ranges_)
+        if pc.any(replaced).as_py():
+            mine = incoming_ids.filter(inside)
+            incoming_row = pc.fill_null(pc.is_in(file_ids, value_set=mine), False)
+            replaced = pc.and_(replaced, pc.invert(incoming_row))
+        leaving.append(_distinct(file_ids.filter(replaced)))
         low, high = pc.min_max(table.column("submissionDate")).values()
         ranges.append(None if low.as_py() is None else (low.as_py(), high.as_py()))
-    touched = {i for i, found in enumerate(affected) if len(found)}
-    # Files sharing an affected id (copies of one id) are one group.
-    owner: dict[str, int] = {}
+    touched = {i for i in range(len(files)) if pc.any(held[i]).as_py() or len(leaving[i])}
+    # Files sharing an affected id (copies of one id) are one group: an incoming id held
+    # by two files (two masks true at its place), or a leaving id of two files.
     if len(touched) > 1:
-        place = pa.table(
-            {
-                "id": pa.concat_arrays([affected[i] for i in sorted(touched)]),
-                "file": pa.concat_arrays(
-                    [pa.repeat(pa.scalar(i, pa.int64()), len(affected[i])) for i in sorted(touched)]
-                ),
-            }
+        count = pa.repeat(pa.scalar(0, pa.int32()), len(incoming_ids))
+        for inside in held:
+            count = pc.add(count, inside.cast(pa.int32()))
+        spread = pa.concat_arrays(
+            [
+                incoming_ids.filter(pc.greater(count, 1)),
+                _spread_ids([leaving[i] for i in sorted(touched)]),
+            ]
         )
-        shared = place.group_by("id").aggregate([("file", "min"), ("file", "max")])
-        spread = shared.filter(pc.not_equal(shared.column("file_min"), shared.column("file_max")))
-        for id_ in spread.column("id").to_pylist():
-            owner.setdefault(id_, -1)
-        if owner:
-            rows = place.filter(pc.is_in(place.column("id"), value_set=spread.column("id")))
-            for id_, i in zip(
-                rows.column("id").to_pylist(), rows.column("file").to_pylist(), strict=True
-            ):
-                if owner[id_] < 0:
-                    owner[id_] = i
+        first_holder: list[int | None] = [None] * len(spread)
+        for i in sorted(touched) if len(spread) else []:
+            here = pc.or_(
+                pc.is_in(spread, value_set=incoming_ids.filter(held[i])),
+                pc.is_in(spread, value_set=leaving[i]),
+            ).to_pylist()
+            for k in (k for k, found in enumerate(here) if found):
+                holder = first_holder[k]
+                if holder is None:
+                    first_holder[k] = i
                 else:
-                    groups.union(owner[id_], i)
+                    groups.union(holder, i)
+    # The bookkeeping of the whole partition is dropped as soon as it has served, so that
+    # what the group loop below holds besides one group is the incoming ids and their
+    # routing (a whole month's ids several times over made most of a merge's peak).
+    del leaving
 
     # Route every incoming id to the group that holds it, or a new id to the file whose
     # day range covers its row's day.
-    held = [pc.is_in(incoming_ids, value_set=keys[i].column("id")) for i in range(len(files))]
+    del keys
     target = pa.nulls(len(incoming_ids), pa.int64())
     for i in range(len(files)):
         here = pc.and_(pc.is_null(target), held[i])
@@ -283,7 +326,9 @@ def merge_files(
         new_target = pa.array(routed, pa.int64())
         position = pc.index_in(incoming_ids, value_set=new_ids)
         target = pc.coalesce(target, new_target.take(position))
-    targeted = set(target.drop_null().to_pylist())
+        del new_rows, first_day, routed, new_target, position
+    del changed_keys, day_keys, held, new_ids
+    targeted = set(pc.unique(target.drop_null()).to_pylist())
     touched |= {i for i in range(len(files)) if groups.find(i) in targeted}
 
     members: dict[int, list[int]] = {}
