@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.sim.testing import SimHandle, run_simulator_process
-from harvester.storage import writer
+from harvester.storage import rewrite, writer
 from harvester.storage.commit import read_files
 from harvester.storage.merge import merge_partition
-from harvester.storage.rewrite import StagedRows, merge_files
+from harvester.storage.rewrite import StagedRows, _Routed, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
 from harvester.storage.writer import _day_cuts, write_shard
@@ -137,12 +137,17 @@ def _stage(stage: Lake, name: str, table: pa.Table) -> list[str]:
     return paths
 
 
+def _refused_read(*args: object) -> pa.Table:
+    raise AssertionError(f"a file read for a group it holds no row of: {args[1:]}")
+
+
 @pytest.mark.parametrize("whole", [True, False])
-def test_staged_rows_keep_the_days_asked_and_the_ids_asked(
+def test_staged_rows_keep_the_days_asked_and_each_group_its_own_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: bool
 ) -> None:
-    """Read whole once (a stage of at most a file's rows) or per call (a bigger one): the
-    same rows either way."""
+    """Read whole once (a stage of at most a file's rows) or per group (a bigger one): the
+    same rows either way. A group's rows are those its labels (one per row of ``keys()``,
+    in order) name, and a file is read only for the groups it holds rows of."""
     if not whole:
         monkeypatch.setattr(writer, "PARTITION_FILE_ROWS", 4)
     rng = random.Random(5)
@@ -152,24 +157,29 @@ def test_staged_rows_keep_the_days_asked_and_the_ids_asked(
     stage = Lake.open(str(tmp_path / "stage"))
     files = tuple(_stage(stage, "x", table))
     held = (dt.date(2019, 1, 2), dt.date(2019, 1, 4))
-    for source in (StagedRows(table=table), StagedRows(lake=stage, files=files)):
-        assert _rows_key(source.rows(table.column("id").combine_chunks())) == _rows_key(table)
-    for within in (True, False):
-        inside = [r for r in table.to_pylist() if (r["submissionDate"] in held) == within]
+    for days, within in ((None, True), (held, True), (held, False)):
+        inside = [
+            r for r in table.to_pylist() if days is None or (r["submissionDate"] in held) == within
+        ]
         for source in (
-            StagedRows(table=table, days=held, within=within),
-            StagedRows(lake=stage, files=files, days=held, within=within),
+            StagedRows(table=table, days=days, within=within),
+            StagedRows(lake=stage, files=files, days=days, within=within),
         ):
             keys = source.keys()
             assert keys.column_names == ["id", "submissionDate"]
             if source.lake is not None:
                 assert bool(source._held) == whole
-            assert sorted(keys.column("id").to_pylist()) == sorted(r["id"] for r in inside)
-            some = pa.array(["id001", "id003", "id010", "nope"])
-            want = [r for r in inside if r["id"] in some.to_pylist()]
-            assert _rows_key(source.rows(some)) == _rows_key(
-                pa.Table.from_pylist(want, schema=ARROW_SCHEMA)
-            )
+            assert keys.column("id").to_pylist() == [r["id"] for r in inside]  # in order
+            labels = [rng.choice([-1, 0, 3]) for _ in inside]
+            routed = _Routed(source, pa.array(labels, pa.int64()))
+            with monkeypatch.context() as patch:
+                patch.setattr(rewrite, "read_files", _refused_read)
+                assert routed.rows(7).num_rows == 0  # no file holds group 7: none is read
+            for root in (-1, 0, 3, 7):
+                want = [r for r, label in zip(inside, labels, strict=True) if label == root]
+                assert _rows_key(routed.rows(root)) == _rows_key(
+                    pa.Table.from_pylist(want, schema=ARROW_SCHEMA)
+                )
     assert StagedRows(lake=stage).keys().num_rows == 0
 
 
