@@ -386,7 +386,7 @@ def merge_files(
     labels = target.take(rank)
     day_routed = _Routed(replacing_rows, labels.slice(0, day_keys.num_rows))
     changed_routed = _Routed(changed_rows, labels.slice(day_keys.num_rows))
-    del changed_keys, day_keys, held, new_ids, rank, labels
+    del changed_keys, day_keys, held, new_ids, rank, labels, incoming_ids
     targeted = set(pc.unique(target.drop_null()).to_pylist())
     touched |= {i for i in range(len(files)) if groups.find(i) in targeted}
 

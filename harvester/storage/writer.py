@@ -31,10 +31,13 @@ from harvester.storage.store import Lake
 
 ROW_GROUP_ROWS: Final = 128 * 1024
 # A data file's most rows: what any one-file step (a file-grain merge, a compaction's
-# output) holds in memory is about this many rows, ~25 MB in Arrow, well under the 300 MB a
-# step may take on a month of a million rows; on disk ~10-20 MB (zstd), one row group, a
-# size DuckDB and Spark read in one task. A 1 M-row month is 8 files.
-PARTITION_FILE_ROWS: Final = ROW_GROUP_ROWS
+# output) holds in memory is a few times this many rows. At 131,072 a merge re-stamping a
+# 1 M-row month peaked at 324 MiB, at 65,536 at 294 MiB (bench/merge_rss.py; the step may
+# take 300 MB): each group's existing, fetched, merged and sorted rows are live at once. On
+# disk ~5-8 MB (zstd), one row group, what DuckDB and Spark read in one task; a 1 M-row month
+# is 16 files, ~1,400 for the whole corpus. A daily change rewrites the files of the days it
+# touches, so smaller files also write fewer rows.
+PARTITION_FILE_ROWS: Final = 64 * 1024
 SORT_KEYS: Final = [("submissionDate", "ascending"), ("id", "ascending")]
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
