@@ -373,9 +373,16 @@ class S3Backend:
         # One listing of at most one key: proves the credentials, the bucket and list access
         # (on the lake's own prefix, which is all an IAM policy may grant), and unlike
         # ``ls`` it tells a missing bucket from an empty prefix.
-        self.fs.call_s3(
-            "list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1
-        )
+        # Through botocore, as the lock slot's requests (``S3Slot``): s3fs offers no public
+        # call for this listing, and ``call_s3`` is the sync mirror of a private coroutine.
+        import botocore.exceptions  # type: ignore[import-untyped]
+        from s3fs.errors import translate_boto_error
+
+        client = botocore_client(self.fs.storage_options)
+        try:
+            client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+        except botocore.exceptions.ClientError as exc:
+            raise translate_boto_error(exc) from exc
         if not for_write:
             return
         probe = f"{root}/{probe_name()}"
@@ -452,7 +459,7 @@ class S3Slot:
         pass  # nothing is ever put beside the lock on S3
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        import botocore.exceptions  # type: ignore[import-untyped]
+        import botocore.exceptions
         from s3fs.errors import translate_boto_error
 
         try:
