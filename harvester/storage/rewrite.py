@@ -104,15 +104,6 @@ def _sorted_ids(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
     return every.take(pc.sort_indices(every))
 
 
-def _distinct(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The distinct non-null values of ``ids``, sorted."""
-    ordered = _sorted_ids(ids).drop_null()
-    if len(ordered) < 2:
-        return ordered
-    new = pc.not_equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
-    return pa.concat_arrays([ordered.slice(0, 1), ordered.slice(1).filter(new)])
-
-
 def _distinct_ranked(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """The distinct values of ``ids`` (no nulls: ``id`` is a required column), sorted, and
     for each value of ``ids`` its place among them."""
@@ -129,6 +120,11 @@ def _distinct_ranked(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arra
     place = pc.subtract(pc.cumulative_sum(new.cast(pa.int64())), 1)
     # ``order`` is a permutation: sorting it gives its inverse, a row's place in ``ordered``.
     return ordered.filter(new), place.take(pc.sort_indices(order))
+
+
+def _distinct(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The distinct non-null values of ``ids``, sorted."""
+    return _distinct_ranked(pc.drop_null(ids))[0]
 
 
 def _spread_ids(affected: list[pa.Array]) -> pa.Array:
@@ -210,9 +206,6 @@ class StagedRows:
                 lake, lambda path: keep(read_files(lake, [path], columns)), list(self.files)
             )
         return [_schema(names).empty_table()]
-
-    def _read(self, columns: list[str] | None, keep: _Keep) -> pa.Table:
-        return pa.concat_tables(self._parts(columns, keep))
 
     def keys(self) -> pa.Table:
         """The ``id`` and ``submissionDate`` of every row (two columns). A stage of at most
