@@ -51,7 +51,7 @@ import asyncio
 import bisect
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -863,6 +863,16 @@ class Refresher:
             await to_thread_to_the_end(self.state.clear_stage, "reload")
         return True
 
+    def _span_count(self, client: ApiClient) -> Callable[[dt.date, dt.date], Awaitable[int]]:
+        """The service's count of the rows of a day range, as ``reconcile.count_months``
+        asks it."""
+        template = self.known.profile.date_template
+
+        async def count(a: dt.date, b: dt.date) -> int:
+            return await client.count(Shard(a, b).criteria(template))
+
+        return count
+
     async def _months_to_reload(
         self, run: RefreshRun, first: dt.date, last: dt.date, client: ApiClient
     ) -> list[tuple[dt.date, dt.date]]:
@@ -875,12 +885,7 @@ class Refresher:
         harvested = self.state.coverage().first_day.replace(day=1)
         before = [m for m in months if m[1] < harvested]
         if before and BEFORE not in run.months_done:
-            template = self.known.profile.date_template
-
-            async def count(a: dt.date, b: dt.date) -> int:
-                return await client.count(Shard(a, b).criteria(template))
-
-            counts = await reconcile.count_months(count, before)
+            counts = await reconcile.count_months(self._span_count(client), before)
             run.months_before = [
                 month_key(a) for (a, _), n in zip(before, counts, strict=True) if n
             ]
@@ -906,13 +911,8 @@ class Refresher:
                 runs.append([])
             else:
                 runs[-1].append(span)
-        template = self.known.profile.date_template
-
-        async def count(a: dt.date, b: dt.date) -> int:
-            return await client.count(Shard(a, b).criteria(template))
-
         for empty in (r for r in runs if len(r) > 1):
-            counts = await reconcile.count_months(count, empty)
+            counts = await reconcile.count_months(self._span_count(client), empty)
             none = [month_key(a) for (a, _), n in zip(empty, counts, strict=True) if n == 0]
             if none:
                 run.months_done.extend(none)
