@@ -5,13 +5,15 @@ Run: ``python -m bench.merge_rss [--rows 900000] [--impl harvester.storage.merge
 
 Builds one month of ``--rows`` simulator rows (``harvester.sim.rows``, decoded like a
 harvest) and writes it as a partition with the harvester's writer, plus the staged rows of
-two refreshes, then runs each refresh's merge in a fresh subprocess, the way
-``Refresher._merge_stage`` does (``read_files`` of the partition and of the stage,
-``merge_partition``, the writer's files, old files deleted):
+two refreshes, then runs each refresh's merge in a fresh subprocess: the cases
+``files-*`` as ``Refresher._merge_stages`` does it now (``rewrite.merge_files``, the files
+holding an affected row only), the others as the whole-partition merge did before it
+(``read_files`` of the partition and of the stage, ``merge_partition``, the writer's
+files, old files deleted):
 
 - ``repair``: 2,000 late rows, 5,000 modified and 500 deleted; the changed rows (late and
   modified) are merged first, then every day of the month is fetched again and replaces
-  the lake's rows of that day;
+  the lake's rows of that day (``files-repair``: both in one pass);
 - ``restamp``: every row's ``createDateTime`` changed (an upstream reload): all rows are
   changed rows.
 
@@ -171,7 +173,8 @@ def _rss_bytes(field: str = "VmHWM") -> int:
 
 
 def _merge_stage(lake: Lake, stage: Lake, stage_file: str, days: list[dt.date]) -> dict[str, Any]:
-    """One stage merged into the partition, as ``Refresher._merge_stage`` does it."""
+    """One stage merged into the whole partition, as ``Refresher._merge_stage`` did it
+    before the merge went to file grain (kept for comparison)."""
     impl = importlib.import_module(_IMPL[0])
     old_files = lake.list_files(PARTITION, suffix=".parquet")
     incoming = read_files(stage, _stage_files(stage, stage_file))
@@ -197,18 +200,31 @@ _IMPL = ["harvester.storage.merge"]
 
 
 def _merge_files_stage(
-    lake: Lake, stage: Lake, stage_file: str, days: list[dt.date], step: str
+    lake: Lake, stage: Lake, changed_file: str | None, days_file: str | None, step: str
 ) -> dict[str, Any]:
-    """One stage merged at file grain, as ``Refresher`` does it now: the staged rows read,
-    ``merge_files`` (touched files only, one group at a time), the new files published and
-    the replaced ones deleted."""
+    """The staged rows merged at file grain, as ``Refresher._merge_stages`` does it now: the
+    changed rows and then the days fetched again in one pass (``days_last``), the touched
+    files only, one group at a time, the new files published and the replaced ones
+    deleted."""
     files = sorted(lake.list_files(PARTITION, suffix=".parquet"))
-    incoming = StagedRows(lake=stage, files=tuple(_stage_files(stage, stage_file)))
-    empty = StagedRows(table=ARROW_SCHEMA.empty_table())
-    if days:
-        result = merge_files(lake, PARTITION, files, empty, days, incoming, _RUN_ID, step)
-    else:
-        result = merge_files(lake, PARTITION, files, incoming, (), empty, _RUN_ID, step)
+
+    def staged(name: str | None) -> StagedRows:
+        if name is None:
+            return StagedRows(table=ARROW_SCHEMA.empty_table())
+        return StagedRows(lake=stage, files=tuple(_stage_files(stage, name)))
+
+    days = DAYS if days_file is not None else []
+    result = merge_files(
+        lake,
+        PARTITION,
+        files,
+        staged(changed_file),
+        days,
+        staged(days_file),
+        _RUN_ID,
+        step,
+        days_last=True,
+    )
     for item in result.written:
         lake.publish(item.temp, item.file.path)
     for path in result.removed:
@@ -225,12 +241,10 @@ def _merge_files_stage(
 
 def _file_case(lake: Lake, stage: Lake, case: str) -> list[dict[str, Any]]:
     if case == "files-repair":
-        return [
-            _merge_files_stage(lake, stage, "repair-changed", [], "changed"),
-            _merge_files_stage(lake, stage, "repair-days", DAYS, "days"),
-        ]
+        # One pass, as a refresh merges its two stages since issue 20's "one merge".
+        return [_merge_files_stage(lake, stage, "repair-changed", "repair-days", "days")]
     if case == "files-restamp":
-        return [_merge_files_stage(lake, stage, "restamp-changed", [], "changed")]
+        return [_merge_files_stage(lake, stage, "restamp-changed", None, "changed")]
     # compact: the harvest's shard files (``lake`` is a copy of them here) in day ranges.
     files = sorted(lake.list_files(PARTITION, suffix=".parquet"))
     plan = plan_compaction(lake, files)

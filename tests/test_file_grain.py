@@ -1,7 +1,7 @@
 """Refresh at file grain (issue 20): a merge rewrites only the files holding an affected row.
 
-The unit half checks ``rewrite.merge_files`` against ``merge.merge_partition`` over the
-whole partition on random partitions (copies of one id in two files, new ids, replaced days,
+The unit half checks ``rewrite.merge_files`` against ``merge.merge_partition`` (and, for a
+refresh's one pass, ``merge.upsert_then_replace``) over the whole partition on random partitions (copies of one id in two files, new ids, replaced days,
 empty days): the same rows and the same change feed. The end-to-end half refreshes a real
 lake after a few changes and checks every file the change did not touch is byte-identical.
 """
@@ -21,7 +21,7 @@ import pytest
 from harvester.sim.testing import SimHandle, run_simulator_process
 from harvester.storage import rewrite, writer
 from harvester.storage.commit import read_files
-from harvester.storage.merge import merge_partition
+from harvester.storage.merge import merge_partition, upsert_then_replace
 from harvester.storage.rewrite import StagedRows, _Routed, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
@@ -52,9 +52,10 @@ def _feed(table: pa.Table) -> list[tuple[Any, ...]]:
     return sorted((r["change"], r["id"], str(r["submissionDate"])) for r in table.to_pylist())
 
 
+@pytest.mark.parametrize("days_last", [False, True])
 @pytest.mark.parametrize("seed", range(40))
 def test_merge_files_equals_the_whole_partition_merge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, days_last: bool
 ) -> None:
     rng = random.Random(seed)
     lake = Lake.open(str(tmp_path / "lake"))
@@ -77,8 +78,10 @@ def test_merge_files_equals_the_whole_partition_merge(
         schema=ARROW_SCHEMA,
     )
     ranges: list[tuple[dt.date, str, str]] = []
-    if rng.random() < 0.5:
-        changed = EMPTY
+    # days_last: a refresh's one pass, the changed rows and the days together (each seed
+    # keeps both); else one of the two, as a reload's steps and a repair merge them.
+    if days_last or rng.random() < 0.5:
+        changed = changed if days_last else EMPTY
         if days and rng.random() < 0.5:
             # A day narrowed to an id range: its fetched rows lie in the range.
             day = days.pop()
@@ -92,7 +95,8 @@ def test_merge_files_equals_the_whole_partition_merge(
             day_rows = pa.Table.from_pylist(inside, schema=ARROW_SCHEMA)
     else:
         days, day_rows = set(), EMPTY
-    whole, expected = merge_partition(read_files(lake, files), changed, days, day_rows, ranges)
+    merge = upsert_then_replace if days_last else merge_partition
+    whole, expected = merge(read_files(lake, files), changed, days, day_rows, ranges)
 
     # Odd seeds hand the fetched rows over as a stage's files (read a group at a time), as
     # the refresh does; even seeds as tables.
@@ -107,7 +111,16 @@ def test_merge_files_equals_the_whole_partition_merge(
             for name, table in (("changed", changed), ("days", day_rows))
         )
     result = merge_files(
-        lake, PARTITION, files, fetched_changed, days, fetched_days, RUN_ID, "changed", ranges
+        lake,
+        PARTITION,
+        files,
+        fetched_changed,
+        days,
+        fetched_days,
+        RUN_ID,
+        "changed",
+        ranges,
+        days_last=days_last,
     )
 
     kept = read_files(lake, result.kept)
@@ -228,6 +241,31 @@ def test_a_refresh_of_a_few_rows_rewrites_only_the_files_that_hold_them(
     assert again.returncode == 0, again.stdout + again.stderr
     assert _hashes(out) == after
     assert_lake_equals_truth(lake, sim.truth())
+
+
+def test_a_refresh_writes_each_file_it_changes_once_and_each_row_once(
+    harvested: tuple[SimHandle, str],
+) -> None:
+    """Changed rows and deleted rows in the same files: one merge writes each touched file
+    once (merging the changed rows and then the days as two commits wrote most files
+    twice, and their rows twice)."""
+    sim, out = harvested
+    before = _hashes(out)
+    sim.mutate(modify=300, delete=60, late=20, add=40, seed=9)
+    result = run_refresh(sim.url, out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = Lake.open(out)
+    assert_lake_equals_truth(lake, sim.truth())
+    after = _hashes(out)
+    gone = {p for p in before if after.get(p) != before[p]}
+    new = [p for p in after if p not in before]
+    report = latest_report(lake)
+    assert len(gone) > 10 and new, (len(gone), len(before))
+    # Every file the run removed was a file from before it: none it wrote itself.
+    assert report["extra"]["files_rewritten"] == len(gone)
+    # And every row it wrote is in a file it left: none written twice.
+    assert report["rows_written"] == sum(pq.read_metadata(Path(out) / p).num_rows for p in new)
+    assert report["extra"]["rows_deleted"] > 0 and report["extra"]["rows_updated"] > 0
 
 
 def test_rewrite_files_are_cut_where_a_day_begins() -> None:

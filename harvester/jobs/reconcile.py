@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from harvester.jobs.planner import Counter
@@ -32,11 +33,30 @@ from harvester.storage.store import Lake
 DayDifferences = dict[dt.date, tuple[int, int]]  # day -> (lake, service)
 
 
-def day_counts(lake: Lake, committed: Mapping[str, list[str]]) -> dict[dt.date, int]:
-    """Rows per mail date in the committed files (reads one column)."""
+@dataclass(frozen=True)
+class LakeRows:
+    """The rows reconciliation counts: the lake's partitions, and per partition the
+    ``columns`` (of ``id``, ``submissionDate``) of every row. The committed files
+    (``committed``), or those with a refresh's staged changed rows upserted
+    (``refresh.Refresher``: its days are counted against what the lake will hold once the
+    changed rows are merged, which it merges in the same pass as the days)."""
+
+    partitions: tuple[str, ...]
+    read: Callable[[str, list[str]], pa.Table]
+
+    @classmethod
+    def committed(cls, lake: Lake, committed: Mapping[str, list[str]]) -> LakeRows:
+        def read(partition: str, columns: list[str]) -> pa.Table:
+            return read_files(lake, committed.get(partition, []), columns=columns)
+
+        return cls(tuple(committed), read)
+
+
+def day_counts(rows: LakeRows, partitions: Iterable[str] | None = None) -> dict[dt.date, int]:
+    """Rows per mail date in ``partitions`` (default: all) of ``rows``."""
     counts: dict[dt.date, int] = {}
-    for files in committed.values():
-        table = read_files(lake, files, columns=["submissionDate"])
+    for partition in rows.partitions if partitions is None else partitions:
+        table = rows.read(partition, ["submissionDate"])
         if table.num_rows == 0:
             continue
         values = pc.value_counts(table.column("submissionDate"))
@@ -45,11 +65,10 @@ def day_counts(lake: Lake, committed: Mapping[str, list[str]]) -> dict[dt.date, 
     return counts
 
 
-def newest_day(lake: Lake, committed: Mapping[str, list[str]]) -> dt.date | None:
-    """The newest mail date in the committed files, reading only the newest non-empty
-    partition."""
-    for partition in sorted(committed, key=Partition.parse, reverse=True):
-        days = day_counts(lake, {partition: committed[partition]})
+def newest_day(rows: LakeRows) -> dt.date | None:
+    """The newest mail date of ``rows``, reading only the newest non-empty partition."""
+    for partition in sorted(rows.partitions, key=Partition.parse, reverse=True):
+        days = day_counts(rows, [partition])
         if days:
             return max(days)
     return None
@@ -142,7 +161,7 @@ class Reconciliation:
 
 async def differing_in_window(
     state: HarvestState,
-    committed: Mapping[str, list[str]],
+    rows: LakeRows,
     counter: Counter,
     date_template: str,
     first: dt.date,
@@ -152,12 +171,12 @@ async def differing_in_window(
     the service's. Only the partitions inside the window are read, not the whole lake."""
     counts = await asyncio.to_thread(quarantine.count, state)
     quarantined, floating = counts.days()
-    in_window = {
-        p: files
-        for p, files in committed.items()
+    in_window = [
+        p
+        for p in rows.partitions
         if Partition.of(first) <= Partition.parse(p) <= Partition.of(last)
-    }
-    lake_days = await asyncio.to_thread(day_counts, state.lake, in_window)
+    ]
+    lake_days = await asyncio.to_thread(day_counts, rows, in_window)
     for day, n in quarantined.items():
         lake_days[day] = lake_days.get(day, 0) + n
     differing = quarantine.settle(
@@ -172,8 +191,7 @@ async def differing_in_window(
 
 
 def window(
-    state: HarvestState,
-    committed: Mapping[str, list[str]],
+    rows: LakeRows,
     coverage_first: dt.date,
     coverage_last: dt.date,
     reconcile_days: int,
@@ -182,7 +200,7 @@ def window(
     last that many days back from the newest day the lake holds."""
     if reconcile_days == 0:
         return coverage_first, coverage_last
-    newest = newest_day(state.lake, committed) or coverage_last
+    newest = newest_day(rows) or coverage_last
     newest = min(newest, coverage_last)
     return max(coverage_first, newest - dt.timedelta(days=reconcile_days - 1)), coverage_last
 

@@ -7,16 +7,19 @@ counts (``start``) and carries the decisions out, phase by phase:
 1. **Changed rows.** Rows stamped (``createDateTime``) at or after the watermark minus
    ``lookback_days``, less the loads the lake provably holds already
    (``decision.ChangedScope``), are fetched, sharded like the harvest, into a staging area.
-2. **Upsert.** They are merged into the partitions of their own mail date by ``id``, the
-   newest ``createDateTime`` winning; only partitions that really change are rewritten.
-3. **Reconcile.** For the last ``reconcile_days`` of mail dates (0: the whole coverage) the
-   lake's rows per month, then per day, are compared with the service's ``numFound``; a day
-   that differs is fetched again whole and replaces the lake's rows of that day (a day of
-   more than ``NARROW_PAGES`` pages: only its id ranges whose counts differ, ``_narrow``).
-   This is how deletions, which no stamp can show, leave the lake. Merges rewrite only the
-   files that hold an affected row (``storage.rewrite``). A day that would lose all or most of
-   its rows is counted again after the others are fetched, and goes in this run when both
-   counts agree (``decision.confirm_drops``).
+2. **Reconcile.** For the last ``reconcile_days`` of mail dates (0: the whole coverage) the
+   lake's rows per month, then per day, are compared with the service's ``numFound``; the
+   lake's side is counted as it will be once the staged changed rows are upserted
+   (``Refresher._lake_rows``). A day that differs is fetched again whole into a second
+   staging area (a day of more than ``NARROW_PAGES`` pages: only its id ranges whose
+   counts differ, ``_narrow``). This is how deletions, which no stamp can show, leave the
+   lake. A day that would lose all or most of its rows is counted again after the others
+   are fetched, and goes in this run when both counts agree (``decision.confirm_drops``).
+3. **Merge.** Partition by partition, the changed rows are upserted by ``id`` (the newest
+   ``createDateTime`` among them winning) and then the fetched days replace the lake's rows
+   of those days, in one pass that writes each touched file once
+   (``storage.rewrite.merge_files``, ``merge.upsert_then_replace``); files holding no
+   affected row stay as they are.
 4. The watermark moves last, only after the data it covers is committed.
 
 A staging area is a small lake of its own (``HarvestState.stage``: plan, shard markers,
@@ -38,7 +41,7 @@ deleted (``changes``) before its commit, so the feed of a run is exact however o
 killed and resumed; the run's report counts its rows from the feed, and its requests over
 every process that worked on the run (``RefreshRun.stats``).
 
-``harvester verify --repair`` reuses steps 3 and 4 through ``Refresher.run(repair_days=...)``
+``harvester verify --repair`` reuses steps 2 to 4 through ``Refresher.run(repair_days=...)``
 with verify's own client and service profile (no second probe): a run of kind ``repair``
 fetches the given days again and replaces their rows, and never moves the watermark. Both
 kinds share the staging area, so a command that finds an interrupted run of the other kind
@@ -79,6 +82,7 @@ from harvester.storage.commit import (
     sweep,
 )
 from harvester.storage.info import parallel_map, parquet_file
+from harvester.storage.merge import CHANGE_KEYS, upserted_keys
 from harvester.storage.partition import Partition
 from harvester.storage.rewrite import FileMerge, StagedRows, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
@@ -589,12 +593,13 @@ class Refresher:
                 root = scope.shard(covered, form)
             if not await self._fetch_stage("changed", [root], planner, client, counted=counted):
                 return False
-            run.phase = "merge-changed"
+            run.phase = "reconcile"  # the changed rows stay staged: one merge, at the end
             self._save(run)
         if run.phase == "merge-changed":
-            await to_thread_to_the_end(self._merge_stage, "changed", run, plan, set())
+            # Written by a version that merged the changed rows first. Reconciling counts
+            # them upserted whether they were merged or not, and merging them again
+            # changes nothing where they were (``_lake_rows``).
             run.phase = "reconcile"
-            self._save(run)
         if run.phase == "reconcile":
             if run.repair_days is None:
                 await self._reconcile(plan, client, covered, run)
@@ -609,11 +614,11 @@ class Refresher:
             await self._confirm_drops(run, client)
             if not await self._fetch_days(run, planner, client):
                 return False
-            run.phase = "merge-days"
+            run.phase = "merge"
             self._save(run)
-        if run.phase == "merge-days":
+        if run.phase in ("merge", "merge-days"):  # "merge-days": an earlier version's name
             repair = {dt.date.fromisoformat(d) for d in run.repair_days or {}}
-            await to_thread_to_the_end(self._merge_stage, "days", run, plan, repair)
+            await to_thread_to_the_end(self._merge_stages, run, plan, repair)
             run.phase = "finish"
             self._save(run)
         await to_thread_to_the_end(self._finish, run)
@@ -628,13 +633,14 @@ class Refresher:
         run: RefreshRun,
     ) -> None:
         """The days that differ (``reconcile``), as ``decision.decide_repairs`` sorts them:
-        fetched again now, or suspects to count again (``_confirm_drops``)."""
-        committed = self._committed(plan)
+        fetched again now, or suspects to count again (``_confirm_drops``). The lake's side
+        is what it will hold once the staged changed rows are merged (``_lake_rows``)."""
+        rows = self._lake_rows(run, plan)
         first, last = await asyncio.to_thread(
-            reconcile.window, self.state, committed, *covered, self.settings.reconcile_days
+            reconcile.window, rows, *covered, self.settings.reconcile_days
         )
         found = await reconcile.differing_in_window(
-            self.state, committed, client, self.known.profile.date_template, first, last
+            self.state, rows, client, self.known.profile.date_template, first, last
         )
         repairs = decision.decide_repairs(
             found.differing, self.state.load_pending_drops(), self.settings.drop_share
@@ -731,7 +737,7 @@ class Refresher:
         # A month's ids at a time: the lake's ids of every repair day at once were the 10 M
         # bench's refresh peak (2,419 days, ~8 M ids as Python strings: ~600 MB).
         for month_days in by_month.values():
-            held = await asyncio.to_thread(self._lake_ids, plan, month_days)
+            held = await asyncio.to_thread(self._lake_ids, run, plan, month_days)
             for key in month_days:
                 day = dt.date.fromisoformat(key)
                 ids = held.get(day, [])
@@ -750,16 +756,47 @@ class Refresher:
                 )
             del held
 
-    def _lake_ids(self, plan: StoredPlan, days: list[str]) -> dict[dt.date, list[str]]:
-        """The lake's ids per day of ``days``, sorted (copies of an id each count: the
-        counts compared are rows). Two columns of the days' partitions are read."""
+    def _lake_rows(self, run: RefreshRun, plan: StoredPlan) -> reconcile.LakeRows:
+        """The rows a refresh reconciles and narrows by: the committed files with the run's
+        staged changed rows upserted (``merge.upserted_keys``), which is what the lake will
+        hold once they are merged. Merging them before reconciling, as this once did, wrote
+        each file they touch twice (once for them, once for the days repaired after), about
+        the whole lake twice over on a day whose changes touch every month; counted this
+        way, both are merged in one pass (``_merge_stages``). Exact whether or not some of
+        them were merged already: an upsert of rows the lake holds changes nothing."""
         committed = self._committed(plan)
+        staged = self._staged("changed") if run.kind == "refresh" else {}
+        lake, stage_lake = self.lake, self.state.stage("changed").lake
+        if not staged:
+            return reconcile.LakeRows.committed(lake, committed)
+
+        def read(partition: str, columns: list[str]) -> pa.Table:
+            files = staged.get(partition)
+            if not files:
+                return read_files(lake, committed.get(partition, []), columns=columns)
+            held = read_files(lake, committed.get(partition, []), columns=["id", "submissionDate"])
+            incoming = read_files(stage_lake, files, columns=list(CHANGE_KEYS))
+            return upserted_keys(held, incoming).select(columns)
+
+        return reconcile.LakeRows(tuple(sorted({*committed, *staged})), read)
+
+    def _staged(self, name: StageName) -> dict[str, list[str]]:
+        """The stage's fetched files per partition ({} when it holds no plan)."""
+        stage = self.state.stage(name)
+        stored = stage.load_plan()
+        return committed_files(stage, stored, stage.load_markers()) if stored else {}
+
+    def _lake_ids(
+        self, run: RefreshRun, plan: StoredPlan, days: list[str]
+    ) -> dict[dt.date, list[str]]:
+        """The ids per day of ``days`` that the lake will hold once the staged changed rows
+        are merged (``_lake_rows``), sorted (copies of an id each count: the counts
+        compared are rows). Two columns of the days' partitions are read."""
+        rows = self._lake_rows(run, plan)
         wanted = {dt.date.fromisoformat(d) for d in days}
         out: dict[dt.date, list[str]] = {}
         for partition in sorted({Partition.of(d).path for d in wanted}):
-            keys = read_files(
-                self.lake, committed.get(partition, []), columns=["id", "submissionDate"]
-            )
+            keys = rows.read(partition, ["id", "submissionDate"])
             # Only the wanted days' rows become Python strings, not the month's.
             value_set = pa.array(sorted(wanted), pa.date32())
             keys = keys.filter(pc.is_in(keys.column("submissionDate"), value_set=value_set))
@@ -1054,20 +1091,24 @@ class Refresher:
         return not failed
 
     # -- merging a staging area into the lake --------------------------------------------
-    def _merge_stage(
-        self, name: StageName, run: RefreshRun, plan: StoredPlan, repair_days: set[dt.date]
-    ) -> None:
-        stage = self.state.stage(name)
-        stored = stage.load_plan()
-        staged = committed_files(stage, stored, stage.load_markers()) if stored else {}
+    def _merge_stages(self, run: RefreshRun, plan: StoredPlan, repair_days: set[dt.date]) -> None:
+        """Merge the staged changed rows and then the repair days' rows into each partition
+        they touch, in one pass (``rewrite.merge_files(days_last=True)``): the same rows as
+        committing the changed rows first and the days into what that left, with each
+        touched file written once. Partition by partition, each committed before the next;
+        killed between, a resumed run merges the committed ones again and finds nothing left
+        to change there."""
+        changed_files = self._staged("changed")
+        day_files = self._staged("days")
         committed = self._committed(plan)
-        partitions = set(staged) | {Partition.of(d).path for d in repair_days}
         # Days narrowed to id ranges replace those ranges only (``_narrow``).
-        pieces = _pieces(run) if name == "days" else []
+        pieces = _pieces(run)
         narrowed = {p.first for p in pieces}
+        partitions = (
+            set(changed_files) | set(day_files) | {Partition.of(d).path for d in repair_days}
+        )
+        changed_stage, days_stage = self.state.stage("changed"), self.state.stage("days")
         for partition in sorted(partitions):
-            # Read a group at a time by merge_files, not the partition's fetched rows whole.
-            incoming = StagedRows(lake=stage.lake, files=tuple(staged.get(partition, [])))
             owned = committed.get(partition, [])
             if run.kind == "repair":
                 # verify --repair names every day a missing committed file held among the
@@ -1082,16 +1123,31 @@ class Refresher:
                 for p in pieces
                 if Partition.of(p.first).path == partition
             ]
-            empty = StagedRows(table=ARROW_SCHEMA.empty_table())
-            changed, day_rows = (empty, incoming) if name == "days" else (incoming, empty)
+            # Read a group at a time by merge_files, not the partition's fetched rows whole.
+            changed = StagedRows(
+                lake=changed_stage.lake, files=tuple(changed_files.get(partition, []))
+            )
+            day_rows = StagedRows(lake=days_stage.lake, files=tuple(day_files.get(partition, [])))
+            # The step names the new files and the feed: "days" where the partition's days
+            # are replaced, "changed" where it only takes changed rows.
+            step = "days" if days or ranges or partition in day_files else "changed"
             # Only the files holding an incoming id or a replaced day are read whole and
             # rewritten; the others stay as they are (``rewrite``).
             result = merge_files(
-                self.lake, partition, owned, changed, days, day_rows, run.run_id, name, ranges
+                self.lake,
+                partition,
+                owned,
+                changed,
+                days,
+                day_rows,
+                run.run_id,
+                step,
+                ranges,
+                days_last=True,
             )
             files = committed.get(partition, [])
             missing = [f for f in files if f not in owned]
-            self._commit_files(run, partition, files, missing, result, name)
+            self._commit_files(run, partition, files, missing, result, step)
 
     def _commit_files(
         self,

@@ -247,9 +247,10 @@ async def _plan_refresh(session: RunSession, plan: JobPlan) -> None:
         return
     shards = await planner.refine(begun.root)
     committed = committed_files(state, stored, state.load_markers())
-    first, last = reconcile.window(state, committed, *begun.covered, settings.reconcile_days)
+    rows = reconcile.LakeRows.committed(state.lake, committed)
+    first, last = reconcile.window(rows, *begun.covered, settings.reconcile_days)
     found = await reconcile.differing_in_window(
-        state, committed, client, known.profile.date_template, first, last
+        state, rows, client, known.profile.date_template, first, last
     )
     repairs = decision.decide_repairs(
         found.differing, state.load_pending_drops(), settings.drop_share

@@ -287,3 +287,49 @@ def merge_partition(
         ]
     )
     return merged, stats
+
+
+def upsert_then_replace(
+    existing: pa.Table,
+    changed: pa.Table,
+    replaced_days: Iterable[dt.date],
+    day_rows: pa.Table,
+    replaced_ranges: Iterable[IdRange] = (),
+) -> tuple[pa.Table, MergeStats]:
+    """A refresh's two steps over one partition's rows, in their order: the ``changed``
+    upserts first, then ``replaced_days`` (and ``replaced_ranges``) replaced by
+    ``day_rows``. The same rows as merging the changed rows, committing, then merging the
+    days into what was committed, without the commit between: the days were counted and
+    fetched after the changed rows, so their rows are the service's later word and win
+    (an id a replaced day no longer holds leaves the lake even when the changed rows had
+    it; ``merge_partition`` with both would keep the newer stamp of the two). Each step's
+    feed rows are kept in turn, as the two commits wrote them."""
+    days, ranges = sorted(set(replaced_days)), list(replaced_ranges)
+    upserting, replacing = changed.num_rows > 0, bool(days or ranges or day_rows.num_rows)
+    if not (upserting and replacing):  # one step: the single merge is the same
+        return merge_partition(existing, changed, days, day_rows, ranges)
+    upserted, stats = merge_partition(existing, changed, (), day_rows.slice(0, 0))
+    rows, replaced = merge_partition(upserted, changed.slice(0, 0), days, day_rows, ranges)
+    feeds = [t for t in (stats.changes, replaced.changes) if t is not None]
+    stats += replaced
+    stats.changes = pa.concat_tables(feeds) if feeds else None
+    return rows, stats
+
+
+def upserted_keys(existing: pa.Table, changed: pa.Table) -> pa.Table:
+    """The ``id`` and ``submissionDate`` of the rows ``merge_partition(existing, changed,
+    (), empty)`` keeps, from the key columns alone (``existing``: ``id``,
+    ``submissionDate``; ``changed``: those and ``createDateTime``): what reconciliation
+    counts of a partition whose changed rows are staged, not yet merged. Every lake row of
+    an id the changed rows hold gives way to that id's newest changed row."""
+    keys = ["id", "submissionDate"]
+    if changed.num_rows == 0:
+        return existing.select(keys)
+    incoming_at = _newest_positions(changed.column("id"), changed.column("createDateTime"))
+    incoming = changed.select(keys).take(incoming_at)
+    claimed = pc.is_valid(
+        _flat(pc.index_in(existing.column("id"), value_set=_flat(incoming.column("id"))))
+    )
+    kept = existing.select(keys).filter(pc.invert(claimed))
+    schema = pa.schema([ARROW_SCHEMA.field(k) for k in keys])
+    return pa.concat_tables([kept.cast(schema), incoming.cast(schema)])

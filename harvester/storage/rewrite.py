@@ -44,7 +44,14 @@ from harvester.storage import writer
 from harvester.storage.commit import read_files
 from harvester.storage.datafile import DataFileName
 from harvester.storage.info import file_rows, parallel_map, parquet_file
-from harvester.storage.merge import CHANGE_KEYS, IdRange, MergeStats, merge_partition, replaced_mask
+from harvester.storage.merge import (
+    CHANGE_KEYS,
+    IdRange,
+    MergeStats,
+    merge_partition,
+    replaced_mask,
+    upsert_then_replace,
+)
 from harvester.storage.schema import ARROW_SCHEMA
 from harvester.storage.store import Lake
 from harvester.storage.writer import HiddenFile, write_rewrite_files
@@ -277,13 +284,16 @@ def merge_files(
     run_id: str,
     step: str,
     replaced_ranges: Iterable[IdRange] = (),
+    *,
+    days_last: bool = False,
 ) -> FileMerge:
     """Merge ``changed`` upserts and ``replaced_days`` (their rows ``day_rows``) into the
     partition made of ``files`` (committed, readable, in committed order), as
-    ``merge_partition`` would over all of them, rewriting only the groups of touched files
-    whose rows change (``replaced_ranges``: pieces of days by id range, as
-    ``merge_partition`` takes them). The new files are written hidden; the caller commits
-    them."""
+    ``merge_partition`` would over all of them (``days_last``: as ``upsert_then_replace``
+    would, the changed rows first and the days then, as two merges one after the other),
+    rewriting only the groups of touched files whose rows change (``replaced_ranges``:
+    pieces of days by id range, as ``merge_partition`` takes them). The new files are
+    written hidden; the caller commits them."""
     ranges_ = list(replaced_ranges)
     out = FileMerge()
     days = pa.array(sorted(set(replaced_days)), pa.date32())
@@ -393,7 +403,8 @@ def merge_files(
     for root, indexes in sorted(members.items()):
         group_files = [files[i] for i in indexes]
         existing = read_files(lake, group_files)
-        merged, stats = merge_partition(
+        merge = upsert_then_replace if days_last else merge_partition
+        merged, stats = merge(
             existing,
             changed_routed.rows(root),
             days.to_pylist(),

@@ -76,12 +76,14 @@ LAKE_FORMAT: Final = "harvester-lake"
 MarkerStatus = Literal["done", "split", "failed"]
 RefreshPhase = Literal[
     "fetch-changed",
-    "merge-changed",
     "reconcile",
     "confirm-drops",
-    "merge-days",
+    "merge",
     "reload",
     "finish",
+    # Written by versions that merged the changed rows before reconciling; read only.
+    "merge-changed",
+    "merge-days",
 ]
 RefreshKind = Literal["refresh", "repair"]
 StageName = Literal["changed", "days", "reload"]  # "reload": one month at a time
