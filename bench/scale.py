@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.scale --records 1000000              # ~6 minutes on 2 cores
     .venv/bin/python -m bench.scale --records 10000000 --also 1000000   # ~50 minutes
     .venv/bin/python -m bench.scale --table 1000000 10000000       # print the saved runs
+    .venv/bin/python -m bench.scale --records 10000000 --max-rows 5000  # item 5: harvest only
 
 For each size it starts ``harvester simulate --records N --start 2018-06-01 --end
 2026-05-31 --max-rows 1000 --admin`` and runs the real CLI, one process per step, in
@@ -65,9 +66,22 @@ REFRESH_ROWS_X = 2.0
 REFRESH_REQUESTS_X = 1.3
 
 
-def sim_flags(records: int) -> list[str]:
-    return ["--records", str(records), "--start", str(START), "--end", str(END),
-            "--max-rows", str(PAGE), "--admin"]  # fmt: skip
+# ``--max-rows``: the simulator's page ceiling; above the issue's 1,000 it also caps a
+# response at the real service's 6 MB, so the probe finds what it serves up to the cap.
+MAX_RESPONSE_BYTES = 6_000_000
+
+
+def sim_flags(records: int, max_rows: int = PAGE) -> list[str]:
+    flags = ["--records", str(records), "--start", str(START), "--end", str(END),
+             "--max-rows", str(max_rows), "--admin"]  # fmt: skip
+    if max_rows != PAGE:
+        flags += ["--max-response-bytes", str(MAX_RESPONSE_BYTES)]
+    return flags
+
+
+def result_name(records: int, max_rows: int = PAGE) -> str:
+    """``scale-N.json``; a run against another page ceiling (harvest only) apart."""
+    return f"scale-{records}.json" if max_rows == PAGE else f"scale-{records}-rows{max_rows}.json"
 
 
 def command(step: str, url: str, lake: Path) -> list[str]:
@@ -156,6 +170,42 @@ def _git(*args: str) -> str:
 
 def months_covered() -> int:
     return (END.year - START.year) * 12 + END.month - START.month + 1
+
+
+def run_pages(records: int, work: Path, max_rows: int) -> dict[str, Any]:
+    """Issue 20, item 5 at size: a harvest with the defaults against a simulator serving up
+    to ``max_rows`` a page (and 6 MB a response); its requests against
+    ``ceil(rows / the page it chose)``."""
+    lake = work / f"lake-{records}-rows{max_rows}"
+    shutil.rmtree(lake, ignore_errors=True)
+    with run_simulator_process(*sim_flags(records, max_rows), env=clean_env()) as sim:
+        harvest = run_step("harvest", sim, lake, work / "logs", records)
+    page = int(harvest.get("page_size") or PAGE)
+    harvest["minimum_requests"] = math.ceil(records / page)
+    harvest["requests_per_minimum"] = round(harvest["requests"] / harvest["minimum_requests"], 3)
+    harvest["cpu_us_per_row"] = round(harvest["cpu_s"] / records * 1e6, 2)
+    shutil.rmtree(lake, ignore_errors=True)
+    return {
+        "records": records,
+        "max_rows": max_rows,
+        "ok": harvest["exit_code"] == 0 and harvest.get("rows_in_lake") == records,
+        "steps": {"harvest": harvest},
+        "sim_args": sim_flags(records, max_rows),
+        "command": " ".join(command("harvest", "$SIM_URL", Path("$OUT"))),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+    }
+
+
+def pages_text(result: dict[str, Any]) -> str:
+    h = result["steps"]["harvest"]
+    return (
+        f"{result['records']:,} rows, simulator pages up to {result['max_rows']:,}: page chosen"
+        f" {h['page_size']:,}, {h['requests']:,} requests ÷ ceil(rows ÷ page)"
+        f" {h['minimum_requests']:,} = {h['requests_per_minimum']:.3f} (target <= 1.05);"
+        f" {h['shards']:,} shards, wall {h['wall_s']:.0f} s, CPU {h['cpu_us_per_row']:.1f} µs a row"
+    )
 
 
 def run_size(records: int, work: Path) -> dict[str, Any]:
@@ -326,7 +376,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--table", type=int, nargs="+", metavar="N", help="only print the saved runs' table"
     )
+    parser.add_argument(
+        "--max-rows", type=int, default=PAGE,
+        help="the simulator's page ceiling; other than 1000: the harvest alone (item 5)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.max_rows != PAGE:
+        work = args.work or Path(tempfile.mkdtemp(prefix="bench-pages-"))
+        work.mkdir(parents=True, exist_ok=True)
+        result = run_pages(args.records, work, args.max_rows)
+        saved = RESULTS / result_name(args.records, args.max_rows)
+        saved.write_text(json.dumps(result, indent=2) + "\n")
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        print(pages_text(result))
+        return 0 if result["ok"] else 1
     if args.table:
         results = [load(n) for n in args.table]
     else:
