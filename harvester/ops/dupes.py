@@ -1,10 +1,10 @@
-"""Duplicate ids across a whole lake, in memory that does not grow with the lake.
+"""Duplicate ids across a whole lake, in memory of a sixteenth of its ids, not all of them.
 
 A lake of ~87M rows holds ~2.8 GB of ids: too many to keep in a set. Each id becomes a
 64-bit key (its first 16 hex digits; a hash for ids that are not 32-hex), tagged with the
 number of the file it came from, and is spilled to one of 16 bucket files on local temp
 disk (12 bytes a row) by its key's top 4 bits. Each bucket then fits in memory on its own
-(~5M keys for the whole lake), and a group-by finds the keys seen more than once. Those are
+(~5M keys of ~87M, ~130 MB to sort), and a sort finds the keys seen more than once. Those are
 only candidates (two distinct ids may share a prefix, ~1e-4 chance in the whole lake), so
 the caller confirms them by reading the ids of the few files involved.
 """
@@ -94,8 +94,7 @@ class DuplicateFinder:
                 table = ipc.open_stream(source).read_all()
             if table.num_rows == 0:
                 continue
-            counts = table.group_by("key").aggregate([("file", "count")])
-            repeated = counts.filter(pc.greater(counts.column("file_count"), 1)).column("key")
+            repeated = _repeated(table.column("key"))
             if len(repeated) == 0:
                 continue
             hits = table.filter(pc.is_in(table.column("key"), value_set=repeated))
@@ -104,3 +103,18 @@ class DuplicateFinder:
             ):
                 found.setdefault(key, []).append(file_number)
         return found
+
+
+def _repeated(keys: pa.ChunkedArray) -> pa.Array:
+    """The keys that occur more than once, by sorting (neighbours equal), not hashing: a
+    ``group_by`` over a bucket of a 10 M-row lake (625,000 keys) peaked at ~170 MiB above
+    the finder's own, and a bucket grows with the lake; a sort of uint64 keys holds about
+    two copies of the column."""
+    flat = keys.combine_chunks()
+    if len(flat) < 2:
+        return pa.array([], pa.uint64())
+    ordered = pc.sort_indices(flat)
+    sorted_keys = flat.take(ordered)
+    del ordered
+    same = pc.equal(sorted_keys.slice(1), sorted_keys.slice(0, len(sorted_keys) - 1))
+    return pc.unique(sorted_keys.slice(1).filter(same))
