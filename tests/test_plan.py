@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import re
 
 import pytest
@@ -77,6 +78,24 @@ def test_id_bounds_cut_a_range_into_ascending_pieces(
     inner = bounds[1:-1]
     assert inner == sorted(inner) and len(set(inner)) == len(inner)
     assert all(low < b and (high is None or b < high) for b in inner)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "pieces"), [("0", None, 11), ("0", None, 3), ("2", "4", 5), ("0", None, 97)]
+)
+def test_id_bounds_cut_shares_equal_within_two_percent(
+    low: str, high: str | None, pieces: int
+) -> None:
+    """Uniform ids fill the pieces by their share of the id space: 11 pieces cut at one
+    hex digit were 6 of 1/16 and 5 of 2/16, and the larger ones overflowed the window."""
+    bounds = id_bounds(low, high, pieces)
+
+    def value(bound: str, end: bool) -> int:
+        return 16**32 if end and not bound else int(bound.ljust(32, "0"), 16)
+
+    shares = [value(b, True) - value(a, False) for a, b in itertools.pairwise(bounds)]
+    assert len(shares) == pieces and min(shares) > 0
+    assert max(shares) / min(shares) < 1.02, shares
 
 
 def test_month_spans_clip_to_range() -> None:

@@ -35,6 +35,10 @@ from harvester.storage.shard import EARLIEST_PROBE, Shard, month_spans
 ID_SPACE_DIGITS = 32  # ids are 32 hex digits: no id range is ever cut finer than that
 
 
+# Steps of the id space a piece spans at least when a range is cut (``id_bounds``).
+EQUAL_SHARES = 64
+
+
 class Counter(Protocol):
     """What the planner needs from the API: how many rows match a query."""
 
@@ -46,13 +50,18 @@ def id_bounds(low: str, high: str | None, pieces: int) -> list[str]:
     None = the end of the id space; the last bound is then ``""``, meaning "no bound").
 
     Trailing zeros are dropped because, for fixed-length 32-hex ids, ``id >= "10"`` and
-    ``id >= "1"`` select the same rows; it keeps keys short and readable.
+    ``id >= "1"`` select the same rows; it keeps keys short and readable. The bounds have
+    digits enough for ``EQUAL_SHARES`` steps a piece, so the pieces' shares differ by
+    under 2%: with only as many steps as pieces, 11 pieces of 16 one-digit steps were 6
+    of one step and 5 of two, and each of those 5 overflowed its window and was split
+    again at fetch time (a 10 M harvest at 5,000-row pages made 1,537 shards for 1,056
+    planned, each with a part-full last page: 1.88 requests a page).
     """
     width = max(len(low), len(high or ""), 1)
     while True:
         a = int(low.ljust(width, "0"), 16)
         b = int(high.ljust(width, "0"), 16) if high else 16**width
-        if b - a >= pieces or width >= ID_SPACE_DIGITS:
+        if b - a >= pieces * EQUAL_SHARES or width >= ID_SPACE_DIGITS:
             break
         width += 1
     if b - a < pieces:
