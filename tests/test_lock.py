@@ -60,7 +60,19 @@ def put_lock(lake: Lake, record: LockRecord) -> bytes:
 
 
 def lock_bytes(lake: Lake) -> bytes | None:
-    return lake.read_bytes(LOCK) if lake.exists(LOCK) else None
+    """The lock's bytes, or None when there is none.
+
+    A local heartbeat renames the old record away before it links the new one in
+    (``LocalSlot.replace``), so for an instant a reader outside the holder finds no file:
+    absence counts only when three reads 20 ms apart agree."""
+    for attempt in range(3):
+        if attempt:
+            time.sleep(0.02)
+        try:
+            return lake.read_bytes(LOCK)
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def dead_pid() -> int:
