@@ -60,19 +60,9 @@ def put_lock(lake: Lake, record: LockRecord) -> bytes:
 
 
 def lock_bytes(lake: Lake) -> bytes | None:
-    """The lock's bytes, or None when there is none.
-
-    A local heartbeat renames the old record away before it links the new one in
-    (``LocalSlot.replace``), so for an instant a reader outside the holder finds no file:
-    absence counts only when three reads 20 ms apart agree."""
-    for attempt in range(3):
-        if attempt:
-            time.sleep(0.02)
-        try:
-            return lake.read_bytes(LOCK)
-        except FileNotFoundError:
-            continue
-    return None
+    """The lock's bytes as another run reads them (through its slot), or None."""
+    found = lake.lock_slot(LOCK, 0.0).read()
+    return None if found is None else found[0]
 
 
 def dead_pid() -> int:
@@ -257,6 +247,38 @@ async def test_holding_stops_the_body_once_the_heartbeat_finds_the_lock_lost(
             await asyncio.sleep(30)  # a long fetch: the heartbeat must stop it
     assert time.monotonic() - started < 5
     assert lock_bytes(lake) == stolen and state.fence is None
+
+
+def test_a_reader_never_finds_a_held_lock_missing_while_it_beats(tmp_path: Path) -> None:
+    # A local heartbeat renames the old record aside before it links the new one in; a
+    # reader outside the holder (another run's acquire, status) must not take that instant
+    # for a free lock, or a second run could take a lock that is held.
+    lake = Lake.open(str(tmp_path / "lake"))
+    mine = LakeLock(lake, "refresh")
+    mine.acquire()
+    stop = threading.Event()
+    beats = 0
+
+    def beat() -> None:
+        nonlocal beats
+        while not stop.is_set():
+            assert mine.beat()
+            beats += 1
+
+    beater = threading.Thread(target=beat)
+    beater.start()
+    reads: list[bytes | None] = []
+    deadline = time.monotonic() + 30
+    try:
+        while beats < 500 and beater.is_alive() and time.monotonic() < deadline:
+            reads.append(lock_bytes(lake))
+    finally:
+        stop.set()
+        beater.join()
+    assert beats >= 500, beats
+    assert all(r is not None for r in reads), (sum(r is None for r in reads), len(reads))
+    mine.release()
+    assert lock_bytes(lake) is None
 
 
 def test_holding_sync_beats_in_a_thread_and_leaves_no_lock(

@@ -210,6 +210,12 @@ class LocalBackend:
         return LocalPageLog(lake, slug)
 
 
+# A local lock read that finds no file while a change of it is under way waits this many
+# times this long for the change to land (``LocalSlot.read``).
+CHANGE_READS = 20
+CHANGE_WAIT_SECONDS = 0.005
+
+
 class LocalSlot:
     """Exclusive create by ``os.link``; replace and remove by renaming the file away first."""
 
@@ -231,13 +237,37 @@ class LocalSlot:
                         if time.time() - os.stat(path).st_mtime > older_than:
                             os.unlink(path)
 
-    def read(self) -> tuple[bytes, Any] | None:
+    def _read_once(self) -> bytes | None:
         try:
             with open(self.path, "rb") as handle:
-                data = handle.read()
+                return handle.read()
         except FileNotFoundError:
             return None
-        return data, data
+
+    def _changing(self) -> bool:
+        """A change is under way (or was killed midway): a file of ours is set aside."""
+        with contextlib.suppress(FileNotFoundError):
+            return any(n.startswith(f".{self.name}{ASIDE}") for n in os.listdir(self.directory))
+        return False
+
+    def read(self) -> tuple[bytes, Any] | None:
+        """The lock's bytes; None only when it is absent and no change of it is under way.
+
+        ``replace`` renames the old record aside before it links the new one in, so for an
+        instant there is no file: another run's ``acquire`` reading then would take a held
+        lock for a free one and create its own. While a file is set aside the read waits
+        for the change to land (at most ``CHANGE_READS`` waits of ``CHANGE_WAIT_SECONDS``: a
+        run killed midway leaves one until ``clean``); once none is, it reads once more, as
+        a change may have just ended between the read and the look."""
+        for _ in range(CHANGE_READS):
+            data = self._read_once()
+            if data is not None:
+                return data, data
+            if not self._changing():
+                data = self._read_once()
+                return None if data is None else (data, data)
+            time.sleep(CHANGE_WAIT_SECONDS)
+        return None
 
     def create(self, data: bytes) -> bool:
         os.makedirs(self.directory, exist_ok=True)

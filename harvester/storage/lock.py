@@ -12,7 +12,9 @@ someone else changed it first, so of two runs racing for it exactly one wins:
   partial file). Replacing or removing a lock (a takeover, a heartbeat, a release) first
   renames the current file away to a name of its own: only one rename of a file can
   succeed, the winner reads what it took away, and puts it back untouched if it is not the
-  record it meant to replace.
+  record it meant to replace. For that instant there is no lock file: a read that finds
+  none while a file is set aside waits for the change to land (``LocalSlot.read``), so no
+  other run takes a held lock for a free one.
 - S3: conditional writes (botocore's documented ``IfNoneMatch``/``IfMatch``, on a client
   built from the lake's own storage options: ``backends.S3Slot``). A new lock is
   ``PutObject`` with ``If-None-Match: *``; a takeover, a heartbeat or a release is
