@@ -44,7 +44,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -307,19 +307,29 @@ class _Climb:
     latencies: dict[int, float] = field(default_factory=dict)
 
 
-async def _timed_search(api: Searcher, size: int, spacing: float) -> tuple[PageLike, float]:
-    """One ``*:*`` page and the seconds it took. The limiter's wait is kept out of the time:
-    the page is asked ``spacing`` (one request's share of the rate) after the one before, so
-    the limiter has a slot ready and the clock measures the service alone."""
+Clock = Callable[[], float]
+
+
+async def _timed_search(
+    api: Searcher, size: int, spacing: float, clock: Clock = time.monotonic
+) -> tuple[PageLike, float]:
+    """One ``*:*`` page and the seconds it took by ``clock``. The limiter's wait is kept out
+    of the time: the page is asked ``spacing`` (one request's share of the rate) after the
+    one before, so the limiter has a slot ready and the clock measures the service alone."""
     if spacing > 0:
         await asyncio.sleep(spacing)
-    began = time.monotonic()
+    began = clock()
     page = await api.search("*:*", 0, size)
-    return page, time.monotonic() - began
+    return page, clock() - began
 
 
 async def _probe_page_size(
-    api: Searcher, ceiling: int, window: int, rate: float, evidence: list[str]
+    api: Searcher,
+    ceiling: int,
+    window: int,
+    rate: float,
+    evidence: list[str],
+    clock: Clock = time.monotonic,
 ) -> _Climb:
     """Doubles ``rows`` from 100 while the service honours it, up to ``ceiling`` (the
     ``rows`` setting), ``PAYLOAD_SHARE`` of the payload cap at the largest bytes a row was
@@ -333,7 +343,7 @@ async def _probe_page_size(
     row_bytes = 0.0
     while True:
         try:
-            page, seconds = await _timed_search(api, size, spacing)
+            page, seconds = await _timed_search(api, size, spacing, clock)
         except QueryError as exc:
             if is_window_error(exc):
                 climb.window = window_limit(exc) or size // 2
@@ -374,7 +384,12 @@ async def _probe_page_size(
 
 
 async def _choose_confirmed(
-    api: Searcher, climb: _Climb, rate: float, concurrency: int, evidence: list[str]
+    api: Searcher,
+    climb: _Climb,
+    rate: float,
+    concurrency: int,
+    evidence: list[str],
+    clock: Clock = time.monotonic,
 ) -> int:
     """``choose_page_size`` over the climb's times; a choice below the ceiling is confirmed
     by timing the ceiling's page once more (at most one request more) and keeping the faster
@@ -384,7 +399,8 @@ async def _choose_confirmed(
     chosen = choose_page_size(climb.latencies, rate, concurrency, ceiling)
     if chosen >= ceiling or ceiling not in climb.latencies:
         return chosen
-    page, seconds = await _timed_search(api, ceiling, 1.0 / rate if rate > 0 else 0.0)
+    spacing = 1.0 / rate if rate > 0 else 0.0
+    page, seconds = await _timed_search(api, ceiling, spacing, clock)
     if len(page.docs) == ceiling:
         evidence.append(f"rows={ceiling}: timed again, {seconds:.3f} s")
         climb.latencies[ceiling] = min(climb.latencies[ceiling], seconds)
