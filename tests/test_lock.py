@@ -250,9 +250,12 @@ async def test_holding_stops_the_body_once_the_heartbeat_finds_the_lock_lost(
 
 
 def test_a_reader_never_finds_a_held_lock_missing_while_it_beats(tmp_path: Path) -> None:
-    # A local heartbeat renames the old record aside before it links the new one in; a
-    # reader outside the holder (another run's acquire, status) must not take that instant
-    # for a free lock, or a second run could take a lock that is held.
+    # A reader outside the holder (another run's acquire, status) must never find a held
+    # lock missing, or a second run could take it for free. A local heartbeat renames its
+    # new record over the old one, so the file itself is never absent: the raw opens show
+    # it (an earlier heartbeat renamed the old record aside first, and a raw open missed
+    # it in about one read of three; the slot's read, which waited for such a change, still
+    # missed one in ~90,000 when a second heartbeat began just after the first ended).
     lake = Lake.open(str(tmp_path / "lake"))
     mine = LakeLock(lake, "refresh")
     mine.acquire()
@@ -268,17 +271,67 @@ def test_a_reader_never_finds_a_held_lock_missing_while_it_beats(tmp_path: Path)
     beater = threading.Thread(target=beat)
     beater.start()
     reads: list[bytes | None] = []
+    raw_misses = 0
+    path = tmp_path / "lake" / LOCK
     deadline = time.monotonic() + 30
     try:
         while beats < 500 and beater.is_alive() and time.monotonic() < deadline:
             reads.append(lock_bytes(lake))
+            try:
+                path.read_bytes()
+            except FileNotFoundError:
+                raw_misses += 1
     finally:
         stop.set()
         beater.join()
     assert beats >= 500, beats
     assert all(r is not None for r in reads), (sum(r is None for r in reads), len(reads))
+    assert raw_misses == 0, (raw_misses, len(reads))
     mine.release()
     assert lock_bytes(lake) is None
+
+
+def test_of_changers_racing_for_one_version_of_a_local_lock_exactly_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The compare-and-change of a local lock is made under the directory's flock: of many
+    # threads replacing (or removing) the record they all read, one changes it, each time.
+    slot = Lake.open(str(tmp_path / "lake")).lock_slot(LOCK, 0.0)
+    assert slot.create(b"v0")
+    read = slot.read
+
+    def slow_read() -> tuple[bytes, Any] | None:
+        found = read()
+        time.sleep(0.002)  # widen the compare-and-change: unguarded, every thread would win
+        return found
+
+    monkeypatch.setattr(slot, "read", slow_read)
+
+    def change(data: bytes, version: Any, barrier: threading.Barrier, wins: list[bytes]) -> None:
+        barrier.wait()
+        won = slot.remove(version) if data == b"" else slot.replace(version, data)
+        if won:
+            wins.append(data)
+
+    for n in range(50):
+        found = slot.read()
+        assert found is not None
+        barrier = threading.Barrier(4)
+        wins: list[bytes] = []
+        datas = [f"v{n}-{k}".encode() for k in range(3)] + [b""]  # b"": a removal
+        threads = [
+            threading.Thread(target=change, args=(d, found[1], barrier, wins)) for d in datas
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(wins) == 1, (n, wins)
+        now = slot.read()
+        assert (now is None) if wins == [b""] else (now is not None and now[0] == wins[0])
+        if now is None:
+            assert slot.create(b"v0")
+    assert not [p for p in (tmp_path / "lake" / "_harvest").iterdir() if "aside" in p.name]
 
 
 def test_holding_sync_beats_in_a_thread_and_leaves_no_lock(

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import time
 import uuid
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from harvester.errors import LakeError
@@ -210,25 +211,28 @@ class LocalBackend:
         return LocalPageLog(lake, slug)
 
 
-# A local lock read that finds no file while a change of it is under way waits this many
-# times this long for the change to land (``LocalSlot.read``).
-CHANGE_READS = 20
-CHANGE_WAIT_SECONDS = 0.005
-
-
 class LocalSlot:
-    """Exclusive create by ``os.link``; replace and remove by renaming the file away first."""
+    """Exclusive create by ``os.link``; replace by ``os.replace`` over the lock and remove by
+    ``os.unlink``, each after a compare made under ``flock`` on the lock's directory.
+
+    A held lock's file never disappears: a heartbeat or a takeover renames its new record
+    over the old one (a reader opens one or the other, never neither), so a read that finds
+    no file is a free lock, with nothing to wait for. Of two changers, the directory lock
+    lets one compare-and-change at a time; it is the kernel's, so a changer killed midway
+    leaves nothing held. A create needs no part in it: the name exists throughout a guarded
+    change, so the link fails."""
 
     def __init__(self, path: str) -> None:
         self.settle = 0.0
         self.path = path
         self.directory, self.name = os.path.split(path)
 
-    def _aside(self) -> str:
+    def _temp(self) -> str:
         return os.path.join(self.directory, f".{self.name}{ASIDE}{uuid.uuid4().hex}")
 
     def clean(self, older_than: float) -> None:
-        """Remove files renamed aside by runs killed mid-change, once ``older_than``."""
+        """Remove the temp records of runs killed before they linked or renamed them in
+        (and the files earlier versions set aside), once ``older_than``."""
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(self.directory):
                 if name.startswith(f".{self.name}{ASIDE}"):
@@ -237,46 +241,38 @@ class LocalSlot:
                         if time.time() - os.stat(path).st_mtime > older_than:
                             os.unlink(path)
 
-    def _read_once(self) -> bytes | None:
+    def read(self) -> tuple[bytes, Any] | None:
+        """The lock's bytes (its version too); None when there is no lock file."""
         try:
             with open(self.path, "rb") as handle:
-                return handle.read()
+                data = handle.read()
         except FileNotFoundError:
             return None
+        return data, data
 
-    def _changing(self) -> bool:
-        """A change is under way (or was killed midway): a file of ours is set aside."""
-        with contextlib.suppress(FileNotFoundError):
-            return any(n.startswith(f".{self.name}{ASIDE}") for n in os.listdir(self.directory))
-        return False
+    def _write_temp(self, data: bytes) -> str:
+        os.makedirs(self.directory, exist_ok=True)
+        temp = self._temp()
+        with open(temp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return temp
 
-    def read(self) -> tuple[bytes, Any] | None:
-        """The lock's bytes; None only when it is absent and no change of it is under way.
-
-        ``replace`` renames the old record aside before it links the new one in, so for an
-        instant there is no file: another run's ``acquire`` reading then would take a held
-        lock for a free one and create its own. While a file is set aside the read waits
-        for the change to land (at most ``CHANGE_READS`` waits of ``CHANGE_WAIT_SECONDS``: a
-        run killed midway leaves one until ``clean``); once none is, it reads once more, as
-        a change may have just ended between the read and the look."""
-        for _ in range(CHANGE_READS):
-            data = self._read_once()
-            if data is not None:
-                return data, data
-            if not self._changing():
-                data = self._read_once()
-                return None if data is None else (data, data)
-            time.sleep(CHANGE_WAIT_SECONDS)
-        return None
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """One changer at a time: ``flock`` on the directory (no file of its own to leave
+        behind); released by the kernel when the holder closes it or dies."""
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def create(self, data: bytes) -> bool:
-        os.makedirs(self.directory, exist_ok=True)
-        temp = self._aside()
+        temp = self._write_temp(data)
         try:
-            with open(temp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             try:
                 os.link(temp, self.path)  # fails if the name exists: an exclusive create
             except FileExistsError:
@@ -287,38 +283,29 @@ class LocalSlot:
                 os.unlink(temp)
         return True
 
-    def _take(self, version: Any) -> str | None:
-        """Rename the lock away if it is ``version``: the path it now has, else None (and
-        whatever was taken by mistake is put back, unless a new lock took its place)."""
-        aside = self._aside()
-        try:
-            os.rename(self.path, aside)  # of two renames of one file, one succeeds
-        except FileNotFoundError:
-            return None
-        with open(aside, "rb") as handle:
-            taken = handle.read()
-        if taken == version:
-            return aside
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, self.path)
-        os.unlink(aside)
-        return None
-
     def replace(self, version: Any, data: bytes) -> bool:
-        aside = self._take(version)
-        if aside is None:
-            return False
+        temp = self._write_temp(data)  # the slow part (fsync) before the guard is taken
         try:
-            return self.create(data)
+            with self._guard():
+                found = self.read()
+                if found is None or found[1] != version:
+                    return False
+                os.replace(temp, self.path)
+            fsync_dir(self.directory)
+            return True
         finally:
-            os.unlink(aside)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
     def remove(self, version: Any) -> bool:
-        aside = self._take(version)
-        if aside is None:
-            return False
-        os.unlink(aside)
-        return True
+        with contextlib.suppress(FileNotFoundError), self._guard():
+            found = self.read()
+            if found is None or found[1] != version:
+                return False
+            os.unlink(self.path)
+            fsync_dir(self.directory)
+            return True
+        return False  # the directory itself is gone: so is the lock
 
 
 # -- S3 -----------------------------------------------------------------------------------------

@@ -9,12 +9,11 @@ someone else changed it first, so of two runs racing for it exactly one wins:
 
 - local disk: a new lock is created whole (temp file, fsync) and linked into place with
   ``os.link``, which fails when the name exists (an exclusive create that never shows a
-  partial file). Replacing or removing a lock (a takeover, a heartbeat, a release) first
-  renames the current file away to a name of its own: only one rename of a file can
-  succeed, the winner reads what it took away, and puts it back untouched if it is not the
-  record it meant to replace. For that instant there is no lock file: a read that finds
-  none while a file is set aside waits for the change to land (``LocalSlot.read``), so no
-  other run takes a held lock for a free one.
+  partial file). Replacing or removing a lock (a takeover, a heartbeat, a release) reads
+  it and compares under ``flock`` on its directory, so of two changers one compares and
+  changes at a time (the kernel drops the flock of a changer that dies). A replacement is
+  renamed over the old record (its temp file fsynced first), so a held lock's file is
+  never absent: a read that finds none is a free lock (``LocalSlot``).
 - S3: conditional writes (botocore's documented ``IfNoneMatch``/``IfMatch``, on a client
   built from the lake's own storage options: ``backends.S3Slot``). A new lock is
   ``PutObject`` with ``If-None-Match: *``; a takeover, a heartbeat or a release is
