@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - run the benchmark harness (bench/)"
 	@echo "make bench-pages - page size chosen by rows/s against fixed pages (~8 min)"
 	@echo "make bench-scale - the real-scale scenario at 1 M and 10 M rows (~25 min, not in CI)"
+	@echo "make bench-month - every one-partition step on a month of 1 M rows (~10 min, not in CI)"
 	@echo "make soak   - run SEEDS (default 10) more seeded seasons of refreshes (tests/season.py)"
 
 $(BIN)/python:
@@ -90,6 +91,13 @@ bench-pages: $(STAMP)
 .PHONY: bench-scale
 bench-scale: $(BENCH_STAMP)
 	$(BIN)/python -m bench.scale --records 10000000 --also 1000000 $(SCALE_ARGS)
+
+# Every single-partition step of the CLI on one month of a million rows, each step its own
+# process, peak RSS measured from outside (bench/month_steps.py, issue 20 item 4; ~10
+# minutes on 2 cores), not in CI. MONTH_ARGS=--records N for another size.
+.PHONY: bench-month
+bench-month: $(BENCH_STAMP)
+	$(BIN)/python -m bench.month_steps $(MONTH_ARGS)
 
 # Seeded seasons of daily refreshes beyond the suite's fixed seeds: 16 steps each, checked
 # row for row after every step; a failing seed prints the steps that reproduce it.
