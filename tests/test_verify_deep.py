@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,77 @@ def test_choose_days_and_compare_day() -> None:
     assert len(have) == 60
     assert "1 missing, 1 extra, 1 differing, 1 repeated" in result.reason()
     assert compare_day(day, served, served).equal
+
+
+def _compare_day_by_dicts(day: dt.date, lake: pa.Table, served: pa.Table, budget: int) -> Any:
+    """The row-by-row comparison ``compare_day`` replaced (Python dicts), as the oracle:
+    (counts, missing, extra, differing, repeated)."""
+    counts: dict[str, int] = {}
+    named: dict[str, Any] = {"missing": [], "extra": [], "differing": {}, "repeated": {}}
+    lake_rows: dict[str, dict[str, Any]] = {}
+    copies: dict[str, int] = {}
+    for row in lake.to_pylist():
+        copies[row["id"]] = copies.get(row["id"], 0) + 1
+        lake_rows.setdefault(row["id"], row)
+
+    def name(kind: str) -> bool:
+        counts[kind] = counts.get(kind, 0) + 1
+        return sum(len(v) for v in named.values()) < budget
+
+    served_ids = set()
+    for want in served.to_pylist():
+        served_ids.add(want["id"])
+        have = lake_rows.get(want["id"])
+        if have is None:
+            if name("missing"):
+                named["missing"].append(want["id"])
+            continue
+        differ = [n for n in ARROW_SCHEMA.names if have[n] != want[n]]
+        if differ and name("differing"):
+            named["differing"][want["id"]] = differ
+    for row_id in sorted(lake_rows.keys() - served_ids):
+        if name("extra"):
+            named["extra"].append(row_id)
+    for row_id, n in sorted(copies.items()):
+        if n > 1 and name("repeated"):
+            named["repeated"][row_id] = n
+    return counts, named["missing"], named["extra"], named["differing"], named["repeated"]
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_compare_day_names_what_a_row_by_row_comparison_names(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The columnar comparison against the dict one it replaced, on tables with repeated
+    and missing ids, nulls, lists and booleans, and a naming budget small enough to run
+    out: the same counts and the same rows named, in the same order (seeded draws)."""
+    draw = random.Random(seed)
+    lake, served = (
+        [(draw.randrange(13), draw.randrange(4)) for _ in range(draw.randrange(26))]
+        for _ in range(2)
+    )
+    budget = draw.randint(1, 12)
+    day = dt.date(2019, 1, 2)
+    values: list[dict[str, Any]] = [
+        {},
+        {"actionTypeCategory": "rejected", "claimNumberArrayDocument": ["1", "2"]},
+        {"claimNumberArrayDocument": ["1"], "hasRej101": True, "cite103Max": 3},
+        {"claimNumberArrayDocument": [], "hasRej101": False},
+    ]
+
+    def table(rows: list[tuple[int, int]]) -> pa.Table:
+        dicts = [{"id": f"{i:032x}", "submissionDate": day, **values[v]} for i, v in rows]
+        return pa.Table.from_pylist(dicts, schema=ARROW_SCHEMA)
+
+    import harvester.ops.deep as deep
+
+    monkeypatch.setattr(deep, "NAMED_PER_DAY", budget)
+    got = compare_day(day, table(lake), table(served))
+    counts, missing, extra, differing, repeated = _compare_day_by_dicts(
+        day, table(lake), table(served), budget
+    )
+    assert dict(got.counts) == counts
+    assert got.equal == (not counts)
+    assert (got.missing, got.extra, got.repeated) == (missing, extra, repeated)
+    assert list(got.differing) == list(differing)
+    assert {i: [f[0] for f in fields] for i, fields in got.differing.items()} == differing

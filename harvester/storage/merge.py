@@ -72,8 +72,12 @@ def _positions(n: int) -> pa.Array:
     return pc.indices_nonzero(pa.repeat(True, n)).cast(pa.int64())
 
 
-def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+def flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array of ``values``; a single chunk as it is (``combine_chunks`` copies even
+    that: a month's ids held twice)."""
+    if isinstance(values, pa.Array):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
 
 
 def _count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -81,7 +85,7 @@ def _count(mask: pa.Array | pa.ChunkedArray) -> int:
 
 
 def _concat(arrays: list[pa.Array]) -> pa.Array:
-    return pa.concat_arrays([_flat(a) for a in arrays])
+    return pa.concat_arrays([flat(a) for a in arrays])
 
 
 def _newest_positions(ids: pa.ChunkedArray, created: pa.ChunkedArray) -> pa.Array:
@@ -93,7 +97,7 @@ def _newest_positions(ids: pa.ChunkedArray, created: pa.ChunkedArray) -> pa.Arra
     ).cast(pa.int64())
     if len(order) == 0:
         return order
-    sorted_ids = _flat(ids.take(order))
+    sorted_ids = flat(ids.take(order))
     # A row starts its id's run where its id differs from the row before (nulls are one id).
     before, after = sorted_ids.slice(0, len(sorted_ids) - 1), sorted_ids.slice(1)
     same = pc.or_(
@@ -116,8 +120,8 @@ def _last_by_key(keys: pa.Array, mask: pa.Array, size: int) -> pa.Array:
     (null where none)."""
     rows = pa.table({"key": keys.filter(mask), "pos": _positions(len(keys)).filter(mask)})
     last = rows.group_by("key", use_threads=False).aggregate([("pos", "max")])
-    found = pc.index_in(_positions(size).cast(keys.type), value_set=_flat(last.column("key")))
-    return _flat(last.column("pos_max")).take(found)
+    found = pc.index_in(_positions(size).cast(keys.type), value_set=flat(last.column("key")))
+    return flat(last.column("pos_max")).take(found)
 
 
 def _same(a: pa.Array, b: pa.Array) -> pa.Array:
@@ -147,7 +151,9 @@ _COMPARE_ORDER: Final = (
 )
 
 
-def _differing(left: pa.Table, left_at: pa.Array, right: pa.Table, right_at: pa.Array) -> pa.Array:
+def differing_pairs(
+    left: pa.Table, left_at: pa.Array, right: pa.Table, right_at: pa.Array
+) -> pa.Array:
     """Per row pair (``left[left_at[i]]``, ``right[right_at[i]]``): does it differ in any
     column? A batch of pairs and one column at a time, so the copies stay small; pairs
     found to differ are not compared further."""
@@ -159,9 +165,7 @@ def _differing(left: pa.Table, left_at: pa.Array, right: pa.Table, right_at: pa.
         for name in _COMPARE_ORDER:
             if len(lefts) == 0:
                 break
-            same = _same(
-                _flat(left.column(name).take(lefts)), _flat(right.column(name).take(rights))
-            )
+            same = _same(flat(left.column(name).take(lefts)), flat(right.column(name).take(rights)))
             found = open_at.filter(pc.invert(same))
             if len(found):
                 differs = pc.or_(differs, pc.is_in(_positions(len(differs)), value_set=found))
@@ -215,7 +219,7 @@ def replaced_mask(
     byte-wise, as the planner's id ranges assume.)"""
     dates = table.column("submissionDate")
     value_set = pa.array(sorted(set(days)), pa.date32())
-    mask = _flat(pc.fill_null(pc.is_in(dates, value_set=value_set), False))
+    mask = flat(pc.fill_null(pc.is_in(dates, value_set=value_set), False))
     ids = table.column("id")
     for day, low, high in ranges:
         piece = pc.equal(dates, pa.scalar(day, pa.date32()))
@@ -223,7 +227,7 @@ def replaced_mask(
             piece = pc.and_(piece, pc.greater_equal(ids, pa.scalar(low, pa.string())))
         if high:
             piece = pc.and_(piece, pc.less(ids, pa.scalar(high, pa.string())))
-        mask = pc.or_(mask, _flat(pc.fill_null(piece, False)))
+        mask = pc.or_(mask, flat(pc.fill_null(piece, False)))
     return mask
 
 
@@ -251,8 +255,8 @@ def merge_partition(
     incoming_at = _newest_positions(source.column("id"), source.column("createDateTime"))
     # Per lake row: the incoming row (index into incoming_at) of the same id, or null. The
     # rest works on these integers, not on the ids.
-    key = _flat(
-        pc.index_in(existing.column("id"), value_set=_flat(source.column("id").take(incoming_at)))
+    key = flat(
+        pc.index_in(existing.column("id"), value_set=flat(source.column("id").take(incoming_at)))
     )
     claimed = pc.is_valid(key)
     dropped = replaced_mask(existing, replaced_days, replaced_ranges)
@@ -276,7 +280,7 @@ def merge_partition(
     stats.added = _count(is_new)
     replaces = pc.invert(is_new)
     replacing_at = incoming_at.filter(replaces)
-    differs = _differing(source, replacing_at, existing, lake_at.filter(replaces))
+    differs = differing_pairs(source, replacing_at, existing, lake_at.filter(replaces))
     stats.updated = _count(differs)
     merged = pa.concat_tables([_gather(existing, untouched_at), _gather(source, incoming_at)])
     stats.changes = pa.concat_tables(
@@ -328,7 +332,7 @@ def upserted_keys(existing: pa.Table, changed: pa.Table) -> pa.Table:
     incoming_at = _newest_positions(changed.column("id"), changed.column("createDateTime"))
     incoming = changed.select(keys).take(incoming_at)
     claimed = pc.is_valid(
-        _flat(pc.index_in(existing.column("id"), value_set=_flat(incoming.column("id"))))
+        flat(pc.index_in(existing.column("id"), value_set=flat(incoming.column("id"))))
     )
     kept = existing.select(keys).filter(pc.invert(claimed))
     schema = pa.schema([ARROW_SCHEMA.field(k) for k in keys])
