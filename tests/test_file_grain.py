@@ -59,6 +59,9 @@ def test_merge_files_equals_the_whole_partition_merge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, days_last: bool
 ) -> None:
     rng = random.Random(seed)
+    # Neighbouring ids compared a few sorted rows at a time: slices end inside runs of
+    # copies of an id.
+    monkeypatch.setattr(rewrite, "_SORTED_SLICE", 1 + seed % 5)
     lake = Lake.open(str(tmp_path / "lake"))
     files: list[str] = []
     ids = [f"id{n:03d}" for n in range(60)]
@@ -137,6 +140,64 @@ def test_merge_files_equals_the_whole_partition_merge(
     assert _feed(result.stats.changes) == _feed(expected.changes)
     assert set(result.kept) | set(result.removed) == set(files)
     assert not set(result.kept) & set(result.removed)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_incoming_ids_are_ranked_among_their_distinct_values(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """``_distinct_ranked`` (sorted in slices, never materialising the sorted ids) against
+    Python's ``sorted(set(...))``: the distinct ids, and each row's place among them."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(rewrite, "_SORTED_SLICE", rng.randint(1, 6))
+    chunks = [
+        pa.array([f"id{rng.randrange(12):02d}" for _ in range(rng.randrange(9))], pa.string())
+        for _ in range(rng.randint(1, 3))
+    ]
+    ids = pa.chunked_array(chunks, pa.string())
+    distinct, rank = rewrite._distinct_ranked(ids)
+    every = ids.to_pylist()
+    assert distinct.to_pylist() == sorted(set(every))
+    assert [distinct[i].as_py() for i in rank.to_pylist()] == every
+
+
+def test_new_ids_join_the_file_whose_days_cover_their_first_row(tmp_path: Path) -> None:
+    """A new id's rows go to the file whose day range covers the day of its first row
+    (the nearest file when none does), and only the files that take one are rewritten."""
+    rng = random.Random(7)
+    lake = Lake.open(str(tmp_path / "lake"))
+    files = []
+    for number, first in enumerate((1, 11, 21)):  # days 1-5, 11-15, 21-25
+        rows = [_row(rng, f"id{number}{k}", first + k) for k in range(5)]
+        table = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+        files += [w.path for w in write_shard(lake, f"part-2019-01-{number:02d}.parquet", table)]
+    changed = pa.Table.from_pylist(
+        [
+            _row(rng, "new-a", 12),  # inside the second file's days
+            _row(rng, "new-b", 31),  # after every file: the nearest, the third
+            _row(rng, "new-c", 2),  # first row in the first file's days ...
+            _row(rng, "new-c", 22),  # ... a later copy in the third's: it follows the first
+        ],
+        schema=ARROW_SCHEMA,
+    )
+    result = merge_files(lake, PARTITION, files, changed, (), EMPTY, RUN_ID, "changed")
+    assert result.removed == files
+    placed = {
+        row["id"]: number
+        for number, hidden in enumerate(result.written)
+        for row in read_files(lake, [hidden.temp]).to_pylist()
+        if row["id"].startswith("new")
+    }
+    first_ids = {
+        number: read_files(lake, [h.temp]).column("id")[0].as_py()
+        for number, h in enumerate(result.written)
+    }
+    by_file = {first_ids[n][2]: n for n in first_ids}  # "id<file><k>": the file's number
+    assert placed == {"new-a": by_file["1"], "new-b": by_file["2"], "new-c": by_file["0"]}
+    again = pa.Table.from_pylist([_row(rng, "new-d", 4)], schema=ARROW_SCHEMA)
+    only_first = merge_files(lake, PARTITION, files, again, (), EMPTY, RUN_ID, "changed")
+    assert only_first.removed == [files[0]]
+    assert sorted(only_first.kept) == sorted(files[1:])
 
 
 def _stage(stage: Lake, name: str, table: pa.Table) -> list[str]:

@@ -51,7 +51,6 @@ finishes it first.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -70,6 +69,7 @@ from harvester.jobs.pipeline import PipelineTotals
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
 from harvester.jobs.session import RunSession, Service
+from harvester.memory import release_freed_memory
 from harvester.progress import Progress
 from harvester.service.client import ApiClient
 from harvester.service.stamps import newest_stamp
@@ -82,7 +82,7 @@ from harvester.storage.commit import (
     sweep,
 )
 from harvester.storage.info import parallel_map, parquet_file
-from harvester.storage.merge import CHANGE_KEYS, upserted_keys
+from harvester.storage.merge import CHANGE_KEYS, flat, upserted_keys
 from harvester.storage.partition import Partition
 from harvester.storage.rewrite import FileMerge, StagedRows, merge_files
 from harvester.storage.schema import ARROW_SCHEMA
@@ -740,7 +740,7 @@ class Refresher:
             held = await asyncio.to_thread(self._lake_ids, run, plan, month_days)
             for key in month_days:
                 day = dt.date.fromisoformat(key)
-                ids = held.get(day, [])
+                ids = held.get(day, pa.array([], pa.string()))
                 if len(ids) <= NARROW_PAGES * page or quarantined.get(day):
                     continue
                 pieces = await self._differing_pieces(
@@ -788,39 +788,43 @@ class Refresher:
 
     def _lake_ids(
         self, run: RefreshRun, plan: StoredPlan, days: list[str]
-    ) -> dict[dt.date, list[str]]:
+    ) -> dict[dt.date, pa.Array]:
         """The ids per day of ``days`` that the lake will hold once the staged changed rows
-        are merged (``_lake_rows``), sorted (copies of an id each count: the counts
-        compared are rows). Two columns of the days' partitions are read."""
+        are merged (``_lake_rows``), sorted byte-wise as the service orders them (copies of
+        an id each count: the counts compared are rows). Two columns of the days'
+        partitions are read; the ids stay Arrow strings (a million of them as Python
+        strings in lists made a refresh of a million-row month peak at 430 MB)."""
+        release_freed_memory()
         rows = self._lake_rows(run, plan)
         wanted = {dt.date.fromisoformat(d) for d in days}
-        out: dict[dt.date, list[str]] = {}
+        value_set = pa.array(sorted(wanted), pa.date32())
+        out: dict[dt.date, pa.Array] = {}
         for partition in sorted({Partition.of(d).path for d in wanted}):
             keys = rows.read(partition, ["id", "submissionDate"])
-            # Only the wanted days' rows become Python strings, not the month's.
-            value_set = pa.array(sorted(wanted), pa.date32())
-            keys = keys.filter(pc.is_in(keys.column("submissionDate"), value_set=value_set))
-            for id_, day in zip(
-                keys.column("id").to_pylist(),
-                keys.column("submissionDate").to_pylist(),
-                strict=True,
-            ):
-                if id_ is not None:
-                    out.setdefault(day, []).append(id_)
-        return {day: sorted(ids) for day, ids in out.items()}
+            inside = pc.is_in(keys.column("submissionDate"), value_set=value_set)
+            keys = keys.filter(pc.and_(inside, pc.is_valid(keys.column("id"))))
+            dates = keys.column("submissionDate")
+            # A day at a time: one sorted copy of the month's keys was a third of the peak.
+            for day in sorted(d for d in wanted if Partition.of(d).path == partition):
+                ids = flat(keys.column("id").filter(pc.equal(dates, pa.scalar(day, pa.date32()))))
+                if len(ids):
+                    out[day] = ids.take(pc.sort_indices(ids))
+            del keys, dates
+        return out
 
     async def _differing_pieces(
-        self, client: ApiClient, piece: Shard, ids: list[str], service: int, page: int
+        self, client: ApiClient, piece: Shard, ids: pa.Array, service: int, page: int
     ) -> list[Shard] | None:
         """The id ranges of ``piece`` (one day) whose service count differs from the lake's
-        ``ids`` in it, each with its count; [] when none does, None when its halves'
-        counts do not add up to ``service`` (the day is then fetched whole)."""
+        ``ids`` in it (sorted), each with its count; [] when none does, None when its
+        halves' counts do not add up to ``service`` (the day is then fetched whole)."""
         if len(ids) == service:
             return []
         if len(ids) <= page:
             return [piece.with_expected(service)]
-        middle = ids[len(ids) // 2]
-        below = bisect.bisect_left(ids, middle)
+        middle = ids[len(ids) // 2].as_py()
+        # The ids are sorted: those below the middle one come first (a bisection's answer).
+        below = int(pc.sum(pc.less(ids, pa.scalar(middle, pa.string()))).as_py() or 0)
         # No cut between copies of one id, nor at an id a shard key cannot spell.
         if below == 0 or not (middle.isascii() and middle.isalnum()):
             return [piece.with_expected(service)]
@@ -834,7 +838,9 @@ class Refresher:
         if sum(counts) != service:
             return None
         out: list[Shard] = []
-        for half, part, count in zip(halves, (ids[:below], ids[below:]), counts, strict=True):
+        for half, part, count in zip(
+            halves, (ids.slice(0, below), ids.slice(below)), counts, strict=True
+        ):
             found = await self._differing_pieces(client, half, part, count, page)
             if found is None:
                 return None
@@ -1084,6 +1090,8 @@ class Refresher:
         assert stored is not None
         runner = self.session.runner(stage, stored)
         await runner.run_pending()
+        # The fetch's freed pages back to the system before a merge reads the stage.
+        release_freed_memory()
         self.totals.merge(runner.pipeline.totals)
         self.report.count_shards(*runner.leaves())
         failed = runner.failures()

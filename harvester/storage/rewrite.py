@@ -33,6 +33,7 @@ Nothing here is visible to a reader: the caller commits the swap with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harvester.memory import release_freed_memory
 from harvester.storage import writer
 from harvester.storage.commit import read_files
 from harvester.storage.datafile import DataFileName
@@ -48,6 +50,7 @@ from harvester.storage.merge import (
     CHANGE_KEYS,
     IdRange,
     MergeStats,
+    flat,
     merge_partition,
     replaced_mask,
     upsert_then_replace,
@@ -107,26 +110,42 @@ class _Groups:
 
 
 def _sorted_ids(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
-    every = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    every = flat(ids)
     return every.take(pc.sort_indices(every))
+
+
+# Rows of sorted ids compared at a time by ``_distinct_ranked``.
+_SORTED_SLICE = 65_536
 
 
 def _distinct_ranked(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """The distinct values of ``ids`` (no nulls: ``id`` is a required column), sorted, and
-    for each value of ``ids`` its place among them."""
-    every = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    if every.null_count:
+    for each value of ``ids`` its place among them.
+
+    The sorted ids are never materialised: neighbours are compared a slice of the sort
+    order at a time, and the distinct values taken from ``ids`` once, by the position of
+    their first copy. At its peak this holds the input, its sort order and the distinct
+    values (a month's ids are ~36 MB a copy; holding five at once made a repair of a
+    million-row month peak at 410 MB)."""
+    if ids.null_count:
         raise ValueError("a staged row without an id")
-    order = pc.sort_indices(every)
-    ordered = every.take(order)
-    if len(ordered) == 0:
-        return ordered, pa.array([], pa.int64())
-    new = pa.concat_arrays(
-        [pa.array([True]), pc.not_equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))]
-    )
+    n = len(ids)
+    if n == 0:
+        return pa.array([], pa.string()), pa.array([], pa.int64())
+    order = pc.sort_indices(ids)
+    # Per position of the sort order: does it start a new value? A slice overlaps the
+    # next by one row, so each comparison sees its left neighbour.
+    starts = [pa.array([True])]
+    for begin in range(0, n - 1, _SORTED_SLICE):
+        part = flat(ids.take(order.slice(begin, _SORTED_SLICE + 1)))
+        starts.append(pc.not_equal(part.slice(1), part.slice(0, len(part) - 1)))
+    new = pa.concat_arrays(starts)
+    distinct = flat(ids.take(order.filter(new)))
     place = pc.subtract(pc.cumulative_sum(new.cast(pa.int64())), 1)
-    # ``order`` is a permutation: sorting it gives its inverse, a row's place in ``ordered``.
-    return ordered.filter(new), place.take(pc.sort_indices(order))
+    # ``order`` is a permutation: sorting it gives its inverse, a row's place in the order.
+    inverse = pc.sort_indices(order)
+    del order
+    return distinct, place.take(inverse)
 
 
 def _distinct(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -274,6 +293,58 @@ def _schema(names: list[str]) -> pa.Schema:
     return pa.schema([ARROW_SCHEMA.field(n) for n in names])
 
 
+def _survey(
+    lake: Lake, path: str, *, incoming_ids: pa.Array, days: list[dt.date], ranges: list[IdRange]
+) -> tuple[pa.Array, pa.Array, tuple[dt.date, dt.date] | None]:
+    """Of one committed file: which incoming ids it holds (a mask over ``incoming_ids``:
+    the hash is built over the file's ids, not over a month of incoming ones once per
+    file), the ids of its rows of replaced ``days`` (or ``ranges``) that are not incoming
+    (rows a repair deletes), and its day range. Its key columns are dropped once surveyed:
+    a partition's keys are never all held at once."""
+    table = _file_keys(lake, path)
+    file_ids = flat(table.column("id"))
+    inside = pc.fill_null(pc.is_in(incoming_ids, value_set=file_ids), False)
+    replaced = replaced_mask(table, days, ranges)
+    if pc.any(replaced).as_py():
+        mine = incoming_ids.filter(inside)
+        incoming_row = pc.fill_null(pc.is_in(file_ids, value_set=mine), False)
+        replaced = pc.and_(replaced, pc.invert(incoming_row))
+    low, high = pc.min_max(table.column("submissionDate")).values()
+    span = None if low.as_py() is None else (low.as_py(), high.as_py())
+    return inside, _distinct(file_ids.filter(replaced)), span
+
+
+def _route_new(
+    rank: pa.Array,
+    dates: pa.Array,
+    new: pa.Array,
+    ranges: list[tuple[dt.date, dt.date] | None],
+    groups: _Groups,
+) -> pa.Array:
+    """For each new incoming id (``new``, a mask over the incoming ids, in their order):
+    the group its rows join, that of the file whose day range covers the day of its first
+    row (``_day_range_file``; -1 in a partition without files). ``rank`` and ``dates``
+    are per incoming row: its id's place among the incoming ids, and its day. Any row of an
+    id routes the id as a whole; the first is taken so that the choice is deterministic.
+    Columnar, with one Python step per distinct day, not per id."""
+    rows = new.take(rank)
+    places, days = rank.filter(rows), dates.filter(rows)
+    order = pc.sort_indices(places)  # stable: a place's rows stay in incoming order
+    places, days = places.take(order), days.take(order)
+    first = pa.concat_arrays(
+        [pa.array([True]), pc.not_equal(places.slice(1), places.slice(0, len(places) - 1))]
+    )
+    # One day per new id, in the order of their places: the order of ``new``'s true values.
+    days = days.filter(first)
+    choices = {
+        day: groups.find(f) if (f := _day_range_file(ranges, day)) >= 0 else -1
+        for day in pc.unique(days).to_pylist()
+    }
+    known = pa.array(list(choices), pa.date32())
+    group_of = pa.array(list(choices.values()), pa.int64())
+    return group_of.take(pc.index_in(days, value_set=known))
+
+
 def merge_files(
     lake: Lake,
     partition: str,
@@ -294,6 +365,7 @@ def merge_files(
     rewriting only the groups of touched files whose rows change (``replaced_ranges``:
     pieces of days by id range, as ``merge_partition`` takes them). The new files are
     written hidden; the caller commits them."""
+    release_freed_memory()  # what the phase before left, before a month's keys are read
     ranges_ = list(replaced_ranges)
     out = FileMerge()
     days = pa.array(sorted(set(replaced_days)), pa.date32())
@@ -304,30 +376,32 @@ def merge_files(
             [*day_keys.column("id").chunks, *changed_keys.column("id").chunks], pa.string()
         )
     )
-    keys = parallel_map(lake, lambda path: _file_keys(lake, path), files)
-
+    # From here on the incoming ids are ``incoming_ids`` and each row's ``rank`` among
+    # them; of the rows only their days are kept (where a new id goes), not a second copy
+    # of a month's ids.
+    staged_days = day_keys.num_rows
+    dates = flat(
+        pa.chunked_array(
+            [
+                *day_keys.column("submissionDate").chunks,
+                *changed_keys.column("submissionDate").chunks,
+            ],
+            pa.date32(),
+        )
+    )
+    del day_keys, changed_keys
     # Per file: the ids of its affected rows (an incoming id, or a row of a replaced day).
-    groups = _Groups(len(files))
-    ranges: list[tuple[dt.date, dt.date] | None] = []
-    # Per file: which incoming ids it holds (``held``, a mask over ``incoming_ids``: the
-    # hash is built over the file's ids, not over a month of incoming ones once per file),
-    # and the ids of its replaced-day rows that are not incoming (rows a repair deletes).
     # A file is touched when it holds either.
-    held: list[pa.Array] = []
-    leaving: list[pa.Array] = []
-    for table in keys:
-        ids = table.column("id")
-        file_ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
-        inside = pc.fill_null(pc.is_in(incoming_ids, value_set=file_ids), False)
-        held.append(inside)
-        replaced = replaced_mask(table, days.to_pylist(), ranges_)
-        if pc.any(replaced).as_py():
-            mine = incoming_ids.filter(inside)
-            incoming_row = pc.fill_null(pc.is_in(file_ids, value_set=mine), False)
-            replaced = pc.and_(replaced, pc.invert(incoming_row))
-        leaving.append(_distinct(file_ids.filter(replaced)))
-        low, high = pc.min_max(table.column("submissionDate")).values()
-        ranges.append(None if low.as_py() is None else (low.as_py(), high.as_py()))
+    groups = _Groups(len(files))
+    replaced_list = days.to_pylist()
+    survey = functools.partial(
+        _survey, lake, incoming_ids=incoming_ids, days=replaced_list, ranges=ranges_
+    )
+    surveyed = parallel_map(lake, survey, files)
+    held = [inside for inside, _, _ in surveyed]
+    leaving = [ids for _, ids, _ in surveyed]
+    ranges = [span for _, _, span in surveyed]
+    del surveyed, survey
     touched = {i for i in range(len(files)) if pc.any(held[i]).as_py() or len(leaving[i])}
     # Files sharing an affected id (copies of one id) are one group: an incoming id held
     # by two files (two masks true at its place), or a leaving id of two files.
@@ -360,39 +434,24 @@ def merge_files(
 
     # Route every incoming id to the group that holds it, or a new id to the file whose
     # day range covers its row's day.
-    del keys
     target = pa.nulls(len(incoming_ids), pa.int64())
     for i in range(len(files)):
         here = pc.and_(pc.is_null(target), held[i])
         target = pc.if_else(here, pa.scalar(groups.find(i), pa.int64()), target)
-    new_ids = incoming_ids.filter(pc.is_null(target))
-    if len(new_ids):
-        new_rows = pa.concat_tables([day_keys, changed_keys])
-        new_rows = new_rows.filter(pc.is_in(new_rows.column("id"), value_set=new_ids))
-        # One day per new id: its first row's (any row of it routes the id as a whole).
-        first_day: dict[str, dt.date] = {}
-        for id_, day in zip(
-            new_rows.column("id").to_pylist(),
-            new_rows.column("submissionDate").to_pylist(),
-            strict=True,
-        ):
-            first_day.setdefault(id_, day)
-        routed = [
-            groups.find(f) if (f := _day_range_file(ranges, first_day[id_])) >= 0 else -1
-            for id_ in new_ids.to_pylist()
-        ]
-        new_target = pa.array(routed, pa.int64())
-        position = pc.index_in(incoming_ids, value_set=new_ids)
-        target = pc.coalesce(target, new_target.take(position))
-        del new_rows, first_day, routed, new_target, position
+    new = pc.is_null(target)
+    if pc.any(new).as_py():
+        routed = _route_new(rank, dates, new, ranges, groups)
+        target = pc.replace_with_mask(target, new, routed)
+        del routed
     # Each staged row's group: its id's place among ``incoming_ids``, then that id's target.
     labels = target.take(rank)
-    day_routed = _Routed(replacing_rows, labels.slice(0, day_keys.num_rows))
-    changed_routed = _Routed(changed_rows, labels.slice(day_keys.num_rows))
-    del changed_keys, day_keys, held, new_ids, rank, labels, incoming_ids
+    day_routed = _Routed(replacing_rows, labels.slice(0, staged_days))
+    changed_routed = _Routed(changed_rows, labels.slice(staged_days))
+    del held, new, rank, labels, incoming_ids, dates
     targeted = set(pc.unique(target.drop_null()).to_pylist())
     touched |= {i for i in range(len(files)) if groups.find(i) in targeted}
 
+    release_freed_memory()  # the routing's transients, before the groups are read
     members: dict[int, list[int]] = {}
     for i in sorted(touched):
         members.setdefault(groups.find(i), []).append(i)
