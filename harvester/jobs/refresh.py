@@ -69,7 +69,6 @@ from harvester.jobs.pipeline import PipelineTotals
 from harvester.jobs.planner import Planner
 from harvester.jobs.report import RunOutcome, RunReport
 from harvester.jobs.session import RunSession, Service
-from harvester.memory import release_freed_memory
 from harvester.progress import Progress
 from harvester.service.client import ApiClient
 from harvester.service.stamps import newest_stamp
@@ -82,6 +81,7 @@ from harvester.storage.commit import (
     sweep,
 )
 from harvester.storage.info import parallel_map, parquet_file
+from harvester.storage.memory import release_freed_memory
 from harvester.storage.merge import CHANGE_KEYS, flat, upserted_keys
 from harvester.storage.partition import Partition
 from harvester.storage.rewrite import FileMerge, StagedRows, merge_files

@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.memory import release_freed_memory
 from harvester.storage import writer
 from harvester.storage.commit import read_files
 from harvester.storage.datafile import DataFileName
 from harvester.storage.info import file_rows, parallel_map, parquet_file
+from harvester.storage.memory import release_freed_memory
 from harvester.storage.merge import (
     CHANGE_KEYS,
     IdRange,
