@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harvester.config import Settings
+from harvester.jobs.report import RunReport
+from harvester.ops.status import latest_run
 from harvester.sim.testing import SimHandle, run_simulator_process
 from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, refresh_all_days, snapshot
@@ -124,3 +127,17 @@ def test_status_after_a_refresh_counts_rewritten_partitions_exactly(tmp_path: Pa
     watermark = json.loads((out / "_harvest" / "watermark.json").read_text())["watermark"]
     assert data["watermark"] == watermark
     assert data["last_run"]["command"] == "refresh"
+
+
+def test_the_last_run_is_the_one_that_finished_last_even_within_one_second() -> None:
+    # CI once saw a harvest and the refresh after it finish in the same second, and status
+    # named the harvest as the last run: report times are to the microsecond for this.
+    first = RunReport.begin("harvest", Settings())
+    first.finish("complete")
+    second = RunReport.begin("refresh", Settings())
+    second.finish("complete")
+    reports = [second.to_json(), first.to_json()]
+    assert latest_run(reports) == second.to_json()
+    assert latest_run(list(reversed(reports))) == second.to_json()
+    assert first.finished_at < second.finished_at
+    assert latest_run([]) is None

@@ -22,7 +22,7 @@ from harvester.errors import HarvesterError, LockLost, RunStopped
 from harvester.humanize import plural
 from harvester.storage import quota
 from harvester.storage.shard import Shard
-from harvester.storage.state import HarvestState, ShardMarker, utc_now
+from harvester.storage.state import HarvestState, ShardMarker, utc_instant
 
 log = logging.getLogger("harvester.jobs.report")
 
@@ -112,7 +112,7 @@ class RunReport:
     @classmethod
     def begin(cls, command: str, settings: Settings) -> RunReport:
         key = settings.api_key.reveal() if settings.api_key else None
-        report = cls(command, new_run_id(command), settings.public_dict(), utc_now())
+        report = cls(command, new_run_id(command), settings.public_dict(), utc_instant())
         report.key_id = quota.key_id(key)
         return report
 
@@ -167,7 +167,7 @@ class RunReport:
     def finish(self, status: str, stats: ClientCounters | None = None) -> None:
         """Close the report: its status, how long the run took, what the client spent."""
         self.status = status
-        self.finished_at = utc_now()
+        self.finished_at = utc_instant()
         self.duration_s = round(time.monotonic() - self.started_monotonic, 3)
         if stats is not None:
             self._absorb_client(stats)

@@ -252,9 +252,14 @@ def lake_status(settings: Settings) -> LakeStatus:
     status.quota = _quota_week(state, settings)
     reports = state.load_reports()
     status.runs = len(reports)
-    if reports:
-        # By finish time, not by name: a resumed refresh keeps the run id it started with.
-        status.last_run = max(
-            reports, key=lambda r: r.get("finished_at") or r.get("started_at") or ""
-        )
+    status.last_run = latest_run(reports)
     return status
+
+
+def latest_run(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The report that finished last. By finish time, not by name: a resumed refresh keeps
+    the run id it started with. The times are to the microsecond (``utc_instant``), since a
+    harvest and the refresh after it can finish within one second."""
+    if not reports:
+        return None
+    return max(reports, key=lambda r: r.get("finished_at") or r.get("started_at") or "")

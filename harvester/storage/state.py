@@ -97,6 +97,12 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
+def utc_instant() -> str:
+    """Now to the microsecond, for what is ordered by time: two runs of a fast refresh can
+    start and finish within one second, and ``status``'s last run is the latest finish."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
 def _record(cls: type[R], data: Any) -> R:
     """A record from its JSON object, ignoring keys a newer version may have added."""
     if not isinstance(data, dict):
