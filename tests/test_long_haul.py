@@ -32,6 +32,7 @@ from tests.support.harvest import (
     harvest_cmd,
     harvest_env,
     run_harvest,
+    signals_as_in_a_terminal,
 )
 from tests.support.lakecheck import assert_lake_equals_truth
 
@@ -190,6 +191,7 @@ def test_a_signal_during_a_harvest_saves_the_report_and_the_rerun_equals_the_tru
         proc = subprocess.Popen(
             harvest_cmd(sim.url, str(out), *DATES, "--rate", "40", "--concurrency", "1"),
             env=harvest_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=signals_as_in_a_terminal,
         )  # fmt: skip
         _wait_until(lambda: len(_markers(out)) >= 3, what="three committed shards")
         proc.send_signal(signum)

@@ -84,11 +84,15 @@ def run_harvest(
     )
 
 
-def _sigint_as_in_a_terminal() -> None:
-    # A shell that starts the test run in the background (`make test &`, CI runners)
-    # ignores SIGINT, and the ignoring is inherited: Python then never installs its
-    # Ctrl-C handler. A harvest in a terminal's foreground has the default action.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def signals_as_in_a_terminal() -> None:
+    """A child's ``preexec_fn``: SIGINT, SIGTERM and SIGHUP at their default action.
+
+    A shell that starts the test run in the background (`make test &`, CI runners) ignores
+    SIGINT, `nohup` ignores SIGHUP, and the ignoring is inherited: Python then never
+    installs its Ctrl-C handler, and the harvester keeps an ignored SIGHUP ignored as nohup
+    wants. A harvest in a terminal's foreground has the default actions."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -99,7 +103,7 @@ def start_harvest(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_sigint_as_in_a_terminal,
+        preexec_fn=signals_as_in_a_terminal,
     )
 
 
