@@ -9,7 +9,9 @@ query docs/querying.md prints.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import random
 import signal
 import subprocess
 import time
@@ -17,10 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from harvester.sim.testing import SimHandle, run_simulator_process
+from harvester.storage import changes
+from harvester.storage.state import HarvestState
 from harvester.storage.store import Lake
 from tests.support.cli import cli, ok, printed_report, reports
 from tests.support.harvest import WINDOW, harvest_env, refresh_cmd, refresh_phase, run_harvest
@@ -175,3 +180,44 @@ def test_changes_bad_input_gets_one_line_and_an_exit_code(
         result = cli("changes", "--out", str(lake), *args)
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_feed_of_many_pieces_is_written_a_slice_at_a_time_sorted_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A merge's feed is one piece per rewritten file and kind; the write sorts positions,
+    # not the rows, and copies one slice at a time (``_SLICE`` rows, here 7).
+    monkeypatch.setattr(changes, "_SLICE", 7)
+    state = HarvestState(Lake.open(str(tmp_path / "lake")))
+    rng = random.Random(20)
+    day, stamp = dt.datetime(2019, 7, 3), dt.datetime(2019, 7, 4, 12, 30)
+    schema = changes.SCHEMA.remove(0)  # without run_id, as the merge hands it over
+    pieces = [
+        pa.Table.from_pylist(
+            [
+                {
+                    "change": kind,
+                    "id": f"id-{rng.randrange(10_000):05d}-{n}",
+                    "submissionDate": day,
+                    "createDateTime": None if kind == "deleted" and n % 2 else stamp,
+                }
+                for n in range(rng.randrange(1, 9))
+            ],
+            schema=schema,
+        )
+        for kind in rng.choices(changes.KINDS, k=12)
+    ]
+    feed = pa.concat_tables(pieces)
+    assert feed.column("id").num_chunks == 12
+    changes.write(state, "run-1", "year=2019/month=7", "days", feed)
+    written = changes.read(state, ["run-1"])
+    expected = sorted(
+        ({"run_id": "run-1", **row} for row in feed.to_pylist()),
+        key=lambda r: (r["change"], r["id"]),
+    )
+    assert written.to_pylist() == expected
+    path = tmp_path / "lake" / state.change_path("run-1", "year=2019/month=7", "days")
+    assert pq.ParquetFile(path).metadata.num_row_groups == -(-feed.num_rows // 7)
+    assert changes.totals(state, "run-1") == {
+        kind: sum(1 for row in expected if row["change"] == kind) for kind in changes.KINDS
+    }
