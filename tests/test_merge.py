@@ -286,3 +286,31 @@ def test_upsert_then_replace_takes_the_days_as_the_later_word() -> None:
         one, _ = merge.upsert_then_replace(existing, *args)
         alone, _ = merge_partition(existing, *args)
         assert one.to_pylist() == alone.to_pylist()
+
+
+def test_a_feed_of_many_pieces_is_joined_to_one_chunk_a_column_and_the_pieces_let_go() -> None:
+    """``join_feed`` takes the merges' feed pieces over: the same rows in the same order,
+    one chunk per column (so the feed's sorted write takes slices of it without joining
+    the pieces again for every slice), and the caller's list emptied so that nothing but
+    the joined table holds the rows."""
+    rng = random.Random(20)
+    pieces = []
+    for p in range(9):
+        existing = table(
+            *(row(f"p{p}-{k}", D1, rng.randrange(50)) for k in range(rng.randrange(6)))
+        )
+        incoming = table(
+            *(row(f"p{p}-{k}", D1, rng.randrange(50)) for k in range(rng.randrange(6)))
+        )
+        _, stats = merge_partition(existing, incoming, [D1], incoming)
+        assert stats.changes is not None
+        pieces.append(stats.changes)
+    expected = pa.concat_tables(pieces).cast(merge.FEED_SCHEMA).to_pylist()
+    assert len(expected) > 9
+    joined = merge.join_feed(pieces)
+    assert pieces == []
+    assert joined.schema == merge.FEED_SCHEMA
+    assert all(column.num_chunks == 1 for column in joined.columns)
+    assert joined.to_pylist() == expected
+    assert merge.join_feed([]).schema == merge.FEED_SCHEMA
+    assert merge.join_feed([]).num_rows == 0

@@ -42,7 +42,8 @@ SCHEMA: Final = pa.schema(
 # Rows per row group of a feed file, and per copy the write makes: a reload's month is a
 # million updated rows, and a sorted copy of it whole, with its run id a million times from
 # a Python list, was a reload's peak (+155 MB over a 1 M-row feed of 40 pieces; sliced,
-# +102 MB, most of it the take's concatenation of each column's pieces, one slice at a time).
+# +102 MB, most of it each take joining a column's pieces again; from a feed joined once by
+# ``merge.join_feed``, ~+55 MB: the sort's positions, one slice and the writer's buffers).
 _SLICE: Final = 131_072
 
 
@@ -50,7 +51,8 @@ def write(state: HarvestState, run_id: str, partition: str, step: str, changes: 
     """Keep one merge's changes (nothing when it changed nothing: an earlier write of the
     same merge, before a kill, stands). The rows are written sorted by change and id, a
     row group at a time: the sort's positions and one slice of the rows are what it copies
-    (a take from a column of many pieces joins them for that take, then lets them go)."""
+    when ``changes`` has a chunk per column, as ``merge.join_feed`` leaves it (a take from a
+    column of many chunks joins them all again for each slice)."""
     if changes.num_rows == 0:
         return
     columns = [name for name in SCHEMA.names if name != "run_id"]

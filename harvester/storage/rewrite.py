@@ -47,10 +47,10 @@ from harvester.storage.datafile import DataFileName
 from harvester.storage.info import file_rows, parallel_map, parquet_file
 from harvester.storage.memory import release_freed_memory
 from harvester.storage.merge import (
-    CHANGE_KEYS,
     IdRange,
     MergeStats,
     flat,
+    join_feed,
     merge_partition,
     replaced_mask,
     upsert_then_replace,
@@ -472,7 +472,9 @@ def merge_files(
         )
         out.stats += stats
         if stats.changes is not None:
+            # Held once, by ``changes``: ``join_feed`` lets each column's pieces go.
             changes.append(stats.changes)
+            stats.changes = None
         if not stats.changed and merged.num_rows == existing.num_rows:
             continue  # copies dropped are counted as deleted, so this group is as it was
         del existing  # one group's rows at a time
@@ -480,8 +482,7 @@ def merge_files(
         out.removed.extend(group_files)
     removed = set(out.removed)
     out.kept = [f for f in files if f not in removed]
-    schema = pa.schema([*(ARROW_SCHEMA.field(n) for n in CHANGE_KEYS), ("change", pa.string())])
-    out.stats.changes = pa.concat_tables(changes) if changes else schema.empty_table()
+    out.stats.changes = join_feed(changes)
     return out
 
 
