@@ -103,11 +103,12 @@ def _reports(lake: Path) -> set[Path]:
 
 def run_step(step: str, sim: SimHandle, lake: Path, logs: Path, records: int) -> dict[str, Any]:
     before_reports = _reports(lake)
-    before_requests = sim.stats()["requests"]
+    before = sim.stats()
     measured = run_measured(
         command(step, sim.url, lake), log_dir=logs, name=f"{records}-{step}", timeout=7200
     )
-    sim_requests = sim.stats()["requests"] - before_requests
+    after = sim.stats()
+    sim_requests = after["requests"] - before["requests"]
     new = sorted(_reports(lake) - before_reports)
     report: dict[str, Any] = json.loads(new[-1].read_text()) if new else {}
     record: dict[str, Any] = {
@@ -120,6 +121,8 @@ def run_step(step: str, sim: SimHandle, lake: Path, logs: Path, records: int) ->
         "peak_rss_mb": round(measured.peak_rss_bytes / MB, 1),
         "requests": report.get("requests", sim_requests),
         "requests_seen_by_simulator": sim_requests,
+        # what the simulator answered, by what was asked: counts (rows <= 1) and pages
+        **{key: after[key] - before[key] for key in ("counts", "pages", "rows_served")},
         "rows_written": report.get("rows_written"),
         "rows_in_lake": report.get("rows_in_lake"),
         "report": str(new[-1].name) if new else None,
@@ -280,6 +283,14 @@ METRICS = (
 )
 
 
+def _extra_cell(record: dict[str, Any], key: str) -> str:
+    if key == "counts_pages":  # runs saved before the simulator split its answers: "-"
+        if record.get("counts") is None:
+            return "-"
+        return f"{record['counts']:,} / {record['pages']:,}"
+    return _cell(record.get(key))
+
+
 def table(results: Sequence[dict[str, Any]]) -> str:
     """Every step's figures, one column per size, and the growth from the first to the last."""
     results = sorted(results, key=lambda r: r["records"])
@@ -299,6 +310,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                 cells.append(f"{last / first:.2f}" if ok else "-")
             lines.append("| " + " | ".join(cells) + " |")
     extra = [
+        ("harvest", "counts / pages answered", "counts_pages"),
+        ("refresh", "counts / pages answered", "counts_pages"),
         ("refresh", "rows fetched", "rows_fetched"),
         ("refresh", "partitions rewritten", "partitions_rewritten"),
         ("refresh", "days the change touched", "days_touched"),
@@ -308,7 +321,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         ("harvest", "shards", "shards"),
     ]
     for step, label, key in extra:
-        cells = [step, label, *(_cell(r["steps"][step].get(key)) for r in results)]
+        cells = [step, label, *(_extra_cell(r["steps"][step], key) for r in results)]
         if len(results) > 1:
             cells.append("")
         lines.append("| " + " | ".join(cells) + " |")

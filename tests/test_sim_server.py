@@ -167,3 +167,18 @@ async def test_mutate_over_http_and_stats() -> None:
             stats = await response.json()
         assert stats["requests"] == 1 and stats["statuses"] == {"200": 1}
         assert stats["mutations"] == 1 and stats["numFound"] == 3005
+
+
+async def test_stats_split_answered_records_requests_into_counts_and_pages() -> None:
+    async with client() as (session, url):
+        found = [(await post(session, url, criteria=DAY, rows=rows))[1] for rows in (0, 1)]
+        day_rows = found[0]["response"]["numFound"]
+        for rows in (7, 100):
+            await post(session, url, criteria=DAY, rows=rows)
+        status, _ = await post(session, url, criteria="id:nothing-has-this-id", rows=50)
+        async with session.get(url + "/_sim/stats") as response:
+            stats = await response.json()
+    assert status == 404 and day_rows > 7
+    assert stats["requests"] == 5
+    assert (stats["counts"], stats["pages"]) == (2, 3)  # the no-match page asked for 50
+    assert stats["rows_served"] == 7 + min(100, day_rows)

@@ -53,6 +53,9 @@ def stats_payload(state: SimState) -> dict[str, Any]:
     stats = state.stats
     return {
         "requests": stats.requests,
+        "counts": stats.counts,
+        "pages": stats.pages,
+        "rows_served": stats.rows_served,
         "statuses": {str(code): n for code, n in sorted(stats.statuses.items())},
         "faults": dict(sorted(state.faults.injected.items())),
         "throttled": stats.throttled,

@@ -73,6 +73,12 @@ class Stats:
     """What the simulator did, for ``GET /_sim/stats`` (tests assert on it)."""
 
     requests: int = 0
+    # Records requests answered, by what they asked: ``rows <= 1`` is a count (the harvester
+    # counts with rows=1), more is a page; ``rows_served`` is the docs the pages carried.
+    # Benchmarks split a run's requests with them ("where a refresh's requests go").
+    counts: int = 0
+    pages: int = 0
+    rows_served: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     throttled: int = 0
     throttled_by: Counter[str] = field(default_factory=Counter)
@@ -204,6 +210,12 @@ def records_answer(state: SimState, params: MultiDict[str]) -> Normal:
     except lucene.QuerySyntaxError as exc:
         return _error(state, 400, str(exc))
     found, docs = state.corpus.search(node, start, rows, sort=sort)
+    stats = state.stats
+    if rows <= 1:
+        stats.counts += 1
+    else:
+        stats.pages += 1
+        stats.rows_served += len(docs)
     if found == 0:
         return _error(state, 404, NO_MATCH)
     if config.count_drift and rows <= 1 and len(state.corpus.plan(node).days) > 1:
