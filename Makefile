@@ -16,8 +16,8 @@ help:
 	@echo "make sim    - run the API simulator in the foreground"
 	@echo "make bench  - run the benchmark harness (bench/)"
 	@echo "make bench-pages - page size chosen by rows/s against fixed pages (~8 min)"
-	@echo "make bench-scale - the real-scale scenario at 1 M and 10 M rows (~25 min, not in CI)"
-	@echo "make bench-month - every one-partition step on a month of 1 M rows (~10 min, not in CI)"
+	@echo "make bench-scale - the real-scale scenario at 1 M and 10 M rows (~35 min, not in CI)"
+	@echo "make bench-month - every one-partition step on a month of 1 M rows (~20 min, not in CI)"
 	@echo "make soak   - run SEEDS (default 10) more seeded seasons of refreshes (tests/season.py)"
 
 $(BIN)/python:
@@ -86,14 +86,14 @@ bench-pages: $(STAMP)
 
 # Real scale (bench/scale.py, docs/benchmarks.md "Real scale"): 1 M, then 10 M rows over
 # eight years, each through harvest, status, plan, a mixed change, refresh, verify, compact
-# and show; ~25 minutes on 2 cores (measured 2026-12-02: 1 M ~1.5, 10 M ~21), not in CI.
+# and show; ~35 minutes on 2 cores (measured 2026-12-07: 1 M ~2.5, 10 M ~30), not in CI.
 # SCALE_ARGS=--reuse takes the saved 1 M run (bench/results/scale-1000000.json) instead.
 .PHONY: bench-scale
 bench-scale: $(BENCH_STAMP)
 	$(BIN)/python -m bench.scale --records 10000000 --also 1000000 $(SCALE_ARGS)
 
 # Every single-partition step of the CLI on one month of a million rows, each step its own
-# process, peak RSS measured from outside (bench/month_steps.py, issue 20 item 4; ~10
+# process, peak RSS measured from outside (bench/month_steps.py, issue 20 item 4; ~20-55
 # minutes on 2 cores), not in CI. MONTH_ARGS=--records N for another size.
 .PHONY: bench-month
 bench-month: $(BENCH_STAMP)
