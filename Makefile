@@ -86,7 +86,7 @@ bench-pages: $(STAMP)
 
 # Real scale (bench/scale.py, docs/benchmarks.md "Real scale"): 1 M, then 10 M rows over
 # eight years, each through harvest, status, plan, a mixed change, refresh, verify, compact
-# and show; ~35 minutes on 2 cores (measured 2026-12-07: 1 M ~2.5, 10 M ~30), not in CI.
+# and show; ~35 minutes on 2 cores (measured 2026-12-07: 1 M ~2.7, 10 M ~29), not in CI.
 # SCALE_ARGS=--reuse takes the saved 1 M run (bench/results/scale-1000000.json) instead.
 .PHONY: bench-scale
 bench-scale: $(BENCH_STAMP)
